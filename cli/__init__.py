@@ -1,0 +1,1 @@
+"""dbtool's command-line interface: fast binder, Typer app, output formats, local commands."""

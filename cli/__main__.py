@@ -1,0 +1,5 @@
+"""``python -m dbtool.cli``: the same as the ``dbtool`` command."""
+
+from .main import main
+
+main()

@@ -1,0 +1,177 @@
+"""The Typer app, generated from the registry: help, usage errors, completion, local commands.
+
+``build_app(cmd)`` builds only the invoked command (help for one command, a usage error in one
+command); ``build_app(None)`` builds all of them (``dbtool --help``, completion, man pages).
+Each command's function gets a generated signature, so Typer sees ordinary typed parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import typer
+from dbtool.core import __version__
+from dbtool.core.commands import COMMANDS, LOCAL, Command, Param
+
+from .binder import GlobalOptions, compact
+
+APP_HELP = (
+    "dbtool — the results database of a test/job area.\n\n"
+    "Every Megatest API command is a subcommand; writes go through the area's server (started on "
+    "demand), reads use it when it runs and read the database directly otherwise."
+)
+
+_ANNOTATIONS = {"str": str, "int": int, "float": float, "bool": bool, "list": str, "argv": list[str]}
+
+# The options every command accepts after its name too: (parameter name, declaration, type, help).
+COMMON = (
+    ("g_area", "--area", str, "the area directory (default: $DBTOOL_AREA, else the nearest with .dbtool/)"),
+    ("g_timeout", "--timeout", float, "seconds to wait for a busy or starting server (default $DBTOOL_TIMEOUT or 60)"),
+    ("g_trace", "--trace", bool, "print the request's server-side log entries to stderr"),
+    ("g_json", "--json", bool, "print the result as JSON"),
+    ("g_format", "--format", str, "output format: table, json, csv or tsv"),
+)
+
+
+def _check_format(value: str | None) -> str | None:
+    if value is not None and value not in ("table", "json", "csv", "tsv"):
+        raise typer.BadParameter(f"must be one of table, json, csv, tsv; got {value!r}")
+    return value
+
+
+def _check_timeout(value: float | None) -> float | None:
+    if value is not None and value < 0:
+        raise typer.BadParameter("must not be negative")
+    return value
+
+
+# Local commands that do not work on an existing area take no --area/--timeout/--format.
+WITHOUT_COMMON = frozenset({"init", "demo"})
+
+_COMMON_CHECKS = {"g_format": _check_format, "g_timeout": _check_timeout}
+
+
+def _converter(p: Param) -> Callable[[object], object] | None:
+    """An option callback turning Typer's value into the registry's type (lists, choices)."""
+    if (p.type == "list" and not p.multiple) or p.choices:
+
+        def convert(value: object) -> object:
+            if value is None or not isinstance(value, str):
+                return value
+            try:
+                return p.from_text(value)
+            except ValueError as err:
+                raise typer.BadParameter(str(err).replace(f"{p.label} ", "", 1)) from None
+
+        return convert
+    return None
+
+
+def _parameter(p: Param) -> inspect.Parameter:
+    annotation = list[str] if p.multiple else _ANNOTATIONS[p.type]
+    default: object = ... if p.required else p.default
+    if p.type == "list" and isinstance(default, list):
+        default = ",".join(default)
+    if p.type == "argv":
+        info = typer.Argument(... if p.required else None, help=p.help, metavar=p.metavar, show_default=False)
+    elif p.positional:
+        info = typer.Argument(default, help=p.help, metavar=p.metavar, callback=_converter(p), show_default=False)
+    else:
+        info = typer.Option(
+            default,
+            p.option,
+            help=p.help,
+            metavar=p.metavar or None,
+            callback=_converter(p),
+            show_default=default not in (None, False, "", ...),
+        )
+    return inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+
+
+def _common_parameters() -> list[inspect.Parameter]:
+    params = []
+    for name, decl, kind, help_text in COMMON:
+        default = False if kind is bool else None
+        info = typer.Option(default, decl, help=help_text, callback=_COMMON_CHECKS.get(name), show_default=False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind))
+    return params
+
+
+def _callback_for(cmd: Command) -> Callable[..., None]:
+    def run(typer_ctx: typer.Context, **kwargs: object) -> None:
+        from .main import execute
+
+        opts = typer_ctx.find_root().obj or GlobalOptions()
+        for name, _decl, _kind, _help in COMMON:
+            value = kwargs.pop(name, None)
+            if value not in (None, False):
+                opts.set(name[2:], value)
+        params = {p.name: kwargs.get(p.name) for p in cmd.params}
+        if cmd.kind != LOCAL:
+            params = compact(cmd, params)
+        raise typer.Exit(execute(cmd, params, opts))
+
+    context = inspect.Parameter("typer_ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    signature = [context, *(_parameter(p) for p in cmd.params)]
+    if cmd.name not in WITHOUT_COMMON:
+        signature += _common_parameters()
+    run.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
+    run.__name__ = cmd.name.replace(" ", "_").replace("-", "_")
+    run.__doc__ = cmd.help
+    return run
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"dbtool {__version__}")
+        raise typer.Exit(0)
+
+
+def _root(
+    ctx: typer.Context,
+    area: str = typer.Option(None, "--area", help=COMMON[0][3], show_default=False),
+    timeout: float = typer.Option(None, "--timeout", help=COMMON[1][3], callback=_check_timeout, show_default=False),
+    trace: bool = typer.Option(False, "--trace", help=COMMON[2][3]),
+    json: bool = typer.Option(False, "--json", help=COMMON[3][3]),
+    format: str = typer.Option(None, "--format", help=COMMON[4][3], callback=_check_format, show_default=False),
+    version: bool = typer.Option(
+        False, "--version", help="print dbtool's version and exit", callback=_version, is_eager=True
+    ),
+) -> None:
+    opts = GlobalOptions()
+    opts.area, opts.timeout, opts.trace, opts.json, opts.format = area, timeout, trace, json, format
+    ctx.obj = opts
+
+
+def build_app(only: Command | None = None) -> typer.Typer:
+    settings = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    app = typer.Typer(
+        name="dbtool",
+        help=APP_HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        context_settings=settings,
+    )
+    app.callback()(_root)
+    server = typer.Typer(
+        name="server",
+        help="Start, stop and inspect the area's server.",
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        context_settings=settings,
+    )
+    commands = [only] if only is not None else list(COMMANDS.values())
+    has_server = False
+    for cmd in commands:
+        if cmd.hidden:
+            continue
+        group, name = (server, cmd.name.split(" ", 1)[1]) if cmd.name.startswith("server ") else (app, cmd.name)
+        has_server = has_server or group is server
+        extra = {"allow_interspersed_args": False} if any(p.type == "argv" for p in cmd.params) else {}
+        group.command(name=name, help=cmd.help, context_settings=extra)(_callback_for(cmd))
+    if has_server or only is None:
+        app.add_typer(server, name="server")
+    return app

@@ -1,0 +1,135 @@
+"""The fast argument binder: binds a complete, well-formed invocation straight from the registry.
+
+A job wrapper calls dbtool thousands of times; importing Typer costs more than the rest of a
+call. This binder handles the common case — long options (``--opt V`` / ``--opt=V``), flags and
+positionals, all valid — and answers ``None`` for anything else (help, short options, errors,
+unknown options), which then goes to the Typer app for the proper message. A property test
+checks that both bind every command's arguments identically.
+"""
+
+from __future__ import annotations
+
+from dbtool.core.commands import Command
+
+# Options every command accepts, before or after its name.
+GLOBAL_VALUES = {"--area": "area", "--timeout": "timeout", "--format": "format"}
+GLOBAL_FLAGS = {"--trace": "trace", "--json": "json"}
+
+
+class GlobalOptions:
+    __slots__ = ("area", "format", "json", "timeout", "trace")
+
+    def __init__(self) -> None:
+        self.area: str | None = None
+        self.timeout: float | None = None
+        self.format: str | None = None
+        self.trace = False
+        self.json = False
+
+    def set(self, name: str, value: object) -> None:
+        setattr(self, name, value)
+
+    @property
+    def output(self) -> str:
+        return "json" if self.json else (self.format or "table")
+
+
+def _global_value(name: str, text: str) -> object:
+    if name == "timeout":
+        value = float(text)
+        if value < 0:
+            raise ValueError(text)
+        return value
+    if name == "format" and text not in ("table", "json", "csv", "tsv"):
+        raise ValueError(text)
+    return text
+
+
+def take_global(args: list[str], i: int, opts: GlobalOptions) -> int | None:
+    """If args[i] is a global option, apply it and return the next index; else None.
+
+    Raises ValueError when it is a global option used wrongly (left for Typer to explain).
+    """
+    name, eq, value = args[i].partition("=")
+    if name in GLOBAL_FLAGS:
+        if eq:
+            raise ValueError(name)
+        opts.set(GLOBAL_FLAGS[name], True)
+        return i + 1
+    if name in GLOBAL_VALUES:
+        if not eq:
+            if i + 1 >= len(args):
+                raise ValueError(name)
+            value = args[i + 1]
+            i += 1
+        opts.set(GLOBAL_VALUES[name], _global_value(GLOBAL_VALUES[name], value))
+        return i + 1
+    return None
+
+
+def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
+    """The parameters ``args`` give ``cmd`` (only those given), or None to defer to Typer."""
+    by_option = {p.option: p for p in cmd.params if not p.positional}
+    positional = [p for p in cmd.params if p.positional]
+    params: dict = {}
+    words: list[str] = []
+    i = 0
+    try:
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                words.extend(args[i + 1 :])
+                break
+            if not arg.startswith("-") or arg == "-":
+                words.append(arg)
+                i += 1
+                continue
+            if not arg.startswith("--"):
+                return None  # short options (-h): Typer's business
+            nxt = take_global(args, i, opts)
+            if nxt is not None:
+                i = nxt
+                continue
+            name, eq, value = arg.partition("=")
+            p = by_option.get(name)
+            if p is None:
+                return None
+            if p.type == "bool":
+                if eq:
+                    return None
+                params[p.name] = True
+                i += 1
+                continue
+            if not eq:
+                if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                    return None
+                value = args[i + 1]
+                i += 1
+            if p.multiple:
+                params.setdefault(p.name, []).append(value)
+            else:
+                params[p.name] = p.from_text(value)
+            i += 1
+    except ValueError:
+        return None
+    if len(words) > len(positional):
+        return None
+    for p, word in zip(positional, words, strict=False):
+        if word.startswith("-") and word != "-":
+            return None
+        try:
+            params[p.name] = p.from_text(word)
+        except ValueError:
+            return None
+    return params if all(p.name in params for p in cmd.params if p.required) else None
+
+
+def compact(cmd: Command, params: dict) -> dict:
+    """Drop parameters that are unset or equal to their default (what goes on the wire)."""
+    out = {}
+    for p in cmd.params:
+        value = params.get(p.name)
+        if value is None or value == p.default or (p.type == "bool" and value is False):
+            continue
+        out[p.name] = value
+    return out

@@ -1,0 +1,161 @@
+"""The ``dbtool`` entry point: parse → route → print, as three separate stages.
+
+Parse: the fast binder (``binder.py``) binds a well-formed invocation of an API command from the
+registry without importing Typer; anything else (help, errors, completion, dbtool's own
+commands) goes to the Typer app (``app.py``), built with only the invoked subcommand.
+Route: ``dbtool.core.client.call`` (server, direct read, or auto-start).
+Print: ``output.render`` and the exit codes of SPEC 2.4.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from dbtool.core.commands import COMMANDS, LOCAL, Command
+from dbtool.core.errors import DbtoolError, UsageError
+
+from .binder import GlobalOptions, bind, take_global
+
+COMPLETE_VAR = "_DBTOOL_COMPLETE"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = _main(args)
+    except KeyboardInterrupt:
+        print("dbtool: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as err:  # a bug: one line, the traceback only with --trace
+        if "--trace" in args:
+            import traceback
+
+            traceback.print_exc()
+        print(
+            f"dbtool: error: internal error: {type(err).__name__}: {err} (run with --trace for details)",
+            file=sys.stderr,
+        )
+        code = 5
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _main(args: list[str]) -> int:
+    if COMPLETE_VAR in os.environ:
+        return typer_main(args, None)
+    opts = GlobalOptions()
+    i = 0
+    try:
+        while i < len(args) and args[i].startswith("--"):
+            nxt = take_global(args, i, opts)
+            if nxt is None:
+                break
+            i = nxt
+    except ValueError:
+        return typer_main(args, None)
+    cmd, rest = find_command(args[i:])
+    if cmd is None:
+        return typer_main(args, None)
+    if cmd.kind != LOCAL:
+        params = bind(cmd, rest, opts)
+        if params is not None:
+            return execute(cmd, params, opts)
+    return typer_main(args, cmd)
+
+
+def find_command(words: list[str]) -> tuple[Command | None, list[str]]:
+    """The command named by the first word(s) of ``words`` (``server start`` takes two)."""
+    if not words:
+        return None, []
+    name, rest = words[0], words[1:]
+    if name == "server" and rest:
+        name, rest = f"server {rest[0]}", rest[1:]
+    cmd = COMMANDS.get(name)
+    if cmd is None or cmd.hidden:
+        return None, []
+    return cmd, rest
+
+
+def typer_main(args: list[str], cmd: Command | None) -> int:
+    """Run the Typer app (help, usage errors, completion, local commands)."""
+    from .app import build_app
+
+    app = build_app(cmd)
+    try:
+        app(args=args, prog_name="dbtool", standalone_mode=True)
+    except SystemExit as done:
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+def default_timeout(opts: GlobalOptions) -> float:
+    if opts.timeout is not None:
+        return opts.timeout
+    text = os.environ.get("DBTOOL_TIMEOUT")
+    if not text:
+        return 60.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"DBTOOL_TIMEOUT={text!r} is not a number of seconds") from None
+    if value < 0:
+        raise UsageError(f"DBTOOL_TIMEOUT={text!r} must not be negative")
+    return value
+
+
+def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
+    """Route a bound command and print its result; returns the exit code."""
+    try:
+        if cmd.kind == LOCAL:
+            from .local import run_local
+
+            return run_local(cmd, params, opts)
+        from dbtool.core.area import find_area
+        from dbtool.core.client import call
+
+        reply = call(find_area(opts.area), cmd, params, timeout=default_timeout(opts), trace=opts.trace)
+    except DbtoolError as err:
+        return report(err, opts)
+    if opts.trace:
+        print_log(reply.log)
+    from .output import render
+
+    emit(render(reply.result, opts.output, cmd.columns))
+    return 0
+
+
+def report(err: DbtoolError, opts: GlobalOptions) -> int:
+    """Print a one-line error (the request id when a server was involved) and return its exit code."""
+    if opts.trace:
+        print_log(err.extra.get("log") or [])
+        if err.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(err.__cause__, file=sys.stderr)
+    rid = err.extra.get("request_id")
+    suffix = f" [request {rid}]" if rid and rid != "-" else ""
+    print(f"dbtool: error: {err.message}{suffix}", file=sys.stderr)
+    return err.exit_code
+
+
+def print_log(entries: list) -> None:
+    import time
+
+    for e in entries or []:
+        stamp = time.strftime("%H:%M:%S", time.localtime(e.get("tick", 0))) + f".{e.get('nsecs', 0) // 1000:06d}"
+        context = f" {e['context']}" if e.get("context") not in (None, "") else ""
+        print(f"trace: {stamp} {e.get('level')} {e.get('condition')}{context}: {e.get('message')}", file=sys.stderr)
+
+
+def emit(text: str) -> None:
+    if not text:
+        return
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `dbtool ... | head`: the reader left, that is fine
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

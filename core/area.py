@@ -1,0 +1,192 @@
+"""Find the area, name its files, read and write its config (SPEC 1, 2.2).
+
+The client path uses ``find_area`` and the path properties only; reading config.toml happens
+in the server and in ``init``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .errors import Refused
+
+DOT_DIR = ".dbtool"
+_KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Columns of the runs table that a key may not shadow (reference A.1, plus our own columns).
+RESERVED_KEY_NAMES = frozenset(
+    [
+        "id",
+        "runname",
+        "contour",
+        "state",
+        "status",
+        "owner",
+        "event_time",
+        "comment",
+        "fail_count",
+        "pass_count",
+        "last_update",
+        "target",
+    ]
+)
+
+
+class Area:
+    """An area directory and the files dbtool keeps in its ``.dbtool/``."""
+
+    __slots__ = ("dir", "root")
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.dir = os.path.join(self.root, DOT_DIR)
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.dir, *parts)
+
+    @property
+    def db_path(self) -> str:
+        return self.path("dbtool.db")
+
+    @property
+    def config_path(self) -> str:
+        return self.path("config.toml")
+
+    @property
+    def server_json(self) -> str:
+        return self.path("server.json")
+
+    @property
+    def server_lock(self) -> str:
+        return self.path("server.lock")
+
+    @property
+    def start_lock(self) -> str:
+        return self.path("start.lock")
+
+    @property
+    def logs_dir(self) -> str:
+        return self.path("logs")
+
+    def exists(self) -> bool:
+        return os.path.isfile(self.config_path)
+
+    def __repr__(self) -> str:
+        return f"Area({self.root!r})"
+
+
+def find_area(explicit: str | None = None, cwd: str | None = None) -> Area:
+    """The area from ``--area``, else ``$DBTOOL_AREA``, else the nearest ancestor holding ``.dbtool/``."""
+    given = explicit or os.environ.get("DBTOOL_AREA")
+    if given:
+        area = Area(given)
+        if not area.exists():
+            raise Refused(
+                f"{area.root} is not a dbtool area (no {DOT_DIR}/config.toml); "
+                f"create it with `dbtool init {given} --keys K1,K2`"
+            )
+        return area
+    start = os.path.abspath(cwd or os.getcwd())
+    here = start
+    while True:
+        if os.path.isfile(os.path.join(here, DOT_DIR, "config.toml")):
+            return Area(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            raise Refused(
+                f"no dbtool area at or above {start}; create one with `dbtool init --keys K1,K2`, "
+                "or pass --area PATH (or set DBTOOL_AREA)"
+            )
+        here = parent
+
+
+# --------------------------------------------------------------------------------------------
+# config.toml
+
+DEFAULT_CONFIG: dict[str, dict] = {
+    "area": {"keys": []},
+    "server": {"bind": "127.0.0.1", "port": 0, "idle_timeout": 300.0, "share_group": False},
+    "db": {"synchronous": "FULL", "journal_mode": "auto", "url": ""},
+    "tests": {"deadtime": 7200},
+}
+
+_CONFIG_TEMPLATE = """\
+# dbtool area configuration (created by `dbtool init`).
+
+[area]
+# The ordered target fields of this area; fixed at init.
+keys = [{keys}]
+
+[server]
+# Address the server listens on. Use a host address (not 127.0.0.1) for a compute farm;
+# every request still has to prove it holds the area's key.
+bind = "127.0.0.1"
+# 0 = any free port.
+port = 0
+# Seconds without requests after which the server stops by itself; 0 = never.
+idle_timeout = 300
+# true: make .dbtool/ and server.json readable by the directory's group.
+share_group = false
+
+[db]
+# SQLite synchronous level: FULL (default), NORMAL or OFF.
+synchronous = "FULL"
+# "auto" = WAL on local disks, a rollback journal (DELETE) on network filesystems.
+journal_mode = "auto"
+
+[tests]
+# Seconds after which a RUNNING test that stopped reporting counts as dead.
+deadtime = 7200
+"""
+
+
+def validate_keys(keys: list[str]) -> list[str]:
+    """Check key names: identifiers, unique, not a reserved runs column (reference A.1)."""
+    if not keys:
+        raise Refused("an area needs at least one key, e.g. --keys RELEASE,PLATFORM")
+    seen: set[str] = set()
+    for key in keys:
+        if not _KEY_NAME.match(key):
+            raise Refused(f"key {key!r} is not a valid name: use letters, digits and '_', not starting with a digit")
+        if key.lower() in RESERVED_KEY_NAMES:
+            raise Refused(f"key {key!r} clashes with a column of the runs table; choose another name")
+        if key.lower() in seen:
+            raise Refused(f"key {key!r} is given twice")
+        seen.add(key.lower())
+    return keys
+
+
+def render_config(keys: list[str]) -> str:
+    return _CONFIG_TEMPLATE.format(keys=", ".join(f'"{k}"' for k in keys))
+
+
+def load_config(area: Area) -> dict:
+    """config.toml merged over the defaults; a broken file is refused with its path and reason."""
+    import tomllib
+
+    try:
+        with open(area.config_path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise Refused(f"cannot read {area.config_path}: {err}") from None
+    merged = {section: dict(values) for section, values in DEFAULT_CONFIG.items()}
+    for section, values in data.items():
+        if isinstance(values, dict):
+            merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def ensure_private_dir(path: str, share_group: bool = False) -> None:
+    """Create a directory with mode 0700 (0750 when the group shares the area)."""
+    mode = 0o750 if share_group else 0o700
+    os.makedirs(path, mode=mode, exist_ok=True)
+    os.chmod(path, mode)
+
+
+def remove_file(path: str) -> None:
+    """Remove a file if it exists (server.json and other files a dead process may leave)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,1 @@
+"""The database layer: SQLModel tables, engines, dialect helpers and the handler context."""

@@ -1,0 +1,163 @@
+"""Engines and connections: the server's writer and readers, and the direct read-only fallback.
+
+SQLite connections are put in driver autocommit mode and the transaction is begun explicitly
+(``BEGIN IMMEDIATE`` for the writer), which is what makes SAVEPOINTs behave (SQLAlchemy's
+documented recipe for pysqlite).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool, QueuePool
+
+from ..errors import Refused
+from .dialect import drop_trigger_ddl, trigger_ddl
+from .schema import SCHEMA_VERSION, TRIGGER_TABLES, Schema, schema_for
+
+WRITE, READ, DIRECT, ADMIN = "write", "read", "direct", "admin"
+BUSY_TIMEOUT_MS = 10_000
+NETWORK_FILESYSTEMS = frozenset(
+    [
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "afs",
+        "fuse.sshfs",
+        "9p",
+        "lustre",
+        "gpfs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "beegfs",
+    ]
+)
+
+
+def filesystem_type(path: str) -> str:
+    """The filesystem type holding ``path`` (from /proc/mounts; '' when unknown)."""
+    path = os.path.realpath(path)
+    best, fstype = "", ""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mount = parts[1].replace("\\040", " ")
+                if (path == mount or path.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+                    best, fstype = mount, parts[2]
+    except OSError:
+        return ""
+    return fstype
+
+
+def journal_mode_for(path: str, configured: str = "auto") -> str:
+    """WAL on local disks; a rollback journal where WAL cannot be shared between hosts (SPEC 6)."""
+    mode = (configured or "auto").upper()
+    if mode != "AUTO":
+        if mode not in ("WAL", "DELETE", "TRUNCATE", "PERSIST"):
+            raise Refused(f"db.journal_mode {configured!r} is not one of auto, wal, delete, truncate, persist")
+        return mode
+    return "DELETE" if filesystem_type(os.path.dirname(path)) in NETWORK_FILESYSTEMS else "WAL"
+
+
+def _regexp(pattern: str, value: object) -> bool:
+    return value is not None and re.search(pattern, str(value)) is not None
+
+
+def sqlite_engine(
+    path: str,
+    role: str,
+    *,
+    synchronous: str = "FULL",
+    journal_mode: str = "WAL",
+    pool_size: int = 4,
+) -> Engine:
+    """An engine on an SQLite file for one role: write, read, direct (read-only file) or admin."""
+    synchronous = synchronous.upper()
+    if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise Refused(f"db.synchronous {synchronous!r} is not one of FULL, NORMAL, OFF, EXTRA")
+    if role == DIRECT:
+        url = f"sqlite+pysqlite:///file:{path}?mode=ro&uri=true"
+    else:
+        url = f"sqlite+pysqlite:///{path}"
+    pool: dict[str, Any] = (
+        {"poolclass": NullPool}
+        if role == ADMIN
+        else {"poolclass": QueuePool, "pool_size": pool_size, "max_overflow": pool_size}
+    )
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000, "cached_statements": 256},
+        **pool,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see "begin" below)
+        dbapi_conn.create_function("REGEXP", 2, _regexp, deterministic=True)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if role in (WRITE, ADMIN):
+            cur.execute(f"PRAGMA journal_mode = {journal_mode}")
+            cur.execute(f"PRAGMA synchronous = {synchronous}")
+        else:
+            cur.execute("PRAGMA query_only = 1")
+        cur.execute("PRAGMA cache_size = -16000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if role in (WRITE, ADMIN) else "BEGIN")
+
+    return engine
+
+
+def read_keys(conn: Connection) -> list[str]:
+    """The area's keys, in order, from the database."""
+    from .schema import Key
+
+    rows = conn.execute(select(Key.__table__.c.fieldname).order_by(Key.__table__.c.id)).all()
+    return [r[0] for r in rows]
+
+
+def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
+    """Create every table, index and trigger of an area with these keys (idempotent)."""
+    schema = schema_for(keys)
+    for table in schema.all_tables():
+        table.create(conn, checkfirst=True)
+    create_triggers(conn)
+    existing = read_keys(conn)
+    if not existing:
+        conn.execute(insert(schema.keys_t), [{"fieldname": k, "fieldtype": "TEXT"} for k in keys])
+    metadat = schema.metadat
+    for var, val in (("DBTOOL_VERSION", version), ("DBTOOL_SCHEMA", str(SCHEMA_VERSION))):
+        found = conn.execute(select(metadat.c.id).where(metadat.c.var == var)).first()
+        if found is None:
+            conn.execute(insert(metadat).values(var=var, val=val))
+    return schema
+
+
+def create_triggers(conn: Connection) -> None:
+    for table in TRIGGER_TABLES:
+        for ddl in trigger_ddl(conn.dialect.name, table):
+            conn.exec_driver_sql(ddl)
+
+
+def drop_triggers(conn: Connection) -> None:
+    for table in TRIGGER_TABLES:
+        conn.exec_driver_sql(drop_trigger_ddl(conn.dialect.name, table))
+
+
+def checkpoint(conn: Connection) -> None:
+    """Move the WAL into the database file and truncate it (graceful stop, sync-cachedb-to-db)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,0 +1,409 @@
+"""The database schema: every table of reference section A, plus events, test_outputs, idempotency.
+
+Static tables are SQLModel models. The ``runs`` table has one column per area key, so it is
+built per key list with SQLAlchemy Core (``runs_table``). Handlers query through the
+``Table`` objects (Core statements: fast, and portable to PostgreSQL); defaults live in the
+database too, so rows written by other tools get the reference's defaults.
+
+Legacy tables of reference A.15 (monitor.db, logging.db, the port logger) are not created:
+server.json, the request log and the OS's port allocation replace them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    REAL,
+    Column,
+    DefaultClause,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from .dialect import epoch_now
+
+SCHEMA_VERSION = 1
+
+
+def _text(default: str | None = "", **kw: Any) -> Any:
+    extra = {"server_default": default} if default is not None else {}
+    return Field(default=default, sa_type=Text, sa_column_kwargs=extra, **kw)
+
+
+def _int(default: int | None = 0, **kw: Any) -> Any:
+    extra = {"server_default": text(str(default))} if default is not None else {}
+    return Field(default=default, sa_type=Integer, sa_column_kwargs=extra, **kw)
+
+
+def _real(default: float | None = -1, **kw: Any) -> Any:
+    extra = {"server_default": text(str(default))} if default is not None else {}
+    return Field(default=default, sa_type=REAL, sa_column_kwargs=extra, **kw)
+
+
+def _now() -> Any:
+    """An integer Unix-time column that defaults to the time of insertion."""
+    return Field(default=None, sa_type=Integer, sa_column_kwargs={"server_default": DefaultClause(epoch_now())})
+
+
+def _pk() -> Any:
+    return Field(default=None, primary_key=True)
+
+
+class NumberOrText(TypeDecorator):
+    """A value that is a number when it parses as one and text otherwise (reference A.6).
+
+    SQLite stores it in a REAL-affinity column, which keeps non-numeric text as text.
+    Other databases store text and convert numbers back on read.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        return dialect.type_descriptor(REAL() if dialect.name == "sqlite" else Text())
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if dialect.name == "sqlite" or value is None:
+            return value
+        return repr(value) if isinstance(value, float) else str(value)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if dialect.name == "sqlite" or not isinstance(value, str):
+            return value
+        from ..rules.numbers import parse_number
+
+        number = parse_number(value)
+        return value if number is None else number
+
+
+class Key(SQLModel, table=True):
+    __tablename__ = "keys"
+    id: int | None = _pk()
+    fieldname: str = Field(sa_type=Text, sa_column_kwargs={"unique": True})
+    fieldtype: str | None = _text("TEXT")
+
+
+class RunStat(SQLModel, table=True):
+    __tablename__ = "run_stats"
+    __table_args__ = (Index("run_stats_run", "run_id", "state", "status"),)
+    id: int | None = _pk()
+    run_id: int | None = _int(None)
+    state: str | None = _text(None)
+    status: str | None = _text(None)
+    count: int | None = _int(None)
+    last_update: int | None = _now()
+
+
+class Test(SQLModel, table=True):
+    __tablename__ = "tests"
+    __table_args__ = (
+        UniqueConstraint("run_id", "testname", "item_path", name="tests_unique"),
+        Index("tests_state", "state", "run_id"),
+        Index("tests_last_update", "last_update"),
+        Index("tests_testname", "testname", "item_path"),
+    )
+    id: int | None = _pk()
+    run_id: int | None = _int(-1)
+    testname: str | None = _text("noname")
+    host: str | None = _text("n/a")
+    cpuload: float | None = _real(-1)
+    diskfree: int | None = _int(-1)
+    uname: str | None = _text("n/a")
+    rundir: str | None = _text("/tmp/badname")
+    shortdir: str | None = _text("/tmp/badname")
+    item_path: str | None = _text("")
+    state: str | None = _text("NOT_STARTED")
+    status: str | None = _text("FAIL")
+    attemptnum: int | None = _int(0)
+    final_logf: str | None = _text("logs/final.log")
+    logdat: str | None = _text("")
+    run_duration: int | None = _int(0)
+    comment: str | None = _text("")
+    event_time: int | None = _now()
+    fail_count: int | None = _int(0)
+    pass_count: int | None = _int(0)
+    archived: int | None = _int(0)
+    last_update: int | None = _now()
+
+
+class TestStep(SQLModel, table=True):
+    __tablename__ = "test_steps"
+    __table_args__ = (UniqueConstraint("test_id", "stepname", "state", name="test_steps_unique"),)
+    id: int | None = _pk()
+    test_id: int | None = _int(None)
+    stepname: str | None = _text(None)
+    state: str | None = _text("NOT_STARTED")
+    status: str | None = _text("n/a")
+    event_time: int | None = _now()
+    comment: str | None = _text("")
+    logfile: str | None = _text("")
+    last_update: int | None = _now()
+
+
+class TestData(SQLModel, table=True):
+    __tablename__ = "test_data"
+    __table_args__ = (UniqueConstraint("test_id", "category", "variable", name="test_data_unique"),)
+    id: int | None = _pk()
+    test_id: int | None = _int(None)
+    category: str | None = _text("")
+    variable: str | None = _text(None)
+    value: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+    expected: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+    tol: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+    units: str | None = _text(None)
+    comment: str | None = _text("")
+    status: str | None = _text("n/a")
+    type: str | None = _text("")
+    last_update: int | None = _now()
+
+
+class TestRundat(SQLModel, table=True):
+    __tablename__ = "test_rundat"
+    __table_args__ = (Index("test_rundat_test", "test_id", "update_time"),)
+    id: int | None = _pk()
+    test_id: int | None = _int(None)
+    update_time: int | None = _now()
+    cpuload: float | None = _real(-1)
+    diskfree: int | None = _int(-1)
+    diskusage: int | None = _int(-1)
+    run_duration: int | None = _int(0)
+
+
+class TestMeta(SQLModel, table=True):
+    __tablename__ = "test_meta"
+    id: int | None = _pk()
+    testname: str | None = Field(default="", sa_type=Text, sa_column_kwargs={"server_default": "", "unique": True})
+    author: str | None = _text("")
+    owner: str | None = _text("")
+    description: str | None = _text("")
+    reviewed: Any = Field(default=None, sa_type=Text, nullable=True)
+    iterated: str | None = _text("")
+    avg_runtime: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+    avg_disk: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+    tags: str | None = _text("")
+    jobgroup: str | None = _text("default")
+
+
+class TaskQueue(SQLModel, table=True):
+    __tablename__ = "tasks_queue"
+    __table_args__ = (Index("tasks_queue_target", "target", "name"),)
+    id: int | None = _pk()
+    action: str | None = _text("")
+    owner: str | None = _text(None)
+    state: str | None = _text("new")
+    target: str | None = _text("")
+    name: str | None = _text("")
+    testpatt: str | None = _text("")
+    keylock: str | None = _text(None)
+    params: str | None = _text(None)
+    creation_time: int | None = _now()
+    execution_time: int | None = _int(0)
+
+
+class Metadat(SQLModel, table=True):
+    __tablename__ = "metadat"
+    id: int | None = _pk()
+    var: str = Field(sa_type=Text, sa_column_kwargs={"unique": True})
+    val: str | None = _text(None)
+
+
+class Extradat(SQLModel, table=True):
+    __tablename__ = "extradat"
+    id: int | None = _pk()
+    run_id: int | None = _int(None)
+    key: str | None = _text(None)
+    val: str | None = _text(None)
+
+
+class AccessLog(SQLModel, table=True):
+    __tablename__ = "access_log"
+    id: int | None = _pk()
+    user: str | None = _text(None)
+    accessed: int | None = _now()
+    args: str | None = _text(None)
+
+
+class Archive(SQLModel, table=True):
+    __tablename__ = "archives"
+    id: int | None = _pk()
+    test_id: int | None = _int(None)
+    state: str | None = _text("new")
+    status: str | None = _text("n/a")
+    archive_type: str | None = _text("bup")
+    du: int | None = _int(None)
+    archive_path: str | None = _text(None)
+
+
+class ArchiveDisk(SQLModel, table=True):
+    __tablename__ = "archive_disks"
+    id: int | None = _pk()
+    archive_area_name: str | None = _text(None)
+    disk_path: str | None = _text(None)
+    last_df: int | None = _int(-1)
+    last_df_time: int | None = _now()
+    creation_time: int | None = _now()
+
+
+class ArchiveBlock(SQLModel, table=True):
+    __tablename__ = "archive_blocks"
+    id: int | None = _pk()
+    archive_disk_id: int | None = _int(None)
+    disk_path: str | None = _text(None)
+    last_du: int | None = _int(-1)
+    last_du_time: int | None = _now()
+    creation_time: int | None = _now()
+
+
+class ArchiveAllocation(SQLModel, table=True):
+    __tablename__ = "archive_allocations"
+    id: int | None = _pk()
+    archive_block_id: int | None = _int(None)
+    testname: str | None = _text(None)
+    item_path: str | None = _text(None)
+    creation_time: int | None = _now()
+
+
+class NoSyncMetadat(SQLModel, table=True):
+    """The no-sync key/value store (reference A.13): host-local values and faux locks."""
+
+    __tablename__ = "no_sync_metadat"
+    var: str = Field(sa_type=Text, primary_key=True)
+    val: str | None = _text(None)
+
+
+class Process(SQLModel, table=True):
+    """Registered processes (reference A.14)."""
+
+    __tablename__ = "processes"
+    __table_args__ = (UniqueConstraint("host", "pid", name="processes_unique"),)
+    id: int | None = _pk()
+    host: str | None = _text(None)
+    port: int | None = _int(None)
+    pid: int | None = _int(None)
+    starttime: int | None = _now()
+    endtime: int | None = _int(None)
+    status: str | None = _text("starting")
+    purpose: str | None = _text("")
+    dbname: str | None = _text("")
+    mtversion: str | None = _text("")
+    reason: str | None = _text("")
+
+
+class Event(SQLModel, table=True):
+    """Change events, appended by every write in its own transaction (SPEC 4); ``seq`` is gap-free."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("events_run", "run_id", "seq"),)
+    seq: int | None = Field(default=None, primary_key=True)
+    time_ns: int | None = Field(default=None, sa_type=Integer)
+    cmd: str | None = _text(None)
+    run_id: int | None = _int(None)
+    test_id: int | None = _int(None)
+    testname: str | None = _text(None)
+    item_path: str | None = _text(None)
+    state: str | None = _text(None)
+    status: str | None = _text(None)
+    client: str | None = _text(None)
+    data: str | None = _text(None)
+
+
+class TestOutput(SQLModel, table=True):
+    """Output files a job attached to its test (CCP4i's AddOutputFile)."""
+
+    __tablename__ = "test_outputs"
+    __table_args__ = (UniqueConstraint("test_id", "path", name="test_outputs_unique"),)
+    id: int | None = _pk()
+    test_id: int | None = _int(None)
+    path: str | None = _text(None)
+    role: str | None = _text("artifact")
+    created: int | None = _now()
+
+
+class Idempotency(SQLModel, table=True):
+    """Results of acknowledged writes by idempotency key, so a retried write is applied once."""
+
+    __tablename__ = "idempotency"
+    __table_args__ = (Index("idempotency_created", "created"),)
+    idem: str = Field(sa_type=Text, primary_key=True)
+    response: str | None = _text(None)
+    created: int | None = _now()
+
+
+# Tables whose rows carry last_update, refreshed by an AFTER UPDATE trigger (reference A.16).
+TRIGGER_TABLES = ("runs", "run_stats", "tests", "test_steps", "test_data")
+
+
+def runs_table(keys: list[str], metadata: MetaData) -> Table:
+    """The runs table for an area with these keys: one TEXT column per key, in key order."""
+    return Table(
+        "runs",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        *(Column(key, Text) for key in keys),
+        Column("runname", Text, server_default="norun"),
+        Column("contour", Text, server_default=""),
+        Column("state", Text, server_default=""),
+        Column("status", Text, server_default=""),
+        Column("owner", Text, server_default=""),
+        Column("event_time", Integer, server_default=DefaultClause(epoch_now())),
+        Column("comment", Text, server_default=""),
+        Column("fail_count", Integer, server_default=text("0")),
+        Column("pass_count", Integer, server_default=text("0")),
+        Column("last_update", Integer, server_default=DefaultClause(epoch_now())),
+        UniqueConstraint("runname", *keys, name="runs_unique"),
+        Index("runs_event_time", "event_time"),
+        Index("runs_last_update", "last_update"),
+    )
+
+
+class Schema:
+    """The tables of one area (its runs table depends on its keys)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = list(keys)
+        self.metadata = MetaData()
+        self.runs = runs_table(self.keys, self.metadata)
+        self.key_columns = [self.runs.c[k] for k in self.keys]
+        self.keys_t = Key.__table__
+        self.run_stats = RunStat.__table__
+        self.tests = Test.__table__
+        self.test_steps = TestStep.__table__
+        self.test_data = TestData.__table__
+        self.test_rundat = TestRundat.__table__
+        self.test_meta = TestMeta.__table__
+        self.tasks_queue = TaskQueue.__table__
+        self.metadat = Metadat.__table__
+        self.extradat = Extradat.__table__
+        self.access_log = AccessLog.__table__
+        self.archives = Archive.__table__
+        self.archive_disks = ArchiveDisk.__table__
+        self.archive_blocks = ArchiveBlock.__table__
+        self.archive_allocations = ArchiveAllocation.__table__
+        self.no_sync_metadat = NoSyncMetadat.__table__
+        self.processes = Process.__table__
+        self.events = Event.__table__
+        self.test_outputs = TestOutput.__table__
+        self.idempotency = Idempotency.__table__
+
+    def all_tables(self) -> list[Table]:
+        return [*SQLModel.metadata.sorted_tables, self.runs]
+
+
+_SCHEMAS: dict[tuple[str, ...], Schema] = {}
+
+
+def schema_for(keys: list[str]) -> Schema:
+    """The (cached) Schema of an area with these keys."""
+    key = tuple(keys)
+    schema = _SCHEMAS.get(key)
+    if schema is None:
+        schema = _SCHEMAS[key] = Schema(list(keys))
+    return schema

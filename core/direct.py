@@ -1,0 +1,44 @@
+"""The direct read-only fallback: run a read's handler in this process when no server runs (SPEC 3.2).
+
+The database is opened read-only (``mode=ro``), so this path can never change it, and in WAL
+mode it never blocks a server that starts meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .area import Area, load_config
+from .client import Reply, client_identity
+from .commands import Command
+from .errors import DbtoolError, Internal, Refused
+from .request import RequestContext, activate
+
+
+def run_read(area: Area, cmd: Command, params: dict) -> Reply:
+    from sqlalchemy.exc import DBAPIError
+
+    from .db.context import Db
+    from .db.engine import DIRECT, read_keys, sqlite_engine
+    from .db.schema import schema_for
+    from .handlers import resolve
+
+    if not os.path.exists(area.db_path):
+        raise Refused(f"{area.db_path} does not exist; re-create the area with `dbtool init`")
+    params = cmd.bind_wire(params)
+    config = load_config(area)
+    ctx = RequestContext(f"direct-{os.getpid()}", cmd.api, params, client_identity())
+    engine = sqlite_engine(area.db_path, DIRECT, pool_size=1)
+    try:
+        with activate(ctx), engine.connect() as conn, conn.begin():
+            schema = schema_for(read_keys(conn))
+            result = resolve(cmd.handler)(Db(conn, schema, ctx, config), **params)
+    except DbtoolError:
+        raise
+    except DBAPIError as err:
+        raise Refused(f"cannot read {area.db_path}: {err.orig}") from None
+    except Exception as err:
+        raise Internal(f"internal error in {cmd.name} (direct read): {type(err).__name__}: {err}") from err
+    finally:
+        engine.dispose()
+    return Reply(result, ctx.log, ctx.id)

@@ -1,0 +1,136 @@
+"""Helpers shared by handler families: lookups that refuse politely, records, pattern filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, false, func, literal, or_, select
+from sqlalchemy.sql import ColumnElement
+
+from ..db.context import Db
+from ..db.dialect import glob, like
+from ..errors import NotFound, Refused
+from ..rules.patterns import GLOB, field_patterns, test_patterns
+
+NA = "-na-"  # how a NULL key value renders in a target (reference A.17)
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+def run_columns(db: Db) -> list[ColumnElement]:
+    """The columns of a run record, in the order records show them."""
+    r = db.t.runs.c
+    return [
+        r.id,
+        r.runname,
+        target_expr(db).label("target"),
+        *db.t.key_columns,
+        r.state,
+        r.status,
+        r.owner,
+        r.event_time,
+        r.comment,
+        r.contour,
+        r.fail_count,
+        r.pass_count,
+        r.last_update,
+    ]
+
+
+def target_expr(db: Db) -> ColumnElement:
+    """SQL for a run's target: key values joined by '/', NULL shown as -na-."""
+    parts = [func.coalesce(col, NA) for col in db.t.key_columns]
+    expr = parts[0]
+    for part in parts[1:]:
+        expr = expr + literal("/") + part
+    return expr
+
+
+def run_record(row: Any) -> dict:
+    return dict(row._mapping)
+
+
+def find_run(db: Db, run_id: int) -> dict | None:
+    row = db.conn.execute(select(*run_columns(db)).where(db.t.runs.c.id == run_id)).first()
+    return None if row is None else run_record(row)
+
+
+def require_run(db: Db, run_id: int) -> dict:
+    """The run a write refers to; an unknown id is refused (exit 4)."""
+    run = find_run(db, run_id)
+    if run is None:
+        raise Refused(f"no run with id {run_id}; `dbtool get-runs` lists the runs")
+    return run
+
+
+def lookup_run(db: Db, run_id: int) -> dict:
+    """The run a read asks for; an unknown id is "not found" (exit 1)."""
+    run = find_run(db, run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id}")
+    return run
+
+
+def not_deleted_run(db: Db) -> ColumnElement:
+    return func.coalesce(db.t.runs.c.state, "") != "deleted"
+
+
+def split_target(db: Db, target: str) -> list[str]:
+    """A target's key values, in key order; the number of parts must match the keys."""
+    parts = target.split("/")
+    if len(parts) != len(db.keys):
+        raise Refused(
+            f"target {target!r} has {len(parts)} part(s) but the area's keys are "
+            f"{'/'.join(db.keys)} ({len(db.keys)}); give one value per key, joined by '/'"
+        )
+    return parts
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+def test_record(row: Any) -> dict:
+    return dict(row._mapping)
+
+
+def find_test(db: Db, test_id: int) -> dict | None:
+    row = db.conn.execute(select(db.t.tests).where(db.t.tests.c.id == test_id)).first()
+    return None if row is None else test_record(row)
+
+
+def require_test(db: Db, test_id: int) -> dict:
+    """The test a write refers to; an unknown id is refused (exit 4)."""
+    test = find_test(db, test_id)
+    if test is None:
+        raise Refused(f"no test with id {test_id}; `dbtool get-tests-for-run --run-id N` lists a run's tests")
+    return test
+
+
+def lookup_test(db: Db, test_id: int) -> dict:
+    test = find_test(db, test_id)
+    if test is None:
+        raise NotFound(f"no test with id {test_id}")
+    return test
+
+
+# -- pattern filters (reference C.15) ---------------------------------------------------------------
+
+
+def _one(db: Db, column: ColumnElement, kind: str, pattern: str) -> ColumnElement:
+    return glob(db.dialect, column, pattern) if kind == GLOB else like(db.dialect, column, pattern)
+
+
+def field_filter(db: Db, column: ColumnElement, pattern: str) -> ColumnElement:
+    """A field pattern list as one parenthesised OR of LIKE/GLOB conditions."""
+    return or_(*(_one(db, column, kind, element) for kind, element in field_patterns(pattern)))
+
+
+def testpatt_filter(db: Db, testpatt: str) -> ColumnElement:
+    """A test pattern as SQL: OR of (testname cond AND item cond); an empty pattern matches nothing."""
+    t = db.t.tests.c
+    conditions = []
+    for (t_kind, t_patt), item in test_patterns(testpatt):
+        test_cond = _one(db, t.testname, t_kind, t_patt)
+        conditions.append(test_cond if item is None else and_(test_cond, _one(db, t.item_path, *item)))
+    return or_(*conditions) if conditions else false()

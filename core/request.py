@@ -1,0 +1,102 @@
+"""Request contexts with request-scoped logs (the Kno request model, SPEC 5).
+
+Every request runs with a ``RequestContext`` in the ``current`` context variable: its id,
+command, parameters, client identity and arrival time, a table of fields that handlers may
+read and change, and a bounded log of entries. ``run_with`` carries the context into a worker
+thread; ``activate`` nests, restoring the outer context on exit.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+
+LEVELS = {"debug": 10, "info": 20, "notice": 25, "warn": 30, "error": 40}
+MAX_LOG_ENTRIES = 200
+
+current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("dbtool_request", default=None)
+
+
+class RequestContext:
+    __slots__ = ("arrived_ns", "client", "cmd", "dropped", "fields", "id", "log", "now", "params")
+
+    def __init__(self, request_id: str, cmd: str, params: dict, client: dict | None = None) -> None:
+        self.id = request_id
+        self.cmd = cmd
+        self.params = params
+        self.client = client or {}
+        self.arrived_ns = time.time_ns()
+        # One clock reading per request: every "now" a handler writes is the same second.
+        self.now = self.arrived_ns // 1_000_000_000
+        self.fields: dict = {}
+        self.log: list[dict] = []
+        self.dropped = 0
+
+    # -- fields (get / store / add / drop / data) ------------------------------------------
+    def get(self, name: str, default: object = None) -> object:
+        return self.fields.get(name, default)
+
+    def store(self, name: str, value: object) -> None:
+        self.fields[name] = value
+
+    def add(self, name: str, value: object) -> None:
+        """Add a value to a multi-valued field (created on first use)."""
+        self.fields.setdefault(name, []).append(value)
+
+    def drop(self, name: str) -> None:
+        self.fields.pop(name, None)
+
+    def data(self) -> dict:
+        return dict(self.fields)
+
+    # -- the request-scoped log ---------------------------------------------------------------
+    def note(self, level: str, condition: str, message: str, context: object = None) -> None:
+        """Append a log entry; the oldest entries are dropped past MAX_LOG_ENTRIES."""
+        ns = time.time_ns()
+        entry = {
+            "level": level,
+            "condition": condition,
+            "context": context,
+            "message": message,
+            "tick": ns // 1_000_000_000,
+            "nsecs": ns % 1_000_000_000,
+        }
+        self.log.append(entry)
+        if len(self.log) > MAX_LOG_ENTRIES:
+            del self.log[0]
+            self.dropped += 1
+
+    def max_level(self) -> int:
+        return max((LEVELS.get(e["level"], 0) for e in self.log), default=0)
+
+    def elapsed_ms(self) -> float:
+        return (time.time_ns() - self.arrived_ns) / 1e6
+
+
+class activate:
+    """``with activate(ctx):`` makes ctx the current request and restores the outer one after."""
+
+    __slots__ = ("ctx", "token")
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self.ctx = ctx
+
+    def __enter__(self) -> RequestContext:
+        self.token = current.set(self.ctx)
+        return self.ctx
+
+    def __exit__(self, *exc: object) -> None:
+        current.reset(self.token)
+
+
+def run_with(ctx: RequestContext, fn, *args, **kwargs):
+    """Call ``fn`` with ``ctx`` current, e.g. as the function a worker thread runs."""
+    with activate(ctx):
+        return fn(*args, **kwargs)
+
+
+def log(level: str, condition: str, message: str, context: object = None) -> None:
+    """Log into the current request, if there is one (handlers call this)."""
+    ctx = current.get()
+    if ctx is not None:
+        ctx.note(level, condition, message, context)

@@ -1,0 +1,30 @@
+"""Numbers in text (SPEC 9.7): ints and floats with optional exponent; nan/inf and units stay text."""
+
+from __future__ import annotations
+
+import re
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def parse_number(text: object) -> int | float | None:
+    """The number ``text`` spells, or None. ``"8mA"``, ``"nan"``, ``"1_000"`` are not numbers."""
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, (int, float)):
+        return text
+    if not isinstance(text, str):
+        return None
+    s = text.strip()
+    m = _NUMBER.fullmatch(s)
+    if m is None:
+        return None
+    if m.group(1) is None and m.group(2) is None:
+        return int(s)
+    return float(s)
+
+
+def numeric_or_text(text: object) -> object:
+    """A stored value as a script expects it back: the number if it is one, else the text."""
+    number = parse_number(text)
+    return text if number is None else number

@@ -1,0 +1,118 @@
+"""The pattern languages of reference C.15, parsed into data the query layer turns into SQL.
+
+* Field pattern list: ``a,b%,c*`` — each element is a LIKE when it contains ``%`` (SQLite LIKE:
+  case-insensitive for ASCII), otherwise a GLOB (case-sensitive, ``*``/``?``); elements are
+  OR-ed (and parenthesised as a whole, SPEC 9.5). An empty list matches only ''.
+* Test pattern: a comma list of ``test[/item]``; each element is (test cond AND item cond).
+  No ``/`` → any item; ``test/`` → the toplevel only; ``test/x%`` → LIKE on the item path.
+* In-memory test matching (``testpatt_matches``): the same split, a leading ``~`` negates, and
+  each side becomes a regular expression matching the whole string.
+"""
+
+from __future__ import annotations
+
+import re
+
+LIKE, GLOB = "like", "glob"
+
+
+def split_list(pattern: str) -> list[str]:
+    """The elements of a comma-separated pattern list, whitespace trimmed."""
+    return [part.strip() for part in pattern.split(",")]
+
+
+def element_kind(element: str) -> str:
+    return LIKE if "%" in element else GLOB
+
+
+def field_patterns(pattern: str) -> list[tuple[str, str]]:
+    """(kind, element) for each element of a field pattern list."""
+    return [(element_kind(e), e) for e in split_list(pattern)]
+
+
+def test_patterns(testpatt: str) -> list[tuple[tuple[str, str], tuple[str, str] | None]]:
+    """((kind, test pattern), (kind, item pattern) or None for "any item") per element."""
+    result = []
+    for element in split_list(testpatt):
+        if not element:
+            continue
+        test, sep, item = element.partition("/")
+        item_cond = None if not sep else (element_kind(item), item) if item else (GLOB, "")
+        result.append(((element_kind(test), test), item_cond))
+    return result
+
+
+def glob_to_regex(glob: str) -> str:
+    """An anchored regular expression equivalent to an SQLite GLOB pattern."""
+    out = ["^"]
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            end = glob.find("]", i + 2)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = glob[i + 1 : end]
+                if body.startswith("^"):
+                    body = "\\^" + body[1:]
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+def like_to_regex(like: str) -> str:
+    """An anchored, case-insensitive regular expression equivalent to an SQL LIKE pattern."""
+    body = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in like)
+    return "(?is)^" + body + "$"
+
+
+def _side_regex(pattern: str) -> re.Pattern | None:
+    """C.15 in-memory rule: with '%', each '%' → '.*' and case-insensitive; else each '*' → '.*'."""
+    if pattern == "":
+        return None
+    if "%" in pattern:
+        return re.compile(pattern.replace("%", ".*"), re.IGNORECASE)
+    return re.compile(pattern.replace("*", ".*"))
+
+
+def _full(regex: re.Pattern | None, value: str) -> bool:
+    if regex is None:
+        return False
+    try:
+        return regex.fullmatch(value) is not None
+    except re.error:
+        return False
+
+
+def testpatt_matches(testpatt: str, testname: str, item_path: str = "") -> bool:
+    """Whether a test matches a test pattern in memory (C.15), with ``~`` negation per element.
+
+    Elements are OR-ed; a negated element that matches excludes the test even if another
+    element includes it.
+    """
+    included = False
+    for element in split_list(testpatt):
+        negate = element.startswith("~")
+        if negate:
+            element = element[1:]
+        test, sep, item = element.partition("/")
+        try:
+            test_re = _side_regex(test)
+            item_ok = True if not sep else (item_path == "" if item == "" else _full(_side_regex(item), item_path))
+        except re.error:
+            continue
+        hit = _full(test_re, testname) and item_ok
+        if hit and negate:
+            return False
+        if hit:
+            included = True
+    return included

@@ -1,0 +1,50 @@
+"""State and status vocabularies as data (reference B.1, B.2): ranks and the sets rules use.
+
+Ranks follow the reference's "B" column. Names not listed rank 0.
+"""
+
+from __future__ import annotations
+
+# B.1: higher rank wins the roll-up of states.
+STATE_RANK = {
+    "RUNNING": 8,
+    "REMOTEHOSTSTART": 7,
+    "LAUNCHED": 6,
+    "COMPLETED": 5,
+    "NOT_STARTED": 4,
+    "KILLED": 3,
+    "KILLREQ": 2,
+    "STUCK": 1,
+    "ARCHIVED": 0,
+}
+
+# B.2 (B column): higher rank is worse and wins the roll-up of statuses.
+STATUS_RANK = {
+    "n/a": 1,
+    "PASS": 2,
+    "SKIP": 3,
+    "WARN": 4,
+    "WAIVED": 5,
+    "CHECK": 6,
+    "STUCK/DEAD": 7,
+    "DEAD": 8,
+    "FAIL": 9,
+    "PREQ_FAIL": 10,
+    "PREQ_DISCARDED": 11,
+    "ABORT": 12,
+    "na": 0,
+}
+
+RUNNING_STATES = frozenset({"RUNNING", "REMOTEHOSTSTART", "LAUNCHED", "STARTED"})
+# States counted by the running-test counters (C.10).
+COUNTED_RUNNING_STATES = ("LAUNCHED", "RUNNING", "REMOTEHOSTSTART")
+ENDED_STATES = frozenset({"COMPLETED", "KILLED", "KILLREQ", "STUCK", "ARCHIVED", "INCOMPLETE"})
+BADLY_ENDED_STATES = frozenset({"KILLED", "KILLREQ", "STUCK", "INCOMPLETE", "DEAD"})
+CANT_RUN_STATES = frozenset({"COMPLETED", "KILLED", "ARCHIVED", "INCOMPLETE", "UNKNOWN"})
+DONT_ROLL_UP_STATES = frozenset({"DELETED", "REMOVING", "CLEANING", "ARCHIVE_REMOVING"})
+
+WELL_ENDED_STATUSES = frozenset({"PASS", "WARN", "CHECK", "WAIVED", "SKIP"})
+NOT_STARTED_OK_STATUSES = frozenset({"n/a", "PASS", "SKIP", "WARN", "WAIVED", "CHECK", "DEAD", "FAIL", "na"})
+
+# Statuses an exit code maps to (B.2): 0 → PASS, anything else → FAIL.
+PASS, FAIL = "PASS", "FAIL"

@@ -1,0 +1,1 @@
+"""The area's server: asyncio listener, single group-commit writer, reader threads, lifecycle."""

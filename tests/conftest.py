@@ -1,0 +1,214 @@
+"""Shared fixtures: temp areas, a ``dbtool`` runner (real processes), and cleanup of every server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PYTHON = sys.executable
+TEST_IDLE_TIMEOUT = 120  # a safety net: a server a test forgot stops by itself
+
+
+def dbtool_argv(*args: str) -> list[str]:
+    return [PYTHON, "-m", "dbtool.cli", *args]
+
+
+class Result:
+    def __init__(self, proc: subprocess.CompletedProcess) -> None:
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    @property
+    def json(self) -> object:
+        return json.loads(self.out)
+
+    def __repr__(self) -> str:
+        return f"Result(code={self.code}, out={self.out!r}, err={self.err!r})"
+
+
+def area_processes(root: str) -> list[int]:
+    """Pids of processes whose command line names this area (servers, stuck clients)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if root.encode() in argv and b"dbtool.core.server" in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def kill_area(root: str) -> None:
+    """Stop every server of this area: SIGTERM, then SIGKILL after a grace period."""
+    pids = area_processes(root)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        time.sleep(0.05)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class Area:
+    """A temp area plus helpers to run dbtool in it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / ".dbtool"
+
+    def run(self, *args: str, timeout: float = 120, input: str | None = None, env: dict | None = None) -> Result:
+        proc = subprocess.run(
+            dbtool_argv("--area", str(self.root), *args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env={**os.environ, **(env or {})},
+        )
+        return Result(proc)
+
+    def ok(self, *args: str, **kw: object) -> Result:
+        result = self.run(*args, **kw)
+        assert result.code == 0, result
+        return result
+
+    def popen(self, *args: str, **kw: object) -> subprocess.Popen:
+        return subprocess.Popen(
+            dbtool_argv("--area", str(self.root), *args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **kw,
+        )
+
+    @property
+    def server_info(self) -> dict | None:
+        try:
+            return json.loads((self.dir / "server.json").read_text())
+        except FileNotFoundError:
+            return None
+
+    def server_pids(self) -> list[int]:
+        return [p for p in area_processes(str(self.root)) if _alive(p)]
+
+    def wait_no_server(self, timeout: float = 15) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.server_pids():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def set_config(self, section: str, name: str, value: str) -> None:
+        """Change one setting in config.toml (value as TOML text)."""
+        path = self.dir / "config.toml"
+        lines = path.read_text().splitlines()
+        current = None
+        for i, line in enumerate(lines):
+            if line.startswith("["):
+                current = line.strip("[]")
+            elif current == section and line.split("=")[0].strip() == name:
+                lines[i] = f"{name} = {value}"
+                break
+        else:
+            raise KeyError(f"{section}.{name}")
+        path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def make_area(tmp_path: Path):
+    """Factory of initialised areas (keys RELEASE,PLATFORM by default); stops their servers after."""
+    made: list[Area] = []
+
+    def make(name: str = "area", keys: str = "RELEASE,PLATFORM") -> Area:
+        root = tmp_path / name
+        proc = subprocess.run(
+            dbtool_argv("init", str(root), "--keys", keys), capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        area = Area(root)
+        area.set_config("server", "idle_timeout", str(TEST_IDLE_TIMEOUT))
+        made.append(area)
+        return area
+
+    yield make
+    for area in made:
+        kill_area(str(area.root))
+
+
+@pytest.fixture
+def area(make_area) -> Area:
+    return make_area()
+
+
+class HandlerDb:
+    """Run handlers in-process on a real SQLite file, as the server's writer and readers do."""
+
+    def __init__(self, path: Path, keys: list[str]) -> None:
+        from dbtool.core.db.engine import ADMIN, create_schema, sqlite_engine
+        from dbtool.core.db.schema import schema_for
+
+        self.engine = sqlite_engine(str(path), ADMIN)
+        with self.engine.connect() as conn, conn.begin():
+            create_schema(conn, keys, "test")
+        self.schema = schema_for(keys)
+        self.config = {"tests": {"deadtime": 7200}}
+        self.client = {"user": "tester", "host": "testhost", "pid": 1}
+        self.events: list[dict] = []
+
+    def __call__(self, name: str, **params: object) -> object:
+        """Run a command's handler with its parameters checked as the server checks them."""
+        from dbtool.core.commands import lookup
+        from dbtool.core.db.context import Db
+        from dbtool.core.handlers import resolve
+        from dbtool.core.request import RequestContext, activate
+
+        cmd = lookup(name)
+        assert cmd is not None, name
+        bound = cmd.bind_wire(params)
+        ctx = RequestContext("test", cmd.api, bound, self.client)
+        with activate(ctx), self.engine.connect() as conn, conn.begin():
+            db = Db(conn, self.schema, ctx, self.config)
+            result = resolve(cmd.handler)(db, **bound)
+        self.events.extend(db.events)
+        return result
+
+    def sql(self, statement: str, *args: object) -> list[tuple]:
+        with self.engine.connect() as conn, conn.begin():
+            result = conn.exec_driver_sql(statement, args)
+            return [tuple(r) for r in result.all()] if result.returns_rows else []
+
+
+@pytest.fixture
+def hdb(tmp_path: Path):
+    db = HandlerDb(tmp_path / "handlers.db", ["RELEASE", "PLATFORM"])
+    yield db
+    db.engine.dispose()

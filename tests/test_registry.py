@@ -1,0 +1,53 @@
+"""The registry is the single source: every declaration is complete and matches its handler."""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from pathlib import Path
+
+import pytest
+from dbtool.core.commands import COMMANDS, LOCAL, READ, SERVER, WRITE, lookup
+from dbtool.core.handlers import resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+GLOBAL_NAMES = {"area", "timeout", "trace", "json", "format"}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_declaration_is_complete(name):
+    cmd = COMMANDS[name]
+    assert cmd.kind in (READ, WRITE, SERVER, LOCAL)
+    assert cmd.help and cmd.summary.strip()
+    for p in cmd.params:
+        assert p.help, f"{name}: parameter {p.name} has no help"
+        assert p.name not in GLOBAL_NAMES, f"{name}: parameter {p.name} shadows a global option"
+    assert len({p.name for p in cmd.params}) == len(cmd.params)
+    assert lookup(cmd.api) is cmd and lookup(name) is cmd
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in COMMANDS.items() if c.kind in (READ, WRITE)))
+def test_handler_signature_matches_declaration(name):
+    cmd = COMMANDS[name]
+    fn = resolve(cmd.handler)
+    sig = inspect.signature(fn)
+    declared = {p.name for p in cmd.params}
+    accepted = {n for n, p in sig.parameters.items() if p.kind == p.KEYWORD_ONLY}
+    assert declared == accepted, f"{name}: registry {sorted(declared)} vs handler {sorted(accepted)}"
+    for p in cmd.params:
+        hp = sig.parameters[p.name]
+        if not p.required:
+            assert hp.default is not inspect.Parameter.empty, (
+                f"{name}: optional {p.name} needs a default in the handler"
+            )
+
+
+def test_every_package_directory_is_packaged():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for top, prefix in (("cli", "dbtool.cli"), ("core", "dbtool.core")):
+        for init in (ROOT / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / top)
+            found.add(".".join([prefix, *rel.parts]) if rel.parts else prefix)
+    assert found == listed
