@@ -13,7 +13,7 @@ import os
 import sys
 
 from dbtool.core.commands import COMMANDS, LOCAL, Command
-from dbtool.core.errors import DbtoolError, UsageError
+from dbtool.core.errors import DbtoolError, Refused, UsageError
 
 from .binder import GlobalOptions, bind, take_global
 
@@ -113,18 +113,39 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
             from .local import run_local
 
             return run_local(cmd, params, opts)
+        if cmd.dead:
+            raise Refused(cmd.dead)
         from dbtool.core.area import find_area
         from dbtool.core.client import call
 
-        reply = call(find_area(opts.area), cmd, params, timeout=default_timeout(opts), trace=opts.trace)
+        area = find_area(opts.area)
+        timeout = default_timeout(opts)
+
+        def send(request_params: dict) -> object:
+            reply = call(area, cmd, request_params, timeout=timeout, trace=opts.trace)
+            if opts.trace:
+                print_log(reply.log)
+            return reply.result
+
+        result = run_driver(cmd, params, opts, send) if cmd.driver else send(params)
     except DbtoolError as err:
         return report(err, opts)
-    if opts.trace:
-        print_log(reply.log)
     from .output import render
 
-    emit(render(reply.result, opts.output, cmd.columns))
+    emit(render(result, opts.output, cmd.columns))
     return 0
+
+
+def run_driver(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
+    """Run a command's client-side driver: ``driver(cmd, params, opts, send)`` → the result to print.
+
+    ``send(params)`` routes one request and returns its result; a driver may call it many times
+    (e.g. a large file in chunks) and must consume its client-only parameters.
+    """
+    import importlib
+
+    module, _, name = cmd.driver.partition(":")
+    return getattr(importlib.import_module(f"dbtool.cli.{module}"), name)(cmd, params, opts, send)
 
 
 def report(err: DbtoolError, opts: GlobalOptions) -> int:

@@ -29,7 +29,18 @@ class Param:
     command line, a JSON array on the wire) or ``argv`` (everything after ``--``).
     """
 
-    __slots__ = ("choices", "default", "help", "metavar", "multiple", "name", "positional", "required", "type")
+    __slots__ = (
+        "choices",
+        "client_only",
+        "default",
+        "help",
+        "metavar",
+        "multiple",
+        "name",
+        "positional",
+        "required",
+        "type",
+    )
 
     def __init__(
         self,
@@ -43,6 +54,7 @@ class Param:
         multiple: bool = False,
         choices: tuple[str, ...] = (),
         metavar: str = "",
+        client_only: bool = False,
     ) -> None:
         if type not in PARAM_TYPES:
             raise ValueError(f"parameter {name}: unknown type {type!r}")
@@ -54,6 +66,7 @@ class Param:
         self.positional = positional
         self.multiple = multiple
         self.choices = choices
+        self.client_only = client_only
         self.metavar = metavar or (name.upper() if positional else _METAVARS.get(self.type, "TEXT"))
 
     @property
@@ -131,10 +144,32 @@ class Command:
 
     ``handler`` is ``"family.function"`` in ``dbtool.core.handlers`` for read/write commands,
     ``"function"`` of the server for server commands, and ``"module:function"`` in ``dbtool.cli``
-    for local commands. ``columns`` are the fields the human table shows (all fields when empty).
+    for local commands. Options (all keyword):
+
+    * ``api`` — the Megatest spelling when it differs (``csv->test-data``); ``aliases`` — more names;
+    * ``columns`` — the fields the human table shows (all fields when empty);
+    * ``hidden`` — protocol-only, not a subcommand;
+    * ``dead`` — a dead seed entry: the command is refused with this explanation, nothing runs;
+    * ``driver`` — ``"module:function"`` in ``dbtool.cli`` that runs client-side around the
+      request(s) (e.g. reading a file and sending it in chunks);
+    * ``wire`` — for a local command, the server command its name runs when it arrives over the
+      protocol (``kill-server`` → ``server-stop``).
     """
 
-    __slots__ = ("aliases", "api", "columns", "handler", "help", "hidden", "kind", "name", "params")
+    __slots__ = (
+        "aliases",
+        "api",
+        "columns",
+        "dead",
+        "driver",
+        "handler",
+        "help",
+        "hidden",
+        "kind",
+        "name",
+        "params",
+        "wire",
+    )
 
     def __init__(
         self,
@@ -143,10 +178,14 @@ class Command:
         handler: str,
         help: str,
         params: tuple[Param, ...],
+        *,
         api: str = "",
         aliases: tuple[str, ...] = (),
         columns: tuple[str, ...] = (),
         hidden: bool = False,
+        dead: str = "",
+        driver: str = "",
+        wire: str = "",
     ) -> None:
         self.name = name
         self.kind = kind
@@ -157,11 +196,19 @@ class Command:
         self.aliases = aliases
         self.columns = columns
         self.hidden = hidden
+        self.dead = dead
+        self.driver = driver
+        self.wire = wire
 
     @property
     def summary(self) -> str:
         """The first sentence of the help: what the command does."""
         return self.help.split("\n", 1)[0]
+
+    @property
+    def wire_params(self) -> tuple[Param, ...]:
+        """The parameters that travel in a request (client-only ones are consumed by the driver)."""
+        return tuple(p for p in self.params if not p.client_only)
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -175,15 +222,15 @@ class Command:
             params = {}
         if not isinstance(params, dict):
             raise BadRequest(f"{self.api}: params must be a JSON object")
-        known = {p.name: p for p in self.params}
+        known = {p.name: p for p in self.wire_params}
         bound: dict = {}
         for key, value in params.items():
             name = key.replace("-", "_") if isinstance(key, str) else key
             p = known.get(name)
             if p is None:
-                raise BadRequest(f"{self.api}: unknown parameter {key!r}; it takes {_names(self.params)}")
+                raise BadRequest(f"{self.api}: unknown parameter {key!r}; it takes {_names(self.wire_params)}")
             bound[name] = p.check_wire(value)
-        for p in self.params:
+        for p in self.wire_params:
             if bound.get(p.name) is None:
                 if p.required:
                     raise BadRequest(f"{self.api}: missing required parameter {p.name} ({p.label})")
@@ -199,20 +246,10 @@ COMMANDS: dict[str, Command] = {}
 _BY_ANY_NAME: dict[str, Command] = {}
 
 
-def command(
-    name: str,
-    kind: str,
-    handler: str,
-    help: str,
-    *params: Param,
-    api: str = "",
-    aliases: tuple[str, ...] = (),
-    columns: tuple[str, ...] = (),
-    hidden: bool = False,
-) -> Command:
+def command(name: str, kind: str, handler: str, help: str, *params: Param, **options: object) -> Command:
     """Declare a command (module-level calls below build the registry)."""
-    cmd = Command(name, kind, handler, help, params, api, aliases, columns, hidden)
-    for spelling in dict.fromkeys((name, cmd.api, *aliases)):
+    cmd = Command(name, kind, handler, help, params, **options)
+    for spelling in dict.fromkeys((name, cmd.api, *cmd.aliases)):
         if spelling in _BY_ANY_NAME:
             raise ValueError(f"command name {spelling!r} declared twice")
         _BY_ANY_NAME[spelling] = cmd
@@ -225,10 +262,16 @@ def lookup(name: str) -> Command | None:
     return _BY_ANY_NAME.get(name)
 
 
+def cli_name(api: str) -> str:
+    """SPEC 2.1's naming rule: ``->`` → ``-to-``, ``/`` and ``_`` → ``-``, ``!`` and ``?`` dropped."""
+    return api.replace("->", "-to-").replace("/", "-").replace("_", "-").replace("!", "").replace("?", "")
+
+
 # --------------------------------------------------------------------------------------------
 # The shared vocabulary: the same concept has the same option everywhere (SPEC 2.1).
 
 RUN_ID = Param("run_id", "int", "id of the run (printed by register-run, listed by get-runs)", required=True)
+ANY_RUN_ID = RUN_ID.with_(required=False, help="id of the run (accepted for compatibility; the test id decides)")
 TEST_ID = Param("test_id", "int", "id of the test (printed by register-test, get-test-id)", required=True)
 TESTNAME = Param("testname", "str", "name of the test", required=True)
 ITEM_PATH = Param("item_path", "str", "item path of an iterated test; '' (the default) is the toplevel", default="")
@@ -239,6 +282,7 @@ TARGET = Param("target", "str", "the run's key values joined by '/', e.g. v1.2/l
 RUNNAME = Param("runname", "str", "name of the run")
 LIMIT = Param("limit", "int", "return at most N records")
 OFFSET = Param("offset", "int", "skip the first N records", default=0)
+PATTERNS = "('%' → case-insensitive LIKE, otherwise a case-sensitive glob with * and ?)"
 TESTPATT = Param(
     "testpatt",
     "str",
@@ -247,8 +291,19 @@ TESTPATT = Param(
 )
 STATES = Param("states", "list", "only tests in these states (comma list)")
 STATUSES = Param("statuses", "list", "only tests with these statuses (comma list)")
+NOT_IN = Param("not_in", "bool", "select tests NOT in the given states/statuses")
 INCLUDE_DELETED = Param("include_deleted", "bool", "also list soft-deleted records")
+SINCE = Param("since", "int", "Unix time: only records changed after it", default=0)
 VAR = Param("var", "str", "name of the variable", required=True, positional=True, metavar="NAME")
+VALUE = Param("value", "str", "the value", required=True, positional=True, metavar="VALUE")
+DEADTIME = Param(
+    "deadtime", "int", "seconds without progress after which a running test is dead (default: tests.deadtime)"
+)
+RECORD = Param("record", "str", "the record as a JSON object of column: value", required=True)
+IGNORED = "accepted for compatibility; ignored"
+
+TEST_COLUMNS = ("id", "testname", "item_path", "state", "status", "event_time", "host", "run_duration", "comment")
+RUN_COLUMNS = ("id", "target", "runname", "state", "status", "owner", "event_time")
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,22 +318,27 @@ command(
     Param("path", "str", "directory of the area (default: the current directory)", positional=True, default="."),
     Param("keys", "list", "the area's ordered target fields, e.g. RELEASE,PLATFORM", required=True),
 )
-command(
-    "server start",
-    LOCAL,
-    "local:server_start",
-    "Start the area's server in the background and print its address; if one is already running, "
-    "print where it is and exit 0 (hand-off).",
+SERVER_START_PARAMS = (
     Param("foreground", "bool", "run the server in this process instead of detaching it"),
     Param("bind", "str", "address to listen on (default: server.bind in config, else 127.0.0.1)"),
     Param("port", "int", "TCP port (default: server.port in config, else any free port)"),
     Param("idle_timeout", "float", "stop after this many idle seconds; 0 = never (default: config, else 300)"),
 )
 command(
+    "server start",
+    LOCAL,
+    "local:server_start",
+    "Start the area's server in the background and print its address; if one is already running, "
+    "print where it is and exit 0 (hand-off).",
+    *SERVER_START_PARAMS,
+    wire="ping",
+)
+command(
     "server stop",
     LOCAL,
     "local:server_stop",
     "Stop the area's server gracefully: finish queued writes, commit, checkpoint, remove server.json.",
+    wire="server-stop",
 )
 command(
     "server status",
@@ -286,6 +346,22 @@ command(
     "local:server_status",
     "Show the running server: host, port, pid, uptime, version, requests served, queue depth. "
     "Exit 0 when it is alive, 3 when no server runs.",
+    wire="server-status",
+)
+command(
+    "start-server",
+    LOCAL,
+    "local:server_start",
+    "Megatest's name for `server start`: start the area's server (hand-off when one runs).",
+    *SERVER_START_PARAMS,
+    wire="ping",
+)
+command(
+    "kill-server",
+    LOCAL,
+    "local:server_stop",
+    "Megatest's name for `server stop`: stop the area's server gracefully.",
+    wire="server-stop",
 )
 command(
     "demo",
@@ -311,7 +387,92 @@ command("server-status", SERVER, "status", "The server's status record (used by 
 command("server-stop", SERVER, "stop", "Ask the server to stop gracefully (used by `server stop`).", hidden=True)
 
 # --------------------------------------------------------------------------------------------
-# Keys and runs.
+# Misc (reference D.1).
+
+command(
+    "login",
+    READ,
+    "misc.login",
+    "Check that this is the area (and dbtool version) a client expects; returns the area and version. "
+    "A mismatch is refused (exit 4).",
+    Param("area_path", "str", "the area directory the client expects (default: no check)"),
+    Param("client_version", "str", "the dbtool version the client expects (default: no check)"),
+    Param("signature", "str", "the client's signature (recorded in the server log)"),
+)
+command(
+    "get-keys-write",
+    WRITE,
+    "runs.get_keys",
+    "List the area's keys through the server (a write: it starts the server when none runs).",
+)
+command(
+    "general-call",
+    WRITE,
+    "misc.general_call",
+    "Run one of Megatest's named statements (reference D.9) with its arguments in order, e.g. "
+    "`general-call state-status COMPLETED PASS 12`. Only these names are accepted: "
+    "register-test, update-run-duration, set-test-state, set-test-status, state-status, "
+    "state-status-msg, set-test-comment, set-test-start-time, pass-fail-counts, test_data-pf-rollup, "
+    "test-set-log, test-set-rundir-shortdir, delete-tests-in-state, tests:test-set-toplog, "
+    "update-cpuload-diskfree, update-uname-host, update-test-rundat, update-test-state, "
+    "update-test-status, update-pass-fail-counts, top-test-set-running, top-test-set-per-pf-counts, "
+    "delete-test-step-records, delete-test-data-records. Returns true.",
+    Param("stmt", "str", "the statement name", required=True, positional=True, metavar="STMT"),
+    Param("args", "argv", "the statement's arguments, in the order of reference D.9", metavar="ARG..."),
+    RUN_ID.with_(required=False, help="id of the run (used by statements that take one)"),
+)
+command(
+    "sdb-qry",
+    WRITE,
+    "misc.dead",
+    "Dead Megatest entry (the legacy string-interning database); refused.",
+    Param("qry", "str", IGNORED),
+    Param("val", "str", IGNORED),
+    dead="sdb-qry is a dead Megatest entry (the legacy string-interning database) and is not part of dbtool",
+)
+command(
+    "sync-cachedb-to-db",
+    WRITE,
+    "misc.sync_cachedb_to_db",
+    "Flush the write-ahead log into the database file (a WAL checkpoint); with one database per "
+    "area this is what syncing the cache to the persistent database means.",
+    ANY_RUN_ID.with_(help=f"id of the run ({IGNORED})"),
+    api="sync-cachedb->db",
+)
+command(
+    "create-all-triggers",
+    WRITE,
+    "misc.create_all_triggers",
+    "Create (again) the triggers that refresh last_update on every update of runs, run_stats, tests, "
+    "test_steps and test_data.",
+)
+command(
+    "drop-all-triggers",
+    WRITE,
+    "misc.drop_all_triggers",
+    "Drop the last_update triggers (for a bulk load that must not touch last_update; restore them "
+    "with create-all-triggers).",
+)
+command(
+    "update-tesdata-on-repilcate-db",
+    WRITE,
+    "misc.update_tesdata_on_repilcate_db",
+    "After an area was replicated, rewrite the rundir and shortdir of every test that starts with "
+    "OLD to start with NEW; prints how many tests changed. (The name keeps Megatest's spelling.)",
+    Param("old_linktree", "str", "the old prefix, e.g. /old/links", required=True),
+    Param("new_linktree", "str", "the new prefix, e.g. /new/links", required=True),
+)
+command(
+    "get-latest-host-load",
+    READ,
+    "misc.get_latest_host_load",
+    "The newest CPU load sample recorded for tests on a host (domain part ignored): "
+    "{cpuload, update_time}; (-1, 0) when there is none.",
+    Param("hostname", "str", "the host name", required=True),
+)
+
+# --------------------------------------------------------------------------------------------
+# Keys and runs (reference A.17, C.6, C.7, C.19, D.3, D.5, D.7).
 
 command("get-keys", READ, "runs.get_keys", "List the area's keys (target fields) in order.")
 command(
@@ -319,6 +480,26 @@ command(
     READ,
     "runs.get_target",
     "Print a run's target: its key values joined by '/'. Exit 1 when the run does not exist.",
+    RUN_ID,
+)
+command(
+    "get-targets",
+    READ,
+    "runs.get_targets",
+    "List the distinct targets of the runs (deleted runs excluded): records of the key values and target.",
+)
+command(
+    "get-key-vals",
+    READ,
+    "runs.get_key_vals",
+    "List a run's key values in key order. Exit 1 when the run does not exist.",
+    RUN_ID,
+)
+command(
+    "get-key-val-pairs",
+    READ,
+    "runs.get_key_val_pairs",
+    "A run's key values as one record {KEY: value, ...}. Exit 1 when the run does not exist.",
     RUN_ID,
 )
 command(
@@ -335,17 +516,109 @@ command(
     Param("contour", "str", "contour label (does not distinguish runs)", default=""),
 )
 command(
+    "insert-run",
+    WRITE,
+    "runs.insert_run",
+    'Insert a complete run record (replication): --record \'{"runname": ..., "KEY": ..., ...}\' with '
+    "any columns of the runs table except id; prints the new id. A run with the same name and key "
+    "values is refused.",
+    RECORD,
+)
+command(
     "get-runs",
     READ,
     "runs.get_runs",
     "List runs, newest first, as records (id, runname, target, one field per key, state, status, "
     "owner, event_time, ...).",
-    RUNNAME.with_(help="comma list of run-name patterns ('%' → LIKE, else glob)"),
-    TARGET.with_(help="comma list of target patterns matched against KEY1/KEY2/... ('%' → LIKE, else glob)"),
+    RUNNAME.with_(help=f"comma list of run-name patterns {PATTERNS}"),
+    TARGET.with_(help=f"comma list of target patterns matched against KEY1/KEY2/... {PATTERNS}"),
     LIMIT,
     OFFSET,
     INCLUDE_DELETED,
-    columns=("id", "target", "runname", "state", "status", "owner", "event_time"),
+    columns=RUN_COLUMNS,
+)
+command(
+    "simple-get-runs",
+    READ,
+    "runs.simple_get_runs",
+    "List runs, newest first, as short records (target, id, runname, state, status, owner, event_time).",
+    RUNNAME.with_(help=f"comma list of run-name patterns {PATTERNS}"),
+    TARGET.with_(help="target LIKE pattern, e.g. v1.2/% (case-insensitive)"),
+    LIMIT,
+    OFFSET,
+    columns=RUN_COLUMNS,
+)
+command(
+    "get-runs-by-patt",
+    READ,
+    "runs.get_runs_by_patt",
+    "List runs whose name matches one pattern and whose key values match a target pattern split per "
+    "key (a missing part matches only ''), oldest first; --fields selects the columns.",
+    RUNNAME.with_(help=f"run-name pattern {PATTERNS}"),
+    TARGET.with_(help="target pattern KEY1PATT/KEY2PATT/..., each part a pattern"),
+    LIMIT,
+    OFFSET,
+    Param("fields", "list", "columns to return (default: id,runname,state,status,owner,event_time)"),
+    Param("last_update", "int", "only runs changed at or after this Unix time"),
+    columns=RUN_COLUMNS,
+)
+command(
+    "get-runs-cnt-by-patt",
+    READ,
+    "runs.get_runs_cnt_by_patt",
+    "Count the runs get-runs-by-patt would list.",
+    RUNNAME.with_(help=f"run-name pattern {PATTERNS}"),
+    TARGET.with_(help="target pattern KEY1PATT/KEY2PATT/..., each part a pattern"),
+)
+command(
+    "get-num-runs",
+    READ,
+    "runs.get_num_runs",
+    "Count the runs (deleted runs excluded) whose name is LIKE a pattern.",
+    RUNNAME.with_(help="run-name LIKE pattern (default: all)", default="%"),
+)
+command(
+    "get-all-run-ids",
+    READ,
+    "runs.get_all_run_ids",
+    "List the ids of all runs that are not deleted, newest first.",
+)
+command(
+    "get-all-runids",
+    READ,
+    "runs.get_all_runids",
+    "List the ids of every run, deleted ones included, in id order.",
+)
+command(
+    "get-prev-run-ids",
+    READ,
+    "runs.get_prev_run_ids",
+    "List the ids of the other runs (deleted excluded) with the same key values as this run, newest first.",
+    RUN_ID,
+)
+command(
+    "get-run-ids-matching-target",
+    READ,
+    "runs.get_run_ids_matching_target",
+    "List the ids of the runs whose key values are LIKE the parts of a target pattern and whose name "
+    "is LIKE a run-name pattern (deleted runs included).",
+    TARGET.with_(help="target pattern KEY1PATT/KEY2PATT/... (LIKE per part; default: all)"),
+    RUNNAME.with_(help="run-name LIKE pattern (default: all)"),
+    Param("keynames", "list", IGNORED),
+    TESTPATT.with_(help=IGNORED),
+    Param("statepatt", "str", IGNORED),
+    Param("statuspatt", "str", IGNORED),
+)
+command(
+    "get-run-record-ids",
+    READ,
+    "runs.get_run_record_ids",
+    "List the ids of the runs (deleted excluded) matching the target and run-name patterns that changed "
+    "after --since, themselves or through a test matching --testpatt (for incremental refresh).",
+    TARGET.with_(help=f"comma list of target patterns {PATTERNS}"),
+    RUNNAME.with_(help=f"comma list of run-name patterns {PATTERNS}"),
+    TESTPATT,
+    SINCE,
 )
 command(
     "get-run-info",
@@ -354,11 +627,130 @@ command(
     "Show one run's record (deleted runs too). Exit 1 when the run does not exist.",
     RUN_ID,
 )
+command(
+    "get-run-name-from-id",
+    READ,
+    "runs.get_run_name_from_id",
+    "Print a run's name. Exit 1 when the run does not exist.",
+    RUN_ID,
+)
+command(
+    "get-run-status", READ, "runs.get_run_status", "Print a run's status. Exit 1 when the run does not exist.", RUN_ID
+)
+command("get-run-state", READ, "runs.get_run_state", "Print a run's state. Exit 1 when the run does not exist.", RUN_ID)
+command(
+    "get-run-state-status",
+    READ,
+    "runs.get_run_state_status",
+    "A run's {state, status}. Exit 1 when the run does not exist.",
+    RUN_ID,
+)
+command(
+    "set-run-status",
+    WRITE,
+    "runs.set_run_status",
+    "Set a run's status (and its comment when given).",
+    RUN_ID,
+    STATUS.with_(required=True, help="the new status"),
+    COMMENT,
+)
+command(
+    "set-run-state-status",
+    WRITE,
+    "runs.set_run_state_status",
+    "Set a run's state and/or status.",
+    RUN_ID,
+    STATE,
+    STATUS,
+)
+command(
+    "set-state-status-and-roll-up-run",
+    WRITE,
+    "runs.set_state_status_and_roll_up_run",
+    "Roll the run's toplevel tests up into the run's state/status (the rules of the item roll-up) "
+    "and store it when it differs from the current one; returns {state, status}.",
+    RUN_ID,
+    STATE.with_(help="the run's current state as the caller knows it (default: the stored one)"),
+    STATUS.with_(help="the run's current status as the caller knows it (default: the stored one)"),
+)
+command(
+    "update-run-event-time",
+    WRITE,
+    "runs.update_run_event_time",
+    "Set a run's event_time to now.",
+    RUN_ID,
+    api="update-run-event_time",
+)
+command(
+    "delete-run",
+    WRITE,
+    "runs.delete_run",
+    "Delete a run: its steps and test data are removed, its tests and the run are marked deleted "
+    "(register-run revives it). A locked run is refused.",
+    RUN_ID,
+)
+command(
+    "lock-unlock-run",
+    WRITE,
+    "runs.lock_unlock_run",
+    "Lock (or unlock) a run: a locked run refuses delete-run. Recorded in the access log.",
+    RUN_ID,
+    Param("lock", "bool", "lock the run (the default when neither is given)"),
+    Param("unlock", "bool", "unlock the run"),
+    Param("user", "str", "who locks it (default: the calling user)"),
+    api="lock/unlock-run",
+)
+command(
+    "update-run-stats",
+    WRITE,
+    "runs.update_run_stats",
+    "Store state/status counts of a run in run_stats. Without --stat, the counts are taken from the "
+    "run's tests (get-raw-run-stats).",
+    RUN_ID,
+    Param("stat", "str", "one count as STATE,STATUS,COUNT (repeatable)", multiple=True),
+)
+command(
+    "get-run-stats",
+    READ,
+    "runs.get_run_stats",
+    "Count the tests of every run (deleted runs excluded) by net state (the status when COMPLETED, "
+    "else the state), with Totals first: records {runname, netstate, count}.",
+)
+command(
+    "get-raw-run-stats",
+    READ,
+    "runs.get_raw_run_stats",
+    "Count a run's tests (placeholder toplevels excluded) by state and status: records {state, status, count}.",
+    RUN_ID,
+)
+command(
+    "get-main-run-stats",
+    READ,
+    "runs.get_main_run_stats",
+    "The counts stored in run_stats for a run: records {state, status, count}. Exit 1 when the run "
+    "does not exist or is deleted.",
+    RUN_ID,
+)
+command(
+    "get-run-times",
+    READ,
+    "runs.get_run_times",
+    "Per run (name and target LIKE the patterns): {runname, runtime_minutes, target}, the span from the "
+    "first test start to the last test end.",
+    RUNNAME.with_(help="run-name LIKE pattern", default="%"),
+    TARGET.with_(help="target LIKE pattern", default="%"),
+)
+command(
+    "get-test-times",
+    READ,
+    "runs.get_test_times",
+    "The tests of the run with exactly this name and target: records {testname, item_path, run_duration}.",
+    RUNNAME.with_(required=True),
+    TARGET.with_(required=True),
+)
 
 # --------------------------------------------------------------------------------------------
-# Tests.
-
-TEST_COLUMNS = ("id", "testname", "item_path", "state", "status", "event_time", "host", "run_duration", "comment")
+# Tests: writes (reference C.1, C.3, C.6, C.8, D.2).
 
 command(
     "register-test",
@@ -388,12 +780,129 @@ command(
     WRITE,
     "tests.test_set_state_status_by_id",
     "Set the state/status of the test with this id and roll its items up into the toplevel.",
-    RUN_ID.with_(required=False, help="id of the run (accepted for compatibility; the test id decides)"),
+    ANY_RUN_ID,
     TEST_ID,
     STATE,
     STATUS,
     COMMENT,
 )
+command(
+    "test-set-state-status",
+    WRITE,
+    "tests.test_set_state_status",
+    "Set the state/status/comment of the test with this id, without any roll-up.",
+    ANY_RUN_ID,
+    TEST_ID,
+    STATE,
+    STATUS,
+    COMMENT,
+)
+command(
+    "set-tests-state-status",
+    WRITE,
+    "tests.set_tests_state_status",
+    "For each test name (LIKE) of the run, set every row (toplevel and items) that is in the current "
+    "state/status to the new ones; prints the ids of the toplevels involved.",
+    RUN_ID,
+    Param("testnames", "list", "test names or LIKE patterns (comma list)", required=True),
+    Param("curr_state", "str", "only rows in this state (default: any)"),
+    Param("curr_status", "str", "only rows with this status (default: any)"),
+    Param("new_state", "str", "the new state (default: the current state, else NOT_STARTED)"),
+    Param("new_status", "str", "the new status (default: the current status, else UNKNOWN)"),
+)
+command(
+    "top-test-set-per-pf-counts",
+    WRITE,
+    "tests.top_test_set_per_pf_counts",
+    "Recompute a toplevel's state and status from its items with Megatest's legacy SQL rules "
+    "(limited to this run); returns {state, status}.",
+    RUN_ID,
+    TESTNAME,
+)
+command(
+    "update-pass-fail-counts",
+    WRITE,
+    "tests.update_pass_fail_counts",
+    "Store on a toplevel the number of its items (in this run) that passed (PASS, WARN, WAIVED) and "
+    "failed (FAIL, CHECK, INCOMPLETE, ABORT); returns {pass_count, fail_count}.",
+    RUN_ID,
+    TESTNAME,
+)
+command(
+    "delete-test-records",
+    WRITE,
+    "tests.delete_test_records",
+    "Soft-delete a test: its steps and data get status DELETED, the test state DELETED.",
+    ANY_RUN_ID,
+    TEST_ID,
+)
+command(
+    "delete-old-deleted-test-records",
+    WRITE,
+    "tests.delete_old_deleted_test_records",
+    "Purge (hard-delete) the tests marked DELETED longer ago than --days, with their steps and data; "
+    "prints how many tests were purged.",
+    Param("days", "int", "age in days", default=30),
+)
+command(
+    "test-set-top-process-pid",
+    WRITE,
+    "tests.test_set_top_process_pid",
+    "Record the pid of a test's top process.",
+    ANY_RUN_ID,
+    TEST_ID,
+    Param("pid", "int", "process id", required=True),
+)
+command(
+    "test-set-archive-block-id",
+    WRITE,
+    "tests.test_set_archive_block_id",
+    "Record the archive block that holds a test (0 = not archived).",
+    ANY_RUN_ID,
+    TEST_ID,
+    Param("block_id", "int", "archive block id (from archive-register-block-name)", required=True),
+)
+command(
+    "insert-test",
+    WRITE,
+    "tests.insert_test",
+    "Insert a complete test record (replication) into a run: --record '{\"testname\": ..., ...}' with any "
+    "columns of the tests table except id and run_id; prints the new id. An existing test is refused.",
+    RUN_ID,
+    RECORD,
+)
+command(
+    "mark-incomplete",
+    WRITE,
+    "tests.mark_incomplete",
+    "Mark dead tests COMPLETED/DEAD: RUNNING or REMOTEHOSTSTART longer than run_duration + deadtime, "
+    "LAUNCHED for over a day (placeholder toplevels left alone). Prints the ids it marked.",
+    RUN_ID.with_(required=False, help="only this run (default: every run)"),
+    DEADTIME,
+)
+command(
+    "get-toplevels-and-incompletes",
+    READ,
+    "tests.get_toplevels_and_incompletes",
+    "The tests mark-incomplete would mark: {incompletes, old_launched, toplevels} (toplevels: "
+    "placeholder toplevels that look dead, left alone).",
+    RUN_ID.with_(required=False, help="only this run (default: every run)"),
+    Param("running_deadtime", "int", "deadtime for RUNNING tests (default: tests.deadtime)"),
+    Param("remotehoststart_deadtime", "int", "deadtime for REMOTEHOSTSTART tests (default: tests.deadtime)"),
+)
+command(
+    "have-incompletes",
+    READ,
+    "tests.have_incompletes",
+    "Print true when a run has tests mark-incomplete would mark, else false.",
+    RUN_ID.with_(required=False, help="only this run (default: every run)"),
+    DEADTIME,
+    api="have-incompletes?",
+)
+
+# --------------------------------------------------------------------------------------------
+# Tests: reads (reference C.9, C.10, D.6, D.10).
+
 command(
     "get-test-id",
     READ,
@@ -408,19 +917,113 @@ command(
     READ,
     "tests.get_test_info_by_id",
     "Show a test's full record (deleted tests too). Exit 1 when there is no such test.",
-    RUN_ID.with_(required=False, help="id of the run (accepted for compatibility; ignored)"),
+    ANY_RUN_ID,
     TEST_ID,
+)
+command(
+    "get-test-state-status-by-id",
+    READ,
+    "tests.get_test_state_status_by_id",
+    "A test's {state, status}. Exit 1 when there is no such test.",
+    ANY_RUN_ID,
+    TEST_ID,
+)
+command(
+    "get-testinfo-state-status",
+    READ,
+    "tests.get_testinfo_state_status",
+    "A test's short record {id, run_id, testname, state, status, item_path}. Exit 1 when there is no such test.",
+    ANY_RUN_ID,
+    TEST_ID,
+)
+command(
+    "test-get-rundir-from-test-id",
+    READ,
+    "tests.test_get_rundir_from_test_id",
+    "Print a test's run directory. Exit 1 when there is no such test.",
+    ANY_RUN_ID,
+    TEST_ID,
+)
+command(
+    "test-get-top-process-pid",
+    READ,
+    "tests.test_get_top_process_pid",
+    "Print the pid recorded for a test's top process. Exit 1 when there is no such test.",
+    ANY_RUN_ID,
+    TEST_ID,
+)
+command(
+    "test-get-logfile-info",
+    READ,
+    "tests.test_get_logfile_info",
+    "The toplevel's {rundir, final_logf}. Exit 1 when the run has no such test.",
+    RUN_ID,
+    TESTNAME,
+)
+command(
+    "test-get-records-for-index-file",
+    READ,
+    "tests.test_get_records_for_index_file",
+    "The items of a test: records {id, item_path, state, status, run_duration, final_logf, comment}.",
+    RUN_ID,
+    TESTNAME,
+)
+command(
+    "test-toplevel-num-items",
+    READ,
+    "tests.test_toplevel_num_items",
+    "Print how many items (not deleted) a test has in a run.",
+    RUN_ID,
+    TESTNAME,
+)
+command(
+    "get-count-tests-running",
+    READ,
+    "tests.get_count_tests_running",
+    "Print how many tests are LAUNCHED, RUNNING or REMOTEHOSTSTART in all runs (placeholder toplevels excluded).",
+    ANY_RUN_ID.with_(help=f"id of a run ({IGNORED}: the count covers every run)"),
+)
+command(
+    "get-count-tests-running-for-run-id",
+    READ,
+    "tests.get_count_tests_running_for_run_id",
+    "Print how many tests of a run are LAUNCHED, RUNNING or REMOTEHOSTSTART (placeholder toplevels excluded).",
+    RUN_ID,
+)
+command(
+    "get-count-tests-running-for-testname",
+    READ,
+    "tests.get_count_tests_running_for_testname",
+    "Print how many rows of a test in a run are running (placeholder toplevels excluded).",
+    RUN_ID,
+    TESTNAME,
+)
+command(
+    "get-count-tests-running-in-jobgroup",
+    READ,
+    "tests.get_count_tests_running_in_jobgroup",
+    "Print how many tests of a job group (test_meta.jobgroup) are running, in all runs.",
+    ANY_RUN_ID.with_(help=f"id of a run ({IGNORED}: the count covers every run)"),
+    Param("jobgroup", "str", "the job group", required=True),
+)
+command(
+    "get-not-completed-cnt",
+    READ,
+    "tests.get_not_completed_cnt",
+    "Print how many tests of a run are neither COMPLETED nor DELETED.",
+    RUN_ID,
 )
 command(
     "get-tests-for-run",
     READ,
     "tests.get_tests_for_run",
-    "List the tests of a run as records, filtered by test pattern, states and statuses.",
+    "List the tests of a run as records, filtered by test pattern, states and statuses, and by "
+    "regular expressions on columns (--match FIELD=REGEX).",
     RUN_ID,
     TESTPATT,
     STATES,
     STATUSES,
-    Param("not_in", "bool", "select tests NOT in the given states/statuses"),
+    NOT_IN,
     Param(
         "mode",
         "str",
@@ -440,21 +1043,306 @@ command(
     OFFSET,
     Param("last_update", "int", "only tests changed at or after this Unix time (shows deleted ones too)"),
     Param("fields", "list", "return only these columns (comma list)"),
+    Param(
+        "match",
+        "str",
+        "FIELD=REGEX: only tests whose FIELD matches the regular expression (repeatable; all must match)",
+        multiple=True,
+    ),
     INCLUDE_DELETED,
     columns=TEST_COLUMNS,
 )
-
+command(
+    "get-tests-for-run-mindata",
+    READ,
+    "tests.get_tests_for_run_mindata",
+    "List a run's tests (deleted ones too) as minimal records {id, run_id, testname, state, status, "
+    "event_time, item_path}.",
+    RUN_ID,
+    TESTPATT,
+    STATES,
+    STATUSES,
+    NOT_IN,
+    columns=("id", "testname", "item_path", "state", "status", "event_time"),
+)
+command(
+    "get-tests-for-runs-mindata",
+    READ,
+    "tests.get_tests_for_runs_mindata",
+    "get-tests-for-run-mindata over several runs (all runs when --run-ids is omitted).",
+    Param("run_ids", "list", "comma list of run ids (default: every run)"),
+    TESTPATT,
+    STATES,
+    STATUSES,
+    NOT_IN,
+    columns=("id", "run_id", "testname", "item_path", "state", "status", "event_time"),
+)
+command(
+    "get-tests-for-run-state-status",
+    READ,
+    "tests.get_tests_for_run_state_status",
+    "List a run's tests (deleted ones too) as short records {id, run_id, testname, state, status, item_path}.",
+    RUN_ID,
+    TESTPATT,
+    Param("last_update", "int", "only tests changed at or after this Unix time"),
+)
+command(
+    "get-previous-test-run-record",
+    READ,
+    "tests.get_previous_test_run_record",
+    "The newest record of the same test (and item) in an earlier run with the same target. Exit 1 when there is none.",
+    RUN_ID,
+    TESTNAME,
+    ITEM_PATH,
+)
+command(
+    "get-matching-previous-test-run-records",
+    READ,
+    "tests.get_matching_previous_test_run_records",
+    "For the other runs with the same key values: the youngest record of each test/item matching "
+    "TESTNAME/ITEM_PATH (LIKE; deleted tests excluded).",
+    RUN_ID,
+    TESTNAME.with_(help="test name LIKE pattern"),
+    ITEM_PATH.with_(help="item path LIKE pattern ('' = toplevels)"),
+    columns=TEST_COLUMNS,
+)
+command(
+    "test-get-paths-matching-keynames-target-new",
+    READ,
+    "tests.test_get_paths_matching_keynames_target_new",
+    "List the run directories of a run's tests matching a test pattern and state/status LIKE patterns, newest first.",
+    RUN_ID,
+    TESTPATT.with_(default="%"),
+    Param("statepatt", "str", "state LIKE pattern", default="%"),
+    Param("statuspatt", "str", "status LIKE pattern", default="%"),
+    Param("keynames", "list", IGNORED),
+    TARGET.with_(help=IGNORED),
+    RUNNAME.with_(help=IGNORED),
+    Param("res", "list", "paths to append after the results (compatibility)"),
+)
+command(
+    "get-prereqs-not-met",
+    READ,
+    "prereqs.get_prereqs_not_met",
+    "List what blocks a test from starting: for each waiton test of the run that is not done (per "
+    "--mode), its rows as short records, or its bare name when it has no rows (reference C.9).",
+    RUN_ID,
+    Param("waitons", "list", "the tests this one waits on (comma list)", required=True),
+    Param("ref_testname", "str", "the waiting test's name", required=True),
+    Param("ref_item_path", "str", "the waiting test's item path", default=""),
+    Param(
+        "mode",
+        "list",
+        "comma list of: normal, toplevel, itemmatch, itemwait (= itemmap), exclusive",
+        default=["normal"],
+    ),
+    Param(
+        "itemmap",
+        "str",
+        "TESTPATT=MAP: map the waiting item path to the waiton's for tests matching TESTPATT; MAP is "
+        "'regex replacement' lines (repeatable)",
+        multiple=True,
+    ),
+)
 # --------------------------------------------------------------------------------------------
-# Vars (the metadat table).
+# Steps (reference C.5, D.4, D.8).
 
 command(
-    "set-var",
+    "teststep-set-status",
     WRITE,
-    "vars.set_var",
-    "Set a variable (stored as text).",
-    VAR,
-    Param("value", "str", "value", required=True, positional=True),
+    "steps.teststep_set_status",
+    "Record a step of a test: one row per (step, state), so a step normally has a 'start' and an "
+    "'end' row; re-sending a state replaces its row (new time).",
+    ANY_RUN_ID,
+    TEST_ID,
+    Param("stepname", "str", "name of the step", required=True),
+    Param("state", "str", "step state, normally start or end", required=True),
+    Param("status", "str", "step status (for end: the exit code or a status word)", default="n/a"),
+    Param("comment", "str", "comment", default=""),
+    Param("logfile", "str", "the step's log file", default=""),
+    api="teststep-set-status!",
 )
+command(
+    "delete-steps-for-test",
+    WRITE,
+    "steps.delete_steps_for_test",
+    "Soft-delete every step of a test (status DELETED; hidden from the step readers).",
+    ANY_RUN_ID,
+    TEST_ID,
+    api="delete-steps-for-test!",
+    aliases=("delete-steps-for-test",),
+)
+STEP_COLUMNS = ("id", "stepname", "state", "status", "event_time", "logfile", "comment")
+command(
+    "get-steps-for-test",
+    READ,
+    "steps.get_steps_for_test",
+    "List a test's steps (deleted excluded) in order: records {id, test_id, stepname, state, status, "
+    "event_time, logfile, comment}.",
+    ANY_RUN_ID,
+    TEST_ID,
+    columns=STEP_COLUMNS,
+)
+command(
+    "get-steps-data",
+    READ,
+    "steps.get_steps_data",
+    "List a test's steps (deleted excluded) in order, without comments.",
+    ANY_RUN_ID,
+    TEST_ID,
+    columns=STEP_COLUMNS,
+)
+command(
+    "get-steps-info-by-id",
+    READ,
+    "steps.get_steps_info_by_id",
+    "One step record by id (deleted too). Exit 1 when there is no such step.",
+    Param("step_id", "int", "id of the step", required=True),
+)
+
+# --------------------------------------------------------------------------------------------
+# Test data (reference C.4, D.4, D.8).
+
+DATA_COLUMNS = ("id", "category", "variable", "value", "expected", "tol", "units", "status", "comment")
+command(
+    "csv-to-test-data",
+    WRITE,
+    "testdata.csv_to_test_data",
+    "Store measured values of a test from CSV lines: category,variable,value,expected,tol,units,"
+    "comment,status,type. Without a status, value is compared with expected±tol (or with the "
+    "comparator >, <, >=, <= in tol) to give pass/fail. A (category, variable) already stored is "
+    "replaced. Any bad line refuses the whole input.",
+    ANY_RUN_ID,
+    TEST_ID,
+    Param("csv", "str", "the CSV text (one or more lines)"),
+    Param("file", "str", "read the CSV from this file ('-' = standard input)", client_only=True),
+    api="csv->test-data",
+    driver="drivers:csv_to_test_data",
+)
+command(
+    "test-data-rollup",
+    WRITE,
+    "testdata.test_data_rollup",
+    "Count a test's data rows that passed and failed, store the counts, and set the test's status: "
+    "FAIL when any failed, else PASS when any passed (unless WARN).",
+    ANY_RUN_ID,
+    TEST_ID,
+    Param("status", "str", IGNORED),
+)
+command(
+    "read-test-data",
+    READ,
+    "testdata.read_test_data",
+    "List a test's data rows whose category is LIKE a pattern, by category and variable (deleted rows too).",
+    ANY_RUN_ID,
+    TEST_ID,
+    Param("category", "str", "category LIKE pattern", default="%"),
+    columns=DATA_COLUMNS,
+)
+command(
+    "read-test-data-varpatt",
+    READ,
+    "testdata.read_test_data_varpatt",
+    "read-test-data with a variable LIKE pattern too.",
+    ANY_RUN_ID,
+    TEST_ID,
+    Param("category", "str", "category LIKE pattern", default="%"),
+    Param("variable", "str", "variable LIKE pattern", default="%"),
+    columns=DATA_COLUMNS,
+)
+command(
+    "get-data-info-by-id",
+    READ,
+    "testdata.get_data_info_by_id",
+    "One test-data record by id. Exit 1 when there is no such record.",
+    Param("data_id", "int", "id of the test-data row", required=True),
+)
+
+# --------------------------------------------------------------------------------------------
+# Test meta (reference C.14).
+
+command(
+    "testmeta-add-record",
+    WRITE,
+    "meta.testmeta_add_record",
+    "Create the meta record of a test name (author, owner, description, tags ... empty; jobgroup "
+    "default); an existing one is kept.",
+    TESTNAME,
+)
+command(
+    "testmeta-update-field",
+    WRITE,
+    "meta.testmeta_update_field",
+    "Set one field of a test's meta record: author, owner, description, reviewed, iterated, "
+    "avg_runtime, avg_disk, tags or jobgroup.",
+    TESTNAME,
+    Param("field", "str", "the field to set", required=True),
+    Param("value", "str", "the new value", required=True),
+)
+command(
+    "testmeta-get-record",
+    READ,
+    "meta.testmeta_get_record",
+    "A test's meta record. Exit 1 when there is none.",
+    TESTNAME,
+)
+command(
+    "get-tests-tags",
+    READ,
+    "meta.get_tests_tags",
+    "Map each tag (from test_meta.tags, comma separated) to the test names that carry it.",
+)
+
+# --------------------------------------------------------------------------------------------
+# Tasks (reference C.13).
+
+TASK_COLUMNS = ("id", "action", "owner", "state", "target", "name", "testpatt", "creation_time")
+command(
+    "tasks-add",
+    WRITE,
+    "tasks.tasks_add",
+    "Queue a task (state new) and print its id.",
+    Param("action", "str", "what to do, e.g. run-tests", required=True),
+    Param("owner", "str", "who asks (default: the calling user)"),
+    TARGET.with_(default=""),
+    RUNNAME.with_(default=""),
+    TESTPATT.with_(default=""),
+    Param("params", "str", "the task key or parameters", default=""),
+)
+command(
+    "tasks-set-state-given-param-key",
+    WRITE,
+    "tasks.tasks_set_state_given_param_key",
+    "Set the state of every task whose params are LIKE the key; prints how many changed.",
+    Param("param_key", "str", "the task key (LIKE pattern)", required=True),
+    Param("state", "str", "the new state: new, waiting, reset, inprogress, running, done, killed", required=True),
+)
+command(
+    "tasks-get-last",
+    READ,
+    "tasks.tasks_get_last",
+    "The newest task for exactly this target and run name. Exit 1 when there is none.",
+    TARGET.with_(required=True),
+    RUNNAME.with_(required=True),
+)
+command(
+    "find-task-queue-records",
+    READ,
+    "tasks.find_task_queue_records",
+    "List the tasks for exactly this target and run name whose state, action and test pattern are LIKE "
+    "the given patterns.",
+    TARGET.with_(required=True),
+    RUNNAME.with_(required=True),
+    TESTPATT.with_(help="test pattern LIKE pattern", default="%"),
+    Param("statepatt", "str", "state LIKE pattern", default="%"),
+    Param("actionpatt", "str", "action LIKE pattern", default="%"),
+    columns=TASK_COLUMNS,
+)
+
+# --------------------------------------------------------------------------------------------
+# Vars (the metadat table, reference C.12).
+
+command("set-var", WRITE, "vars.set_var", "Set a variable (stored as text).", VAR, VALUE)
 command(
     "get-var",
     READ,
@@ -463,3 +1351,168 @@ command(
     VAR,
 )
 command("del-var", WRITE, "vars.del_var", "Delete a variable (no error when it is not set).", VAR)
+command(
+    "inc-var",
+    WRITE,
+    "vars.inc_var",
+    "Add 1 to a numeric variable (a missing one counts as 0) and print the new value.",
+    VAR,
+)
+command(
+    "dec-var",
+    WRITE,
+    "vars.dec_var",
+    "Subtract 1 from a numeric variable (a missing one counts as 0) and print the new value.",
+    VAR,
+)
+command(
+    "add-var",
+    WRITE,
+    "vars.add_var",
+    "Add N to a numeric variable (a missing one counts as 0) and print the new value.",
+    VAR,
+    Param("n", "float", "the number to add", required=True, positional=True, metavar="N"),
+)
+
+# --------------------------------------------------------------------------------------------
+# No-sync key/value and locks (reference C.16).
+
+command("no-sync-set", WRITE, "nosync.no_sync_set", "Set a no-sync value.", VAR, VALUE)
+command(
+    "no-sync-get-default",
+    READ,
+    "nosync.no_sync_get_default",
+    "Print a no-sync value (numbers as numbers), or the default when it is not set.",
+    VAR,
+    Param("default", "str", "printed when the value is not set (default: nothing, exit 1)"),
+    api="no-sync-get/default",
+)
+command(
+    "no-sync-del", WRITE, "nosync.no_sync_del", "Delete a no-sync value (or release a lock).", VAR, api="no-sync-del!"
+)
+command(
+    "no-sync-get-lock",
+    WRITE,
+    "nosync.no_sync_get_lock",
+    "Take a named lock: {acquired: true, value: <time>} when it was free, {acquired: false, value: "
+    "<time it was taken>} when it is held. Release it with no-sync-del.",
+    VAR,
+)
+
+# --------------------------------------------------------------------------------------------
+# Processes (reference A.14, C.17).
+
+HOST = Param("host", "str", "host name", required=True)
+PID = Param("pid", "int", "process id", required=True)
+command(
+    "register-process",
+    WRITE,
+    "processes.register_process",
+    "Register a process (host, pid unique; re-registering replaces it) and print its id.",
+    HOST,
+    PID,
+    Param("port", "int", "port it listens on"),
+    Param("starttime", "int", "start time (default: now)"),
+    Param("status", "str", "status", default="starting"),
+    Param("purpose", "str", "what it is for, e.g. server", default=""),
+    Param("dbname", "str", "the database it serves", default=""),
+    Param("version", "str", "its version", default=""),
+)
+command(
+    "set-process-status",
+    WRITE,
+    "processes.set_process_status",
+    "Set a registered process's status.",
+    HOST,
+    PID,
+    Param("status", "str", "new status", required=True),
+)
+command(
+    "set-process-done",
+    WRITE,
+    "processes.set_process_done",
+    "Mark a registered process done (end time now, with a reason).",
+    HOST,
+    PID,
+    Param("reason", "str", "why it ended", default=""),
+)
+command(
+    "get-process-options",
+    READ,
+    "processes.get_process_options",
+    "List the registered processes that are starting or running for a purpose and database.",
+    Param("purpose", "str", "purpose, e.g. server", required=True),
+    Param("dbname", "str", "database name", default=""),
+)
+
+# --------------------------------------------------------------------------------------------
+# Archives (reference C.18).
+
+command(
+    "archive-register-disk",
+    WRITE,
+    "archives.archive_register_disk",
+    "Register an archive disk (or update its free space) and print its id.",
+    Param("disk_name", "str", "archive area name", required=True),
+    Param("disk_path", "str", "path of the disk", required=True),
+    Param("df", "int", "free space", default=-1),
+)
+command(
+    "archive-register-block-name",
+    WRITE,
+    "archives.archive_register_block_name",
+    "Register an archive block on a disk (or update its usage) and print its id.",
+    Param("disk_id", "int", "id of the disk (from archive-register-disk)", required=True),
+    Param("archive_path", "str", "path of the block", required=True),
+    Param("du", "int", "disk usage of the block"),
+)
+command(
+    "test-get-archive-block-info",
+    READ,
+    "archives.test_get_archive_block_info",
+    "One archive block record. Exit 1 when there is no such block.",
+    Param("block_id", "int", "id of the block", required=True),
+)
+command(
+    "archive-get-allocations",
+    READ,
+    "archives.archive_get_allocations",
+    "List the archive blocks already holding a test/item on disks with more than --dneeded free.",
+    TESTNAME,
+    ITEM_PATH,
+    Param("dneeded", "int", "space needed", default=0),
+)
+command(
+    "archive-allocate-testsuite-area-to-block",
+    WRITE,
+    "misc.dead",
+    "Dead Megatest entry (never implemented); refused.",
+    api="archive-allocate-testsuite/area-to-block",
+    dead="archive-allocate-testsuite/area-to-block was never implemented in Megatest and is not part of "
+    "dbtool; use archive-register-block-name",
+)
+
+# --------------------------------------------------------------------------------------------
+# Change tracking (reference C.11).
+
+command(
+    "get-changed-record-ids",
+    READ,
+    "changes.get_changed_record_ids",
+    "The ids of the records changed after --since: {runs, tests, test_steps, test_data, run_stats}.",
+    SINCE,
+)
+command(
+    "get-changed-record-test-ids",
+    READ,
+    "changes.get_changed_record_test_ids",
+    "The ids of the tests changed after --since.",
+    SINCE,
+)
+command(
+    "get-changed-record-run-ids",
+    READ,
+    "changes.get_changed_record_run_ids",
+    "The ids of the runs changed after --since.",
+    SINCE,
+)

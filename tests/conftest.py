@@ -195,9 +195,11 @@ class HandlerDb:
         assert cmd is not None, name
         bound = cmd.bind_wire(params)
         ctx = RequestContext("test", cmd.api, bound, self.client)
-        with activate(ctx), self.engine.connect() as conn, conn.begin():
-            db = Db(conn, self.schema, ctx, self.config)
-            result = resolve(cmd.handler)(db, **bound)
+        with activate(ctx), self.engine.connect() as conn:
+            with conn.begin():
+                db = Db(conn, self.schema, ctx, self.config)
+                result = resolve(cmd.handler)(db, **bound)
+            db.run_after_commit()
         self.events.extend(db.events)
         return result
 

@@ -26,20 +26,36 @@ def test_declaration_is_complete(name):
     assert lookup(cmd.api) is cmd and lookup(name) is cmd
 
 
-@pytest.mark.parametrize("name", sorted(n for n, c in COMMANDS.items() if c.kind in (READ, WRITE)))
+@pytest.mark.parametrize("name", sorted(n for n, c in COMMANDS.items() if c.kind in (READ, WRITE) and not c.dead))
 def test_handler_signature_matches_declaration(name):
     cmd = COMMANDS[name]
     fn = resolve(cmd.handler)
     sig = inspect.signature(fn)
-    declared = {p.name for p in cmd.params}
+    declared = {p.name for p in cmd.wire_params}
     accepted = {n for n, p in sig.parameters.items() if p.kind == p.KEYWORD_ONLY}
     assert declared == accepted, f"{name}: registry {sorted(declared)} vs handler {sorted(accepted)}"
-    for p in cmd.params:
+    for p in cmd.wire_params:
         hp = sig.parameters[p.name]
         if not p.required:
             assert hp.default is not inspect.Parameter.empty, (
                 f"{name}: optional {p.name} needs a default in the handler"
             )
+
+
+def test_local_commands_have_runners_and_wire_names():
+    from dbtool.cli import local
+
+    for cmd in COMMANDS.values():
+        if cmd.kind == LOCAL and cmd.handler.startswith("local:"):
+            assert callable(getattr(local, cmd.handler.split(":")[1]))
+        if cmd.wire:
+            assert lookup(cmd.wire) is not None and lookup(cmd.wire).kind == SERVER
+
+
+def test_client_only_parameters_belong_to_commands_with_a_driver():
+    for cmd in COMMANDS.values():
+        if any(p.client_only for p in cmd.params):
+            assert cmd.driver, cmd.name
 
 
 def test_every_package_directory_is_packaged():

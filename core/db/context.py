@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection
@@ -16,10 +17,11 @@ class Db:
 
     ``conn`` is inside a transaction (the writer's savepoint, or a read transaction);
     ``t`` holds the area's tables; ``now`` is the request's clock in whole seconds;
-    ``emit`` appends a change event in the same transaction.
+    ``emit`` appends a change event in the same transaction; ``after_commit`` defers an action
+    until the transaction has committed.
     """
 
-    __slots__ = ("config", "conn", "ctx", "dialect", "events", "now", "t")
+    __slots__ = ("after", "config", "conn", "ctx", "dialect", "events", "now", "t")
 
     def __init__(self, conn: Connection, schema: Schema, ctx: RequestContext, config: dict | None = None) -> None:
         self.conn = conn
@@ -29,10 +31,21 @@ class Db:
         self.dialect = conn.dialect.name
         self.config = config or {}
         self.events: list[dict] = []
+        self.after: list[Callable[[Connection], object]] = []
 
     @property
     def keys(self) -> list[str]:
         return self.t.keys
+
+    def after_commit(self, action: Callable[[Connection], object]) -> None:
+        """Run ``action(conn)`` once this request's transaction has committed, outside it
+        (for what SQLite cannot do inside a transaction, such as a WAL checkpoint)."""
+        self.after.append(action)
+
+    def run_after_commit(self) -> None:
+        for action in self.after:
+            action(self.conn)
+        self.after.clear()
 
     def setting(self, section: str, name: str, default: object = None) -> object:
         return self.config.get(section, {}).get(name, default)

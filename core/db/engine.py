@@ -157,7 +157,13 @@ def drop_triggers(conn: Connection) -> None:
         conn.exec_driver_sql(drop_trigger_ddl(conn.dialect.name, table))
 
 
-def checkpoint(conn: Connection) -> None:
-    """Move the WAL into the database file and truncate it (graceful stop, sync-cachedb-to-db)."""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+def checkpoint(conn: Connection) -> dict:
+    """Move the WAL into the database file and truncate it (graceful stop, sync-cachedb-to-db).
+
+    Runs on the driver connection, outside any transaction (SQLite cannot checkpoint inside one);
+    returns SQLite's counts: busy (1 when a reader kept it from finishing), log and checkpointed pages.
+    """
+    if conn.dialect.name != "sqlite":
+        return {"busy": 0, "log": 0, "checkpointed": 0}
+    busy, log, done = conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return {"busy": busy, "log": log, "checkpointed": done}

@@ -315,7 +315,9 @@ class Server:
         req_id = msg.get("id")
         name = msg.get("cmd")
         cmd = lookup(name) if isinstance(name, str) else None
-        if cmd is None or cmd.kind == LOCAL:
+        if cmd is not None and cmd.kind == LOCAL:  # kill-server, start-server: their server command
+            cmd = lookup(cmd.wire) if cmd.wire else None
+        if cmd is None:
             return error(req_id, rid, "bad_request", f"unknown command {name!r}; `dbtool --help` lists the commands")
         idem = msg.get("idem")
         if idem is not None and not (isinstance(idem, str) and 0 < len(idem) <= 128):
@@ -324,6 +326,8 @@ class Server:
             params = cmd.bind_wire(msg.get("params"))
         except BadRequest as err:
             return error(req_id, rid, err.code, err.message)
+        if cmd.dead:
+            return error(req_id, rid, "refused", cmd.dead)
         if self._stopping.is_set() and cmd.kind != SERVER:
             return error(req_id, rid, "busy", "the server is stopping; retry", retry_after=0.1)
         ctx = RequestContext(rid, cmd.api, params, client)

@@ -34,7 +34,7 @@ IDEMPOTENCY_TTL = 24 * 3600  # seconds a write's idempotency key is remembered
 
 
 class Job:
-    __slots__ = ("cmd", "ctx", "error", "events", "future", "idem", "params", "result")
+    __slots__ = ("after", "cmd", "ctx", "error", "events", "future", "idem", "params", "result")
 
     def __init__(self, cmd: Command, params: dict, ctx: RequestContext, idem: str | None, future: asyncio.Future):
         self.cmd = cmd
@@ -45,6 +45,7 @@ class Job:
         self.result: object = None
         self.error: DbtoolError | None = None
         self.events: list[dict] = []
+        self.after: Db | None = None  # the request's Db when it has after-commit actions
 
 
 def _settle(job: Job) -> None:
@@ -132,7 +133,7 @@ class Writer:
             log.warning("group of %d write(s) failed to commit: %s", len(batch), err)
             if len(batch) > 1:
                 for job in batch:
-                    job.error, job.result, job.events = None, None, []
+                    job.error, job.result, job.events, job.after = None, None, [], None
                     self._commit(conn, [job])
                 return
             batch[0].error = storage_error(err)
@@ -143,6 +144,9 @@ class Writer:
             events = [e for job in batch if job.error is None for e in job.events]
             if events:
                 self.on_commit(events)
+            for job in batch:
+                if job.after is not None and job.error is None:
+                    self._after_commit(job)
         for job in batch:
             self.loop.call_soon_threadsafe(_settle, job)
 
@@ -181,6 +185,16 @@ class Writer:
             savepoint.commit()
             job.result = result
             job.events = db.events
+            job.after = db if db.after else None
+
+    def _after_commit(self, job: Job) -> None:
+        """A committed request's deferred actions; their failure is reported, the commit stands."""
+        try:
+            with activate(job.ctx):
+                job.after.run_after_commit()
+        except Exception as err:
+            log.warning("after-commit action of request %s failed: %s", job.ctx.id, err)
+            job.ctx.note("warn", "after_commit", f"{type(err).__name__}: {err}")
 
     def _maybe_prune(self, conn: Connection) -> None:
         now = time.time()
