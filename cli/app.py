@@ -13,6 +13,8 @@ from collections.abc import Callable
 import typer
 from dbtool.core import __version__
 from dbtool.core.commands import COMMANDS, LOCAL, Command, Param
+from typer._click.shell_completion import CompletionItem, add_completion_class
+from typer._completion_classes import FishComplete, ZshComplete, completion_init
 
 from .binder import GlobalOptions, compact
 
@@ -34,8 +36,11 @@ COMMON = (
 )
 
 
+FORMATS = ("table", "json", "csv", "tsv")
+
+
 def _check_format(value: str | None) -> str | None:
-    if value is not None and value not in ("table", "json", "csv", "tsv"):
+    if value is not None and value not in FORMATS:
         raise typer.BadParameter(f"must be one of table, json, csv, tsv; got {value!r}")
     return value
 
@@ -68,6 +73,15 @@ def _converter(p: Param) -> Callable[[object], object] | None:
     return None
 
 
+def _choices(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """Shell completion of an option's fixed values."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete)]
+
+    return complete
+
+
 def _parameter(p: Param) -> inspect.Parameter:
     annotation = list[str] if p.multiple else _ANNOTATIONS[p.type]
     default: object = ... if p.required else p.default
@@ -84,6 +98,7 @@ def _parameter(p: Param) -> inspect.Parameter:
             help=p.help,
             metavar=p.metavar or None,
             callback=_converter(p),
+            autocompletion=_choices(p.choices) if p.choices else None,
             show_default=default not in (None, False, "", ...),
         )
     return inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
@@ -93,7 +108,15 @@ def _common_parameters() -> list[inspect.Parameter]:
     params = []
     for name, decl, kind, help_text in COMMON:
         default = False if kind is bool else None
-        info = typer.Option(default, decl, help=help_text, callback=_COMMON_CHECKS.get(name), show_default=False)
+        complete = _choices(FORMATS) if name == "g_format" else None
+        info = typer.Option(
+            default,
+            decl,
+            help=help_text,
+            callback=_COMMON_CHECKS.get(name),
+            autocompletion=complete,
+            show_default=False,
+        )
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind))
     return params
 
@@ -134,7 +157,14 @@ def _root(
     timeout: float = typer.Option(None, "--timeout", help=COMMON[1][3], callback=_check_timeout, show_default=False),
     trace: bool = typer.Option(False, "--trace", help=COMMON[2][3]),
     json: bool = typer.Option(False, "--json", help=COMMON[3][3]),
-    format: str = typer.Option(None, "--format", help=COMMON[4][3], callback=_check_format, show_default=False),
+    format: str = typer.Option(
+        None,
+        "--format",
+        help=COMMON[4][3],
+        callback=_check_format,
+        autocompletion=_choices(FORMATS),
+        show_default=False,
+    ),
     version: bool = typer.Option(
         False, "--version", help="print dbtool's version and exit", callback=_version, is_eager=True
     ),
@@ -175,3 +205,39 @@ def build_app(only: Command | None = None) -> typer.Typer:
     if has_server or only is None:
         app.add_typer(server, name="server")
     return app
+
+
+# -- shell completion (``_DBTOOL_COMPLETE``, see main.py and completions/) -----------------------
+
+
+def enable_completion() -> None:
+    """Register the shell classes that answer ``_DBTOOL_COMPLETE=complete_<shell>``.
+
+    ``add_completion=False`` (no --install-completion option) also skips Typer's registration, so
+    without this every completion call fails with "Shell bash not supported". Typer's own zsh and
+    fish classes render each help through rich markup, which raises on a help like "test[/item]"
+    and wraps a long help onto several lines (each a bogus candidate); ours print it plain, on one line.
+    """
+    completion_init()
+    add_completion_class(_PlainZshComplete, "zsh")
+    add_completion_class(_PlainFishComplete, "fish")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _zsh_quote(text: str) -> str:
+    # The candidates are eval'ed inside `_arguments '*: :(("value":"help" ...))'`.
+    return text.replace('"', '""').replace("'", "'\\''").replace("$", "\\$").replace("`", "\\`").replace(":", r"\\:")
+
+
+class _PlainZshComplete(ZshComplete):
+    def format_completion(self, item: CompletionItem) -> str:
+        value = _zsh_quote(item.value)
+        return f'"{value}":"{_zsh_quote(_one_line(item.help))}"' if item.help else f'"{value}"'
+
+
+class _PlainFishComplete(FishComplete):
+    def format_completion(self, item: CompletionItem) -> str:
+        return f"{item.value}\t{_one_line(item.help)}" if item.help else item.value

@@ -69,8 +69,9 @@ def take_global(args: list[str], i: int, opts: GlobalOptions) -> int | None:
 
 def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
     """The parameters ``args`` give ``cmd`` (only those given), or None to defer to Typer."""
-    by_option = {p.option: p for p in cmd.params if not p.positional}
+    by_option = {p.option: p for p in cmd.params if not p.positional and p.type != "argv"}
     positional = [p for p in cmd.params if p.positional]
+    rest = next((p for p in cmd.params if p.type == "argv"), None)
     params: dict = {}
     words: list[str] = []
     i = 0
@@ -81,6 +82,9 @@ def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
                 words.extend(args[i + 1 :])
                 break
             if not arg.startswith("-") or arg == "-":
+                if rest is not None:  # like click without interspersed args: words end the options
+                    words.extend(args[i:])
+                    break
                 words.append(arg)
                 i += 1
                 continue
@@ -112,6 +116,9 @@ def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
             i += 1
     except ValueError:
         return None
+    if rest is not None and len(words) > len(positional):
+        params[rest.name] = words[len(positional) :]
+        words = words[: len(positional)]
     if len(words) > len(positional):
         return None
     for p, word in zip(positional, words, strict=False):

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: list[str]) -> int:
     if COMPLETE_VAR in os.environ:
+        from .app import enable_completion
+
+        enable_completion()
         return typer_main(args, None)
     opts = GlobalOptions()
     i = 0

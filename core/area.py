@@ -174,6 +174,7 @@ def load_config(area: Area) -> dict:
     for section, values in data.items():
         if isinstance(values, dict):
             merged.setdefault(section, {}).update(values)
+    merged["area"]["root"] = area.root
     return merged
 
 

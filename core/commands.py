@@ -67,7 +67,7 @@ class Param:
         self.multiple = multiple
         self.choices = choices
         self.client_only = client_only
-        self.metavar = metavar or (name.upper() if positional else _METAVARS.get(self.type, "TEXT"))
+        self.metavar = metavar or (name.upper() if positional else "TEXT" if multiple else _METAVARS[self.type])
 
     @property
     def option(self) -> str:
@@ -121,8 +121,8 @@ class Param:
                 raise BadRequest(f"parameter {self.name} must be one of {', '.join(self.choices)}; got {value!r}")
             return value
         if kind in ("list", "argv"):
-            if isinstance(value, str):
-                return self.from_text(value) if kind == "list" else [value]
+            if isinstance(value, str):  # one value; only a comma-list parameter splits it
+                return self.from_text(value) if kind == "list" and not self.multiple else [value]
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 return value
         raise BadRequest(f"parameter {self.name} expects {_WIRE_TYPES[kind]}, got {type(value).__name__}")
@@ -487,6 +487,7 @@ command(
     READ,
     "runs.get_targets",
     "List the distinct targets of the runs (deleted runs excluded): records of the key values and target.",
+    INCLUDE_DELETED,
 )
 command(
     "get-key-vals",
@@ -546,6 +547,7 @@ command(
     TARGET.with_(help="target LIKE pattern, e.g. v1.2/% (case-insensitive)"),
     LIMIT,
     OFFSET,
+    INCLUDE_DELETED,
     columns=RUN_COLUMNS,
 )
 command(
@@ -560,6 +562,7 @@ command(
     OFFSET,
     Param("fields", "list", "columns to return (default: id,runname,state,status,owner,event_time)"),
     Param("last_update", "int", "only runs changed at or after this Unix time"),
+    INCLUDE_DELETED,
     columns=RUN_COLUMNS,
 )
 command(
@@ -582,12 +585,14 @@ command(
     READ,
     "runs.get_all_run_ids",
     "List the ids of all runs that are not deleted, newest first.",
+    INCLUDE_DELETED,
 )
 command(
     "get-all-runids",
     READ,
     "runs.get_all_runids",
-    "List the ids of every run, deleted ones included, in id order.",
+    "List the ids of the runs in id order (oldest first).",
+    INCLUDE_DELETED,
 )
 command(
     "get-prev-run-ids",
@@ -595,19 +600,21 @@ command(
     "runs.get_prev_run_ids",
     "List the ids of the other runs (deleted excluded) with the same key values as this run, newest first.",
     RUN_ID,
+    INCLUDE_DELETED,
 )
 command(
     "get-run-ids-matching-target",
     READ,
     "runs.get_run_ids_matching_target",
     "List the ids of the runs whose key values are LIKE the parts of a target pattern and whose name "
-    "is LIKE a run-name pattern (deleted runs included).",
+    "is LIKE a run-name pattern.",
     TARGET.with_(help="target pattern KEY1PATT/KEY2PATT/... (LIKE per part; default: all)"),
     RUNNAME.with_(help="run-name LIKE pattern (default: all)"),
     Param("keynames", "list", IGNORED),
     TESTPATT.with_(help=IGNORED),
     Param("statepatt", "str", IGNORED),
     Param("statuspatt", "str", IGNORED),
+    INCLUDE_DELETED,
 )
 command(
     "get-run-record-ids",
@@ -686,8 +693,16 @@ command(
     WRITE,
     "runs.delete_run",
     "Delete a run: its steps and test data are removed, its tests and the run are marked deleted "
-    "(register-run revives it). A locked run is refused.",
+    "(register-run revives it). A locked run is refused. On a terminal a large run is deleted in "
+    "batches with a progress bar.",
     RUN_ID,
+    Param(
+        "batch",
+        "int",
+        "delete the steps and data of at most N tests per transaction and print what is left "
+        "(default: everything in one transaction)",
+    ),
+    driver="drivers:delete_run",
 )
 command(
     "lock-unlock-run",
@@ -715,6 +730,7 @@ command(
     "runs.get_run_stats",
     "Count the tests of every run (deleted runs excluded) by net state (the status when COMPLETED, "
     "else the state), with Totals first: records {runname, netstate, count}.",
+    INCLUDE_DELETED,
 )
 command(
     "get-raw-run-stats",
@@ -722,6 +738,7 @@ command(
     "runs.get_raw_run_stats",
     "Count a run's tests (placeholder toplevels excluded) by state and status: records {state, status, count}.",
     RUN_ID,
+    INCLUDE_DELETED,
 )
 command(
     "get-main-run-stats",
@@ -739,6 +756,7 @@ command(
     "first test start to the last test end.",
     RUNNAME.with_(help="run-name LIKE pattern", default="%"),
     TARGET.with_(help="target LIKE pattern", default="%"),
+    INCLUDE_DELETED,
 )
 command(
     "get-test-times",
@@ -747,6 +765,7 @@ command(
     "The tests of the run with exactly this name and target: records {testname, item_path, run_duration}.",
     RUNNAME.with_(required=True),
     TARGET.with_(required=True),
+    INCLUDE_DELETED,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -967,6 +986,7 @@ command(
     "The items of a test: records {id, item_path, state, status, run_duration, final_logf, comment}.",
     RUN_ID,
     TESTNAME,
+    INCLUDE_DELETED,
 )
 command(
     "test-toplevel-num-items",
@@ -1056,13 +1076,13 @@ command(
     "get-tests-for-run-mindata",
     READ,
     "tests.get_tests_for_run_mindata",
-    "List a run's tests (deleted ones too) as minimal records {id, run_id, testname, state, status, "
-    "event_time, item_path}.",
+    "List a run's tests as minimal records {id, run_id, testname, state, status, event_time, item_path}.",
     RUN_ID,
     TESTPATT,
     STATES,
     STATUSES,
     NOT_IN,
+    INCLUDE_DELETED,
     columns=("id", "testname", "item_path", "state", "status", "event_time"),
 )
 command(
@@ -1075,16 +1095,18 @@ command(
     STATES,
     STATUSES,
     NOT_IN,
+    INCLUDE_DELETED,
     columns=("id", "run_id", "testname", "item_path", "state", "status", "event_time"),
 )
 command(
     "get-tests-for-run-state-status",
     READ,
     "tests.get_tests_for_run_state_status",
-    "List a run's tests (deleted ones too) as short records {id, run_id, testname, state, status, item_path}.",
+    "List a run's tests as short records {id, run_id, testname, state, status, item_path}.",
     RUN_ID,
     TESTPATT,
     Param("last_update", "int", "only tests changed at or after this Unix time"),
+    INCLUDE_DELETED,
 )
 command(
     "get-previous-test-run-record",
@@ -1119,6 +1141,7 @@ command(
     TARGET.with_(help=IGNORED),
     RUNNAME.with_(help=IGNORED),
     Param("res", "list", "paths to append after the results (compatibility)"),
+    INCLUDE_DELETED,
 )
 command(
     "get-prereqs-not-met",
@@ -1139,8 +1162,10 @@ command(
     Param(
         "itemmap",
         "str",
-        "TESTPATT=MAP: map the waiting item path to the waiton's for tests matching TESTPATT; MAP is "
-        "'regex replacement' lines (repeatable)",
+        "WAITONPATT=MAP: for waiton tests whose name matches WAITONPATT, map the waiting item path to the "
+        "waiton's item path; MAP is one or more lines 'regex replacement' separated by newlines (repeatable; "
+        "the first matching entry wins)",
+        metavar="WAITONPATT=MAP",
         multiple=True,
     ),
 )
@@ -1181,6 +1206,7 @@ command(
     "event_time, logfile, comment}.",
     ANY_RUN_ID,
     TEST_ID,
+    INCLUDE_DELETED,
     columns=STEP_COLUMNS,
 )
 command(
@@ -1190,6 +1216,7 @@ command(
     "List a test's steps (deleted excluded) in order, without comments.",
     ANY_RUN_ID,
     TEST_ID,
+    INCLUDE_DELETED,
     columns=STEP_COLUMNS,
 )
 command(
@@ -1233,10 +1260,11 @@ command(
     "read-test-data",
     READ,
     "testdata.read_test_data",
-    "List a test's data rows whose category is LIKE a pattern, by category and variable (deleted rows too).",
+    "List a test's data rows whose category is LIKE a pattern, ordered by category and variable.",
     ANY_RUN_ID,
     TEST_ID,
     Param("category", "str", "category LIKE pattern", default="%"),
+    INCLUDE_DELETED,
     columns=DATA_COLUMNS,
 )
 command(
@@ -1248,6 +1276,7 @@ command(
     TEST_ID,
     Param("category", "str", "category LIKE pattern", default="%"),
     Param("variable", "str", "variable LIKE pattern", default="%"),
+    INCLUDE_DELETED,
     columns=DATA_COLUMNS,
 )
 command(
@@ -1377,7 +1406,14 @@ command(
 # --------------------------------------------------------------------------------------------
 # No-sync key/value and locks (reference C.16).
 
-command("no-sync-set", WRITE, "nosync.no_sync_set", "Set a no-sync value.", VAR, VALUE)
+command(
+    "no-sync-set",
+    WRITE,
+    "nosync.no_sync_set",
+    "Set a no-sync value (the area's key/value store for local state and faux locks).",
+    VAR,
+    VALUE,
+)
 command(
     "no-sync-get-default",
     READ,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -18,6 +20,33 @@ TEST_IDLE_TIMEOUT = 120  # a safety net: a server a test forgot stops by itself
 
 def dbtool_argv(*args: str) -> list[str]:
     return [PYTHON, "-m", "dbtool.cli", *args]
+
+
+def run_in_pty(argv: list[str], timeout: float = 120) -> tuple[int, str]:
+    """Run a command with stdout and stderr on a pseudo-terminal; (exit code, everything it wrote)."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    finally:
+        os.close(slave)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout)
+            if not ready:
+                proc.kill()
+                break
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the writer is gone
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=timeout)
+    finally:
+        os.close(master)
+    return proc.returncode, b"".join(chunks).decode(errors="replace")
 
 
 class Result:

@@ -34,8 +34,12 @@ def invocation(draw, name: str):
     cmd = COMMANDS[name]
     options: list[list[str]] = []
     positionals: list[str] = []
+    rest: list[str] = []
     for p in cmd.params:
         if not p.required and not draw(st.booleans()):
+            continue
+        if p.type == "argv":
+            rest = draw(st.lists(words, min_size=1, max_size=3))
             continue
         if p.positional:
             positionals.append(draw(value_for(p).filter(lambda v: v != "" and not v.startswith("-"))))
@@ -55,7 +59,7 @@ def invocation(draw, name: str):
     options = draw(st.permutations(options)) if options else []
     split = draw(st.integers(0, len(globals_)))
     args = [w for g in globals_[:split] for w in g] + name.split()
-    args += [w for o in options for w in o] + [w for g in globals_[split:] for w in g] + positionals
+    args += [w for o in options for w in o] + [w for g in globals_[split:] for w in g] + positionals + rest
     return args
 
 
@@ -96,7 +100,7 @@ def fast_binding(args: list[str]) -> tuple | None:
 
 
 @pytest.mark.parametrize("name", API_COMMANDS)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_fast_binder_matches_typer(name, data):
     args = data.draw(invocation(name))

@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, UserDefinedType
 from sqlmodel import Field, SQLModel
 
 from .dialect import epoch_now
@@ -57,6 +57,16 @@ def _pk() -> Any:
     return Field(default=None, primary_key=True)
 
 
+class _RealAffinity(UserDefinedType):
+    """A column declared REAL with no conversion in Python: SQLite's REAL affinity stores numbers
+    as numbers and keeps text that is not a number as text."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "REAL"
+
+
 class NumberOrText(TypeDecorator):
     """A value that is a number when it parses as one and text otherwise (reference A.6).
 
@@ -68,7 +78,7 @@ class NumberOrText(TypeDecorator):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Any) -> Any:
-        return dialect.type_descriptor(REAL() if dialect.name == "sqlite" else Text())
+        return dialect.type_descriptor(_RealAffinity() if dialect.name == "sqlite" else Text())
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         if dialect.name == "sqlite" or value is None:

@@ -10,7 +10,7 @@ from sqlalchemy.sql import ColumnElement
 from ..db.context import Db
 from ..db.dialect import glob, like
 from ..errors import NotFound, Refused
-from ..rules.patterns import GLOB, field_patterns, test_patterns
+from ..rules.patterns import GLOB, field_patterns, parse_testpatt
 
 NA = "-na-"  # how a NULL key value renders in a target (reference A.17)
 
@@ -117,20 +117,21 @@ def lookup_test(db: Db, test_id: int) -> dict:
 # -- pattern filters (reference C.15) ---------------------------------------------------------------
 
 
-def _one(db: Db, column: ColumnElement, kind: str, pattern: str) -> ColumnElement:
+def pattern_cond(db: Db, column: ColumnElement, kind: str, pattern: str) -> ColumnElement:
+    """One pattern element: GLOB (case-sensitive) or LIKE (case-insensitive)."""
     return glob(db.dialect, column, pattern) if kind == GLOB else like(db.dialect, column, pattern)
 
 
 def field_filter(db: Db, column: ColumnElement, pattern: str) -> ColumnElement:
     """A field pattern list as one parenthesised OR of LIKE/GLOB conditions."""
-    return or_(*(_one(db, column, kind, element) for kind, element in field_patterns(pattern)))
+    return or_(*(pattern_cond(db, column, kind, element) for kind, element in field_patterns(pattern)))
 
 
 def testpatt_filter(db: Db, testpatt: str) -> ColumnElement:
     """A test pattern as SQL: OR of (testname cond AND item cond); an empty pattern matches nothing."""
     t = db.t.tests.c
     conditions = []
-    for (t_kind, t_patt), item in test_patterns(testpatt):
-        test_cond = _one(db, t.testname, t_kind, t_patt)
-        conditions.append(test_cond if item is None else and_(test_cond, _one(db, t.item_path, *item)))
+    for (t_kind, t_patt), item in parse_testpatt(testpatt):
+        test_cond = pattern_cond(db, t.testname, t_kind, t_patt)
+        conditions.append(test_cond if item is None else and_(test_cond, pattern_cond(db, t.item_path, *item)))
     return or_(*conditions) if conditions else false()

@@ -1,29 +1,185 @@
-"""Test data: measured values with pass/fail against expected±tol (reference C.4)."""
+"""Test data: measured values with pass/fail against expected±tol (reference C.4, C.6, D.4, D.8; SPEC 9.7, 9.9)."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from collections import defaultdict
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
+from ..db.dialect import like
+from ..errors import NotFound, Refused
+from ..rules.testdata import data_rows, latest_per_key, read_records, rollup_status
+from .common import find_test, require_test
+
+DELETED = "DELETED"  # the status of a soft-deleted data row
+DELETE_BATCH = 5000  # variables per DELETE statement (well under SQLite's bound-parameter limit)
+
+
+def _emit_for_test(db: Db, test: dict, **data: object) -> None:
+    db.emit(
+        run_id=test["run_id"],
+        test_id=test["id"],
+        testname=test["testname"],
+        item_path=test["item_path"],
+        **data,
+    )
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+
+def csv_to_test_data(db: Db, *, test_id: int, run_id: int | None = None, csv: str | None = None) -> None:
+    """Store the rows of CSV text (rules in ``rules/testdata.py``); a bad line refuses the whole request.
+
+    A (category, variable) the test already has is replaced: deleted, then inserted with a new id.
+    """
+    test = require_test(db, test_id)
+    if csv is None:
+        raise Refused("csv-to-test-data needs the CSV text: --csv TEXT, --file F or --file - (standard input)")
+    try:
+        records = read_records(csv)
+    except ValueError as err:
+        raise Refused(f"bad CSV for test {test_id}: {err}; nothing was stored") from None
+    rows = latest_per_key(data_rows(records))
+    if not rows:
+        return
+    replaced = _delete_same_keys(db, test_id, rows)
+    db.conn.execute(insert(db.t.test_data).values(test_id=test_id), rows)  # one executemany
+    _emit_for_test(db, test, rows=len(rows), replaced=replaced)
+
+
+def _delete_same_keys(db: Db, test_id: int, rows: list[dict]) -> int:
+    """Delete the test's rows with the (category, variable) of ``rows``; returns how many went.
+
+    One statement per category and batch of variables, so each uses the unique index
+    (test_id, category, variable); a row-value IN over both columns would scan the test's rows.
+    """
+    variables_by_category: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        variables_by_category[row["category"]].append(row["variable"])
+    data = db.t.test_data.c
+    deleted = 0
+    for category, variables in variables_by_category.items():
+        for start in range(0, len(variables), DELETE_BATCH):
+            batch = variables[start : start + DELETE_BATCH]
+            deleted += db.conn.execute(
+                delete(db.t.test_data).where(
+                    data.test_id == test_id, data.category == category, data.variable.in_(batch)
+                )
+            ).rowcount
+    return deleted
+
+
+def soft_delete_data(db: Db, test_id: int) -> int:
+    """Mark every data row of the test DELETED; returns how many changed. Emits one event when any did."""
+    test = find_test(db, test_id)
+    data = db.t.test_data
+    count = db.conn.execute(
+        update(data).where(data.c.test_id == test_id, _not_deleted(db)).values(status=DELETED)
+    ).rowcount
+    if count and test is not None:
+        _emit_for_test(db, test, cmd="delete-test-data-records", rows=count)
+    return count
 
 
 def rollup_test_data(db: Db, test_id: int) -> None:
-    """C.4 test-data-rollup: store pass/fail counts of the test's data; FAIL/PASS the test from them."""
+    """C.4 test-data-rollup: store pass/fail counts of the test's data; FAIL/PASS the test from them.
+
+    Counts are case-insensitive (``pass``, ``PASS``); other statuses, DELETED included, count for neither.
+    """
     data = db.t.test_data.c
-    counts = db.conn.execute(
+    status = func.lower(data.status)
+    fail_count, pass_count = db.conn.execute(
         select(
-            func.count().filter(func.lower(data.status) == "fail"),
-            func.count().filter(func.lower(data.status) == "pass"),
+            func.count().filter(status == "fail"),
+            func.count().filter(status == "pass"),
         ).where(data.test_id == test_id)
     ).one()
-    fail_count, pass_count = counts
     tests = db.t.tests
-    status = db.conn.execute(select(tests.c.status).where(tests.c.id == test_id)).scalar()
-    values: dict = {"fail_count": fail_count, "pass_count": pass_count}
-    if fail_count > 0:
-        values["status"] = "FAIL"
-    elif pass_count > 0 and status not in ("WARN", "FAIL"):
-        values["status"] = "PASS"
+    test = find_test(db, test_id)
+    if test is None:
+        return
+    values = {
+        "fail_count": fail_count,
+        "pass_count": pass_count,
+        "status": rollup_status(test["status"], pass_count, fail_count),
+    }
+    if all(test[name] == value for name, value in values.items()):
+        return
     db.conn.execute(update(tests).where(tests.c.id == test_id).values(values))
-    if values.get("status", status) != status:
-        db.emit(test_id=test_id, status=values["status"], cmd="test-data-rollup")
+    _emit_for_test(
+        db,
+        test,
+        cmd="test-data-rollup",
+        state=test["state"],
+        status=values["status"],
+        pass_count=pass_count,
+        fail_count=fail_count,
+    )
+
+
+def test_data_rollup(db: Db, *, test_id: int, run_id: int | None = None, status: str | None = None) -> None:
+    require_test(db, test_id)
+    rollup_test_data(db, test_id)
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+def _data_columns(db: Db) -> list[ColumnElement]:
+    d = db.t.test_data.c
+    return [
+        d.id,
+        d.test_id,
+        d.category,
+        d.variable,
+        d.value,
+        d.expected,
+        d.tol,
+        d.units,
+        d.comment,
+        d.status,
+        d.type,
+    ]
+
+
+def _not_deleted(db: Db) -> ColumnElement:
+    return func.coalesce(db.t.test_data.c.status, "") != DELETED
+
+
+def _read(db: Db, test_id: int, category: str, variable: str | None, include_deleted: bool) -> list[dict]:
+    d = db.t.test_data.c
+    query = select(*_data_columns(db)).where(d.test_id == test_id, like(db.dialect, d.category, category))
+    if variable is not None:
+        query = query.where(like(db.dialect, d.variable, variable))
+    if not include_deleted:
+        query = query.where(_not_deleted(db))
+    query = query.order_by(d.category, d.variable, d.id)
+    return [dict(row._mapping) for row in db.conn.execute(query)]
+
+
+def read_test_data(
+    db: Db, *, test_id: int, run_id: int | None = None, category: str = "%", include_deleted: bool = False
+) -> list[dict]:
+    return _read(db, test_id, category, None, include_deleted)
+
+
+def read_test_data_varpatt(
+    db: Db,
+    *,
+    test_id: int,
+    run_id: int | None = None,
+    category: str = "%",
+    variable: str = "%",
+    include_deleted: bool = False,
+) -> list[dict]:
+    return _read(db, test_id, category, variable, include_deleted)
+
+
+def get_data_info_by_id(db: Db, *, data_id: int) -> dict:
+    row = db.conn.execute(select(*_data_columns(db)).where(db.t.test_data.c.id == data_id)).first()
+    if row is None:
+        raise NotFound(f"no test-data row with id {data_id}; `dbtool read-test-data --test-id ID` lists a test's data")
+    return dict(row._mapping)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, func, or_, select, update
+import re
+
+from sqlalchemy import Text, and_, cast, delete, func, insert, or_, select, update
 
 from ..db.context import Db
-from ..db.dialect import insert_ignore
+from ..db.dialect import insert_ignore, like, regexp
 from ..errors import NotFound, Refused
-from ..rules.rollup import merge_item, roll_up
-from .common import lookup_test, require_run, require_test, test_record, testpatt_filter
+from ..rules.deadjobs import CANDIDATE_STATES, DEAD_STATE, DEAD_STATUS, classify
+from ..rules.rollup import legacy_pf_rollup, merge_item, roll_up
+from ..rules.vocab import COUNTED_RUNNING_STATES
+from .common import lookup_run, lookup_test, require_run, require_test, test_record, testpatt_filter
+
+DEFAULT_DEADTIME = 7200  # SPEC 9.8
+MAX_MATCH_PATTERN = 256  # characters in a --match regular expression
 
 EVENT_TIME_RESET_STATES = ("LAUNCHED", "REMOTEHOSTSTART")
 
@@ -204,10 +211,28 @@ def state_status_filter(db: Db, states: list[str] | None, statuses: list[str] | 
     return None
 
 
+def match_filters(db: Db, match: list[str]) -> list:
+    """``FIELD=REGEX`` selections (CCP4i's DbSelectRecord): the field must be a tests column."""
+    conditions = []
+    for spec in match:
+        field, sep, pattern = spec.partition("=")
+        if not sep or not field:
+            raise Refused(f"--match {spec!r} must be FIELD=REGEX, e.g. testname=^unit")
+        column = _column(db, field.strip(), "match field")
+        if len(pattern) > MAX_MATCH_PATTERN:
+            raise Refused(f"--match pattern for {field} is longer than {MAX_MATCH_PATTERN} characters")
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise Refused(f"--match {field}: bad regular expression {pattern!r}: {err}") from None
+        conditions.append(regexp(db.dialect, cast(column, Text), pattern))
+    return conditions
+
+
 def get_tests_for_run(
     db: Db,
     *,
-    run_id: int,
+    run_id: int | list[int] | None,
     testpatt: str | None = None,
     states: list[str] | None = None,
     statuses: list[str] | None = None,
@@ -219,11 +244,20 @@ def get_tests_for_run(
     offset: int = 0,
     last_update: int | None = None,
     fields: list[str] | None = None,
+    match: list[str] | None = None,
     include_deleted: bool = False,
 ) -> list[dict]:
+    """D.10 with SPEC 9.5/9.6: the OR-forms parenthesised, results in query order (no reversal).
+
+    ``run_id`` may also be a list of run ids or None (every run), for the -mindata variants.
+    """
     t = db.t.tests.c
     columns = [_column(db, f, "field") for f in fields] if fields else list(db.t.tests.c)
-    query = select(*columns).where(t.run_id == run_id)
+    query = select(*columns)
+    if isinstance(run_id, list):
+        query = query.where(t.run_id.in_(run_id))
+    elif run_id is not None:
+        query = query.where(t.run_id == run_id)
     if last_update is not None:
         query = query.where(t.last_update >= last_update)
     elif not include_deleted:
@@ -233,6 +267,8 @@ def get_tests_for_run(
     selection = state_status_filter(db, states, statuses, not_in, mode)
     if selection is not None:
         query = query.where(selection)
+    if match:
+        query = query.where(*match_filters(db, match))
     descending = sort_order == "desc"
 
     def order(col):
@@ -251,3 +287,456 @@ def get_tests_for_run(
     if offset:
         query = query.offset(offset)
     return [test_record(r) for r in db.conn.execute(query)]
+
+
+# -- plain writes (C.3, C.6, D.2) --------------------------------------------------------------------
+
+
+def test_set_state_status(
+    db: Db,
+    *,
+    test_id: int,
+    run_id: int | None = None,
+    state: str | None = None,
+    status: str | None = None,
+    comment: str | None = None,
+) -> None:
+    """C.3: set the given fields, no roll-up."""
+    apply_state_status(db, require_test(db, test_id), state, status, comment, roll=False)
+
+
+def set_tests_state_status(
+    db: Db,
+    *,
+    run_id: int,
+    testnames: list[str],
+    curr_state: str | None = None,
+    curr_status: str | None = None,
+    new_state: str | None = None,
+    new_status: str | None = None,
+) -> list[int]:
+    """C.3: for each name (LIKE), every matching row of the run → the new state/status; toplevel ids."""
+    require_run(db, run_id)
+    t = db.t.tests.c
+    state = new_state or curr_state or "NOT_STARTED"
+    status = new_status or curr_status or "UNKNOWN"  # the reference falls back to currstate here (a bug)
+    toplevels: list[int] = []
+    for name in testnames:
+        match = [t.run_id == run_id, like(db.dialect, t.testname, name)]
+        if curr_state is not None:
+            match.append(t.state == curr_state)
+        if curr_status is not None:
+            match.append(t.status == curr_status)
+        rows = db.conn.execute(select(t.id, t.testname, t.item_path).where(*match)).all()
+        if rows:
+            db.conn.execute(update(db.t.tests).where(t.id.in_([r.id for r in rows])).values(state=state, status=status))
+        for row in rows:
+            db.emit(
+                run_id=run_id,
+                test_id=row.id,
+                testname=row.testname,
+                item_path=row.item_path,
+                state=state,
+                status=status,
+            )
+        top = db.conn.execute(
+            select(t.id).where(t.run_id == run_id, like(db.dialect, t.testname, name), t.item_path == "").order_by(t.id)
+        ).scalars()
+        toplevels.extend(i for i in top if i not in toplevels)
+    return toplevels
+
+
+def _items(db: Db, run_id: int, testname: str) -> list:
+    t = db.t.tests.c
+    return db.conn.execute(
+        select(t.state, t.status).where(t.run_id == run_id, t.testname == testname, t.item_path != "")
+    ).all()
+
+
+def _toplevel(db: Db, run_id: int, testname: str) -> dict:
+    t = db.t.tests.c
+    row = db.conn.execute(
+        select(db.t.tests).where(t.run_id == run_id, t.testname == testname, t.item_path == "")
+    ).first()
+    if row is None:
+        raise Refused(f"run {run_id} has no toplevel test {testname!r}")
+    return test_record(row)
+
+
+def top_test_set_per_pf_counts(db: Db, *, run_id: int, testname: str) -> dict:
+    """C.3 legacy roll-up of a toplevel from its items, limited to this run (SPEC 9.5)."""
+    require_run(db, run_id)
+    top = _toplevel(db, run_id, testname)
+    state, status = legacy_pf_rollup(
+        [tuple(r) for r in _items(db, run_id, testname)], top["pass_count"] or 0, top["fail_count"] or 0
+    )
+    _set_fields(db, top["id"], {"state": state, "status": status})
+    db.emit(run_id=run_id, test_id=top["id"], testname=testname, item_path="", state=state, status=status)
+    return {"test_id": top["id"], "state": state, "status": status}
+
+
+PASS_LIKE = ("PASS", "WARN", "WAIVED")
+FAIL_LIKE = ("FAIL", "CHECK", "INCOMPLETE", "ABORT")
+
+
+def update_pass_fail_counts(db: Db, *, run_id: int, testname: str) -> dict:
+    """C.3: the toplevel's pass/fail counts from its items in this run (SPEC 9.5)."""
+    require_run(db, run_id)
+    top = _toplevel(db, run_id, testname)
+    statuses = [status for _state, status in _items(db, run_id, testname)]
+    counts = {"pass_count": sum(s in PASS_LIKE for s in statuses), "fail_count": sum(s in FAIL_LIKE for s in statuses)}
+    _set_fields(db, top["id"], counts)
+    db.emit(run_id=run_id, test_id=top["id"], testname=testname, item_path="", **counts)
+    return counts
+
+
+def delete_test_records(db: Db, *, test_id: int, run_id: int | None = None) -> None:
+    """C.6 soft delete: steps and data → status DELETED; the test → DELETED, n/a, comment ''."""
+    from .steps import soft_delete_steps
+    from .testdata import soft_delete_data
+
+    test = require_test(db, test_id)
+    soft_delete_steps(db, test_id)
+    soft_delete_data(db, test_id)
+    _set_fields(db, test_id, {"state": "DELETED", "status": "n/a", "comment": ""})
+    db.emit(
+        run_id=test["run_id"],
+        test_id=test_id,
+        testname=test["testname"],
+        item_path=test["item_path"],
+        state="DELETED",
+        status="n/a",
+    )
+
+
+def delete_old_deleted_test_records(db: Db, *, days: int = 30) -> int:
+    """C.6: purge tests DELETED longer than ``days`` ago, with their steps, data, samples and outputs."""
+    if days < 0:
+        raise Refused("--days must not be negative")
+    t = db.t.tests
+    ids = select(t.c.id).where(t.c.state == "DELETED", t.c.event_time < db.now - days * 86400)
+    doomed = list(db.conn.execute(ids).scalars())
+    for chunk in range(0, len(doomed), 500):
+        part = doomed[chunk : chunk + 500]
+        for table in (db.t.test_steps, db.t.test_data, db.t.test_rundat, db.t.test_outputs):
+            db.conn.execute(delete(table).where(table.c.test_id.in_(part)))
+        db.conn.execute(delete(t).where(t.c.id.in_(part)))
+    if doomed:
+        db.emit(purged=len(doomed))
+    return len(doomed)
+
+
+def test_set_top_process_pid(db: Db, *, test_id: int, pid: int, run_id: int | None = None) -> None:
+    test = require_test(db, test_id)
+    _set_fields(db, test_id, {"attemptnum": pid})
+    db.emit(run_id=test["run_id"], test_id=test_id, testname=test["testname"], item_path=test["item_path"], pid=pid)
+
+
+def test_set_archive_block_id(db: Db, *, test_id: int, block_id: int, run_id: int | None = None) -> None:
+    test = require_test(db, test_id)
+    _set_fields(db, test_id, {"archived": block_id})
+    db.emit(
+        run_id=test["run_id"],
+        test_id=test_id,
+        testname=test["testname"],
+        item_path=test["item_path"],
+        archived=block_id,
+    )
+
+
+def insert_test(db: Db, *, run_id: int, record: str) -> int:
+    """Insert a complete test record (replication); an existing (testname, item_path) is refused."""
+    from .runs import parse_record
+
+    require_run(db, run_id)
+    tests = db.t.tests
+    row = parse_record(record, [c.name for c in tests.c if c.name not in ("id", "run_id")], "the tests table")
+    if not row.get("testname"):
+        raise Refused("--record needs a testname")
+    _check_testname(str(row["testname"]))
+    row["run_id"] = run_id
+    row.setdefault("item_path", "")
+    row.setdefault("event_time", db.now)
+    t = tests.c
+    existing = db.conn.execute(
+        select(t.id).where(t.run_id == run_id, t.testname == row["testname"], t.item_path == row["item_path"])
+    ).scalar()
+    if existing is not None:
+        raise Refused(f"run {run_id} already has test {row['testname']}/{row['item_path']} (id {existing})")
+    test_id = db.conn.execute(insert(tests).values(row)).inserted_primary_key[0]
+    db.emit(
+        run_id=run_id,
+        test_id=test_id,
+        testname=row["testname"],
+        item_path=row["item_path"],
+        state=row.get("state"),
+        status=row.get("status"),
+    )
+    return test_id
+
+
+# -- dead jobs (C.8) --------------------------------------------------------------------------------------
+
+
+def _deadtime(db: Db, given: int | None) -> int:
+    value = given if given is not None else db.setting("tests", "deadtime", DEFAULT_DEADTIME)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise Refused(f"tests.deadtime in config.toml must be a number of seconds, not {value!r}") from None
+
+
+def find_dead(db: Db, run_id: int | None, running_deadtime: int, remote_deadtime: int) -> dict[str, list[dict]]:
+    t = db.t.tests.c
+    columns = [t.id, t.run_id, t.testname, t.item_path, t.state, t.status, t.event_time, t.run_duration, t.uname]
+    query = select(*columns).where(t.state.in_(CANDIDATE_STATES))
+    if run_id is not None:
+        query = query.where(t.run_id == run_id)
+    rows = [dict(r._mapping) for r in db.conn.execute(query.order_by(t.id))]
+    return classify(rows, db.now, running_deadtime, remote_deadtime)
+
+
+def get_toplevels_and_incompletes(
+    db: Db,
+    *,
+    run_id: int | None = None,
+    running_deadtime: int | None = None,
+    remotehoststart_deadtime: int | None = None,
+) -> dict:
+    running = _deadtime(db, running_deadtime)
+    return find_dead(
+        db, run_id, running, _deadtime(db, remotehoststart_deadtime) if remotehoststart_deadtime else running
+    )
+
+
+def have_incompletes(db: Db, *, run_id: int | None = None, deadtime: int | None = None) -> bool:
+    """Whether mark-incomplete would mark anything (placeholder toplevels, which it leaves alone, do not count)."""
+    deadtime = _deadtime(db, deadtime)
+    found = find_dead(db, run_id, deadtime, deadtime)
+    return bool(found["incompletes"] or found["old_launched"])
+
+
+def mark_incomplete(db: Db, *, run_id: int | None = None, deadtime: int | None = None) -> list[int]:
+    """C.8 (working, SPEC 9.5): dead tests → COMPLETED/DEAD with the reason; items roll up."""
+    deadtime = _deadtime(db, deadtime)
+    found = find_dead(db, run_id, deadtime, deadtime)
+    marked = []
+    for row in found["incompletes"] + found["old_launched"]:
+        test = require_test(db, row["id"])
+        apply_state_status(db, test, DEAD_STATE, DEAD_STATUS, f"Test failed to complete: {row['reason']}")
+        marked.append(row["id"])
+    return marked
+
+
+# -- reads (D.6) -------------------------------------------------------------------------------------------
+
+
+def get_test_state_status_by_id(db: Db, *, test_id: int, run_id: int | None = None) -> dict:
+    test = lookup_test(db, test_id)
+    return {"state": test["state"], "status": test["status"]}
+
+
+SHORT_FIELDS = ("id", "run_id", "testname", "state", "status", "item_path")
+MIN_FIELDS = ("id", "run_id", "testname", "state", "status", "event_time", "item_path")
+
+
+def get_testinfo_state_status(db: Db, *, test_id: int, run_id: int | None = None) -> dict:
+    test = lookup_test(db, test_id)
+    return {k: test[k] for k in SHORT_FIELDS}
+
+
+def test_get_rundir_from_test_id(db: Db, *, test_id: int, run_id: int | None = None) -> str:
+    return lookup_test(db, test_id)["rundir"]
+
+
+def test_get_top_process_pid(db: Db, *, test_id: int, run_id: int | None = None) -> int:
+    return lookup_test(db, test_id)["attemptnum"]
+
+
+def test_get_logfile_info(db: Db, *, run_id: int, testname: str) -> dict:
+    t = db.t.tests.c
+    row = db.conn.execute(
+        select(t.rundir, t.final_logf).where(t.run_id == run_id, t.testname == testname, t.item_path == "")
+    ).first()
+    if row is None:
+        raise NotFound(f"run {run_id} has no test {testname!r}")
+    return dict(row._mapping)
+
+
+def test_get_records_for_index_file(db: Db, *, run_id: int, testname: str, include_deleted: bool = False) -> list[dict]:
+    t = db.t.tests.c
+    query = select(t.id, t.item_path, t.state, t.status, t.run_duration, t.final_logf, t.comment).where(
+        t.run_id == run_id, t.testname == testname, t.item_path != ""
+    )
+    if not include_deleted:
+        query = query.where(t.state != "DELETED")
+    return [dict(r._mapping) for r in db.conn.execute(query.order_by(t.item_path))]
+
+
+def test_toplevel_num_items(db: Db, *, run_id: int, testname: str) -> int:
+    t = db.t.tests.c
+    query = select(func.count()).where(
+        t.run_id == run_id, t.testname == testname, t.item_path != "", t.state != "DELETED"
+    )
+    return db.conn.execute(query).scalar_one()
+
+
+def _count_running(db: Db, *conditions) -> int:
+    t = db.t.tests.c
+    not_placeholder = or_(func.coalesce(t.uname, "") != "n/a", t.item_path != "")
+    query = select(func.count()).where(t.state.in_(COUNTED_RUNNING_STATES), not_placeholder, *conditions)
+    return db.conn.execute(query).scalar_one()
+
+
+def get_count_tests_running(db: Db, *, run_id: int | None = None) -> int:
+    """C.10: every run (an intended cross-run scope, SPEC 9.5)."""
+    return _count_running(db)
+
+
+def get_count_tests_running_for_run_id(db: Db, *, run_id: int) -> int:
+    return _count_running(db, db.t.tests.c.run_id == run_id)
+
+
+def get_count_tests_running_for_testname(db: Db, *, run_id: int, testname: str) -> int:
+    t = db.t.tests.c
+    return _count_running(db, t.run_id == run_id, t.testname == testname)
+
+
+def get_count_tests_running_in_jobgroup(db: Db, *, jobgroup: str, run_id: int | None = None) -> int:
+    meta = db.t.test_meta.c
+    names = select(meta.testname).where(meta.jobgroup == jobgroup).scalar_subquery()
+    return _count_running(db, db.t.tests.c.testname.in_(names))
+
+
+def get_not_completed_cnt(db: Db, *, run_id: int) -> int:
+    t = db.t.tests.c
+    query = select(func.count()).where(t.run_id == run_id, t.state.not_in(["COMPLETED", "DELETED"]))
+    return db.conn.execute(query).scalar_one()
+
+
+def get_tests_for_run_mindata(
+    db: Db,
+    *,
+    run_id: int,
+    testpatt: str | None = None,
+    states: list[str] | None = None,
+    statuses: list[str] | None = None,
+    not_in: bool = False,
+    include_deleted: bool = False,
+) -> list[dict]:
+    return get_tests_for_run(
+        db,
+        run_id=run_id,
+        testpatt=testpatt,
+        states=states,
+        statuses=statuses,
+        not_in=not_in,
+        fields=list(MIN_FIELDS),
+        include_deleted=include_deleted,
+    )
+
+
+def get_tests_for_runs_mindata(
+    db: Db,
+    *,
+    run_ids: list[str] | None = None,
+    testpatt: str | None = None,
+    states: list[str] | None = None,
+    statuses: list[str] | None = None,
+    not_in: bool = False,
+    include_deleted: bool = False,
+) -> list[dict]:
+    try:
+        ids = [int(i) for i in run_ids] if run_ids else None
+    except ValueError:
+        raise Refused(f"--run-ids must be a comma list of run ids, not {','.join(run_ids)!r}") from None
+    return get_tests_for_run(
+        db,
+        run_id=ids,
+        testpatt=testpatt,
+        states=states,
+        statuses=statuses,
+        not_in=not_in,
+        fields=list(MIN_FIELDS),
+        include_deleted=include_deleted,
+        sort_by="run_id",
+    )
+
+
+def get_tests_for_run_state_status(
+    db: Db, *, run_id: int, testpatt: str | None = None, last_update: int | None = None, include_deleted: bool = False
+) -> list[dict]:
+    t = db.t.tests.c
+    query = select(*(t[f] for f in SHORT_FIELDS)).where(t.run_id == run_id)
+    if testpatt:
+        query = query.where(testpatt_filter(db, testpatt))
+    if last_update is not None:
+        query = query.where(t.last_update >= last_update)
+    if not include_deleted:
+        query = query.where(t.state != "DELETED")
+    return [dict(r._mapping) for r in db.conn.execute(query.order_by(t.id))]
+
+
+def get_previous_test_run_record(db: Db, *, run_id: int, testname: str, item_path: str = "") -> dict:
+    """The newest earlier run with the same target that has this test/item: its record."""
+    from .runs import get_prev_run_ids
+
+    t = db.t.tests.c
+    for prev in get_prev_run_ids(db, run_id=run_id):
+        if prev >= run_id:
+            continue
+        row = db.conn.execute(
+            select(db.t.tests).where(
+                t.run_id == prev, t.testname == testname, t.item_path == item_path, t.state != "DELETED"
+            )
+        ).first()
+        if row is not None:
+            return test_record(row)
+    raise NotFound(f"no earlier run of the same target has test {testname}/{item_path}")
+
+
+def get_matching_previous_test_run_records(db: Db, *, run_id: int, testname: str, item_path: str = "") -> list[dict]:
+    """For other runs with the same key values: the youngest record of each matching test/item."""
+    run = lookup_run(db, run_id)
+    runs, t = db.t.runs.c, db.t.tests.c
+    same_target = select(runs.id).where(runs.id != run_id, *(col == run[col.name] for col in db.t.key_columns))
+    query = (
+        select(db.t.tests)
+        .where(
+            t.run_id.in_(same_target.scalar_subquery()),
+            like(db.dialect, t.testname, testname),
+            like(db.dialect, t.item_path, item_path),
+            t.state != "DELETED",
+        )
+        .order_by(t.testname, t.item_path, t.event_time.desc(), t.id.desc())
+    )
+    youngest: dict[tuple[str, str], dict] = {}
+    for row in db.conn.execute(query):
+        youngest.setdefault((row.testname, row.item_path), test_record(row))
+    return list(youngest.values())
+
+
+def test_get_paths_matching_keynames_target_new(
+    db: Db,
+    *,
+    run_id: int,
+    testpatt: str = "%",
+    statepatt: str = "%",
+    statuspatt: str = "%",
+    keynames: list[str] | None = None,
+    target: str | None = None,
+    runname: str | None = None,
+    res: list[str] | None = None,
+    include_deleted: bool = False,
+) -> list[str]:
+    t = db.t.tests.c
+    query = select(t.rundir).where(
+        t.run_id == run_id,
+        testpatt_filter(db, testpatt),
+        like(db.dialect, t.state, statepatt),
+        like(db.dialect, t.status, statuspatt),
+    )
+    if not include_deleted:
+        query = query.where(t.state != "DELETED")
+    paths = list(db.conn.execute(query.order_by(t.event_time.desc(), t.id.desc())).scalars())
+    return paths + list(res or [])

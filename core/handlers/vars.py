@@ -6,8 +6,8 @@ from sqlalchemy import delete, select
 
 from ..db.context import Db
 from ..db.dialect import upsert
-from ..errors import NotFound
-from ..rules.numbers import numeric_or_text
+from ..errors import NotFound, Refused
+from ..rules.numbers import numeric_or_text, parse_number
 
 
 def set_var(db: Db, *, var: str, value: str) -> None:
@@ -27,3 +27,30 @@ def del_var(db: Db, *, var: str) -> None:
     m = db.t.metadat
     if db.conn.execute(delete(m).where(m.c.var == var)).rowcount:
         db.emit(var=var, deleted=True)
+
+
+def _add(db: Db, var: str, n: float) -> int | float:
+    """val := val + n; a missing variable counts as 0; a non-numeric one is refused."""
+    m = db.t.metadat.c
+    current = db.conn.execute(select(m.val).where(m.var == var)).scalar()
+    base = 0 if current is None else parse_number(current)
+    if base is None:
+        raise Refused(f"variable {var!r} holds {current!r}, not a number")
+    value = base + n
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    db.conn.execute(upsert(db.dialect, db.t.metadat, {"var": var, "val": str(value)}, ("var",), ("val",)))
+    db.emit(var=var, value=value)
+    return value
+
+
+def inc_var(db: Db, *, var: str) -> int | float:
+    return _add(db, var, 1)
+
+
+def dec_var(db: Db, *, var: str) -> int | float:
+    return _add(db, var, -1)
+
+
+def add_var(db: Db, *, var: str, n: float) -> int | float:
+    return _add(db, var, n)

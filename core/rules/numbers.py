@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_NUMBER = re.compile(r"[+-]?(?:\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def parse_number(text: object) -> int | float | None:
@@ -19,9 +19,9 @@ def parse_number(text: object) -> int | float | None:
     m = _NUMBER.fullmatch(s)
     if m is None:
         return None
-    if m.group(1) is None and m.group(2) is None:
-        return int(s)
-    return float(s)
+    if "." in s or "e" in s or "E" in s:
+        return float(s)
+    return int(s)
 
 
 def numeric_or_text(text: object) -> object:

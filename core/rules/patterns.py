@@ -5,7 +5,7 @@
   OR-ed (and parenthesised as a whole, SPEC 9.5). An empty list matches only ''.
 * Test pattern: a comma list of ``test[/item]``; each element is (test cond AND item cond).
   No ``/`` → any item; ``test/`` → the toplevel only; ``test/x%`` → LIKE on the item path.
-* In-memory test matching (``testpatt_matches``): the same split, a leading ``~`` negates, and
+* In-memory test matching (``matches_testpatt``): the same split, a leading ``~`` negates, and
   each side becomes a regular expression matching the whole string.
 """
 
@@ -30,7 +30,7 @@ def field_patterns(pattern: str) -> list[tuple[str, str]]:
     return [(element_kind(e), e) for e in split_list(pattern)]
 
 
-def test_patterns(testpatt: str) -> list[tuple[tuple[str, str], tuple[str, str] | None]]:
+def parse_testpatt(testpatt: str) -> list[tuple[tuple[str, str], tuple[str, str] | None]]:
     """((kind, test pattern), (kind, item pattern) or None for "any item") per element."""
     result = []
     for element in split_list(testpatt):
@@ -93,7 +93,7 @@ def _full(regex: re.Pattern | None, value: str) -> bool:
         return False
 
 
-def testpatt_matches(testpatt: str, testname: str, item_path: str = "") -> bool:
+def matches_testpatt(testpatt: str, testname: str, item_path: str = "") -> bool:
     """Whether a test matches a test pattern in memory (C.15), with ``~`` negation per element.
 
     Elements are OR-ed; a negated element that matches excludes the test even if another

@@ -67,3 +67,55 @@ def merge_item(groups: Iterable[tuple[str, str, int]], state: str, status: str) 
         merged[(g_state, g_status)] = merged.get((g_state, g_status), 0) + count
     merged[(state, status)] = merged.get((state, status), 0) + 1
     return [(s, st, n) for (s, st), n in merged.items()]
+
+
+def legacy_pf_rollup(items: list[tuple[str, str]], top_pass: int, top_fail: int) -> tuple[str, str]:
+    """Megatest's older SQL roll-up of a toplevel from its items (C.3 top-test-set-per-pf-counts).
+
+    ``items`` are the (state, status) of the toplevel's items; ``top_pass``/``top_fail`` its counts.
+    Each of state and status is the first rule that matches, in the reference's order.
+    """
+    live = [(s, st) for s, st in items if s != "DELETED"]
+    states = {s for s, _ in items}
+    live_statuses = {st for _, st in live}
+
+    def any_item(pred) -> bool:
+        return any(pred(s, st) for s, st in items)
+
+    if any_item(lambda s, st: s == "NOT_STARTED" and st != "n/a"):
+        state = "UNKNOWN"
+    elif any_item(
+        lambda s, st: (
+            s in ("RUNNING", "NOT_STARTED", "LAUNCHED", "REMOTEHOSTSTART") and st not in ("TEN_STRIKES", "BLOCKED")
+        )
+    ):
+        state = "RUNNING"
+    elif states <= {"COMPLETED", "DELETED"}:
+        state = "COMPLETED"
+    elif "NOT_STARTED" in states:
+        state = "NOT_STARTED"
+    else:
+        state = "UNKNOWN"
+
+    if top_fail > 0 or states & {"BLOCKED", "INCOMPLETE"}:
+        status = "FAIL"
+    elif live_statuses & {"INCOMPLETE", "ABORT"}:
+        status = "ABORT"
+    elif "AUTO" in live_statuses:
+        status = "AUTO"
+    elif live_statuses & {"STUCK/INCOMPLETE", "INCOMPLETE"}:
+        status = "INCOMPLETE"
+    elif any_item(lambda s, st: s in ("COMPLETED", "STUCK/INCOMPLETE", "INCOMPLETE") and st == "FAIL"):
+        status = "FAIL"
+    else:
+        status = next((w for w in ("CHECK", "SKIP", "WARN", "WAIVED") if w in live_statuses), "")
+        if not status:
+            if live_statuses - {"PASS", "FAIL", "WARN", "WAIVED"}:
+                status = "ABORT"
+            elif "NOT_STARTED" in states:
+                status = "n/a"
+            elif any_item(lambda s, st: s == "COMPLETED" and st == "PASS") or (top_pass > 0 and top_fail == 0):
+                status = "PASS"
+            else:
+                status = "UNKNOWN"
+    return state, status

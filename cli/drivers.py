@@ -1,0 +1,144 @@
+"""Client-side drivers: commands that do work around their request(s), such as reading a file.
+
+A driver is ``driver(cmd, params, opts, send)``; ``send(params)`` routes one request. This module
+is on the client path: standard library only (no SQLAlchemy).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+from dbtool.core.commands import Command
+from dbtool.core.errors import DbtoolError, Refused, UsageError
+from dbtool.core.rules.testdata import read_records, write_records
+
+from .binder import GlobalOptions
+
+CHUNK_ROWS = 5000  # rows per request: short enough not to hold the server's writer for long
+CHUNK_CHARS = 1 << 20  # and about 1 MiB of CSV at most, far below the 16 MiB request line limit
+PROGRESS_MIN_ROWS = 2 * CHUNK_ROWS  # smaller inputs finish before a bar would be worth showing
+BAR_WIDTH = 30
+
+
+def csv_to_test_data(cmd: Command, params: dict, opts: GlobalOptions, send) -> None:
+    """Read the CSV (``--csv``, ``--file F`` or ``--file -``), check every line, then send it in chunks.
+
+    A bad line anywhere refuses the whole input before anything is sent. An empty input still
+    sends one (empty) request, so an unknown test id is reported.
+    """
+    text, source = _csv_source(params)
+    try:
+        records = read_records(text)
+    except ValueError as err:
+        raise Refused(f"bad CSV in {source}: {err}; nothing was stored") from None
+    base = {name: params[name] for name in ("test_id", "run_id") if params.get(name) is not None}
+    total = len(records)
+    progress = Progress("csv-to-test-data", total) if _show_progress(total) else None
+    sent = 0
+    try:
+        for rows, chunk in _chunks(records) if records else [(0, "")]:
+            send({**base, "csv": chunk})
+            sent += rows
+            if progress is not None:
+                progress.show(sent)
+    except DbtoolError as err:
+        if sent:  # earlier chunks are committed: say how far it got
+            err.message += f" (the first {sent} of {total} rows were stored)"
+        raise
+    finally:
+        if progress is not None:
+            progress.done()
+
+
+def _csv_source(params: dict) -> tuple[str, str]:
+    """The CSV text and where it came from; exactly one of --csv and --file."""
+    text, path = params.get("csv"), params.get("file")
+    if (text is None) == (path is None):
+        raise UsageError(
+            "give the CSV with exactly one of --csv TEXT, --file F or --file - (standard input)"
+            + ("" if text is None else ", not both --csv and --file")
+        )
+    if text is not None:
+        return text, "--csv"
+    if path == "-":
+        return _decode(sys.stdin.buffer.read(), "standard input"), "standard input"
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise UsageError(f"cannot read --file {path}: {err.strerror}") from None
+    return _decode(data, path), path
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark (spreadsheet exports) is not data
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{source} is not UTF-8 text (byte {err.start}); convert it, e.g. with iconv") from None
+
+
+def _chunks(records: list[list[str]]) -> Iterator[tuple[int, str]]:
+    """(number of rows, CSV text) per request: at most CHUNK_ROWS rows and about CHUNK_CHARS characters."""
+    start = 0
+    while start < len(records):
+        count = min(CHUNK_ROWS, len(records) - start)
+        text = write_records(records[start : start + count])
+        while len(text) > CHUNK_CHARS and count > 1:
+            count //= 2
+            text = write_records(records[start : start + count])
+        yield count, text
+        start += count
+
+
+def _watched() -> bool:
+    """A person watches: stdout and stderr (where the bar is drawn) are a terminal."""
+    return sys.stderr.isatty() and sys.stdout.isatty()
+
+
+def _show_progress(total: int) -> bool:
+    """A bar for a large input, only when a person watches."""
+    return total >= PROGRESS_MIN_ROWS and _watched()
+
+
+DELETE_BATCH = 2000  # tests per transaction when delete-run shows progress
+
+
+def delete_run(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
+    """delete-run: one transaction, unless a person watches: then batches with a progress bar."""
+    if params.get("batch") is not None or not _watched():
+        return send(params)
+    first = send({**params, "batch": DELETE_BATCH})
+    done, remaining = first["tests"], first["remaining"]
+    if not remaining:
+        return None
+    progress = Progress("delete-run", done + remaining, unit="tests")
+    try:
+        while remaining:
+            progress.show(done)
+            step = send({**params, "batch": DELETE_BATCH})
+            done, remaining = done + step["tests"], step["remaining"]
+        progress.total = done
+        progress.show(done)
+    finally:
+        progress.done()
+    return None
+
+
+class Progress:
+    """A one-line progress bar on stderr (only used on a terminal)."""
+
+    def __init__(self, label: str, total: int, unit: str = "rows") -> None:
+        self.label = label
+        self.total = total
+        self.unit = unit
+
+    def show(self, done: int) -> None:
+        filled = min(BAR_WIDTH, BAR_WIDTH * done // self.total) if self.total else BAR_WIDTH
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{self.total} {self.unit}")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()

@@ -1,0 +1,644 @@
+"""Steps and test data: the C.4 parsing and pass/fail rules, the handlers, and the CLI paths (incl. chunking)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from conftest import dbtool_argv, run_in_pty
+from dbtool.core.errors import NotFound, Refused
+from dbtool.core.rules.testdata import cell, judge, latest_per_key, read_records, rollup_status, write_records
+
+# -- rules: parsing ----------------------------------------------------------------------------------
+
+
+def test_fields_are_stripped_padded_and_truncated():
+    records = read_records(" cat , var , 1 \nc,v,1,2,3,u,comment,PASS,type,extra,more\n")
+    assert records == [
+        ["cat", "var", "1", "", "", "", "", "", ""],
+        ["c", "v", "1", "2", "3", "u", "comment", "PASS", "type"],
+    ]
+
+
+def test_quoted_fields_may_hold_commas_quotes_and_newlines():
+    text = 'c,"v, with comma", 1 ,2,0,u,"a ""quoted""\ncomment"\nc,w,3\n'
+    assert read_records(text) == [
+        ["c", "v, with comma", "1", "2", "0", "u", 'a "quoted"\ncomment', "", ""],
+        ["c", "w", "3", "", "", "", "", "", ""],
+    ]
+
+
+def test_blank_lines_and_lines_of_empty_fields_are_skipped():
+    assert read_records("\n  \n,,,\r\nc,v\r\n\n") == [["c", "v", "", "", "", "", "", "", ""]]
+    assert read_records("") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "why"),
+    [
+        ("c,v\nc,,1\n", 2, "no variable name"),
+        ("c,v\ncategory-only\n", 2, "no variable name"),
+        ('c,"multi\nline",1\nc\n', 3, "no variable name"),
+        ('c,v\nc,"unterminated\n', 2, "not valid CSV"),
+        ('c,v\n\nc,"v"x,1\n', 3, "not valid CSV"),
+    ],
+)
+def test_a_bad_line_is_named_by_its_number(text, line, why):
+    with pytest.raises(ValueError, match=rf"^line {line}: {why}"):
+        read_records(text)
+
+
+def test_write_records_reads_back_identically():
+    records = [
+        ["", "v", "1", "", "", "", "", "", ""],
+        ["c", 'q"uote', "a,b", "", "", "", "multi\nline\r\nend", "", ""],
+        ["c", "w", "", "", "", "", "", "", "t"],
+    ]
+    assert read_records(write_records(records)) == records
+
+
+# -- rules: numbers and pass/fail -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("5", 5),
+        ("+5", 5),
+        ("-0.5", -0.5),
+        ("1e3", 1000.0),
+        ("2.5E-1", 0.25),
+        ("8mA", "8mA"),
+        ("nan", "nan"),
+        ("inf", "inf"),
+        ("-Infinity", "-Infinity"),
+        ("1e999", "1e999"),
+        ("1_000", "1_000"),
+        ("0x10", "0x10"),
+        ("", None),
+        ("123456789012345678901234", 1.2345678901234568e23),
+    ],
+)
+def test_cells_are_numbers_when_they_spell_one(text, stored):
+    value = cell(text)
+    assert value == stored and type(value) is type(stored)
+
+
+def _judge(value: str, expected: str, tol: str) -> str | None:
+    return judge(cell(value), cell(expected), cell(tol))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "tol", "status"),
+    [
+        # tol numeric: expected-tol <= value <= expected+tol, bounds included
+        ("5", "5", "1", "pass"),
+        ("6", "5", "1", "pass"),
+        ("4", "5", "1", "pass"),
+        ("6.01", "5", "1", "fail"),
+        ("3.99", "5", "1", "fail"),
+        ("1.0", "1.1", "0.1", "pass"),  # the decimals as written, not binary floats
+        ("1.2", "1.1", "0.1", "pass"),
+        ("1.2000001", "1.1", "0.1", "fail"),
+        ("1e3", "1000", "0", "pass"),
+        ("5", "5", "-1", "fail"),
+        # comparators: value OP expected
+        ("3", "2", ">", "pass"),
+        ("2", "2", ">", "fail"),
+        ("2", "2", ">=", "pass"),
+        ("1", "2", ">=", "fail"),
+        ("1", "2", "<", "pass"),
+        ("2", "2", "<", "fail"),
+        ("2", "2", "<=", "pass"),
+        ("3", "2", "<=", "fail"),
+        # another string in tol
+        ("3", "2", "~", "ERROR: bad tol comparator ~"),
+        ("3", "2", "5%", "ERROR: bad tol comparator 5%"),
+        ("3", "2", "=>", "ERROR: bad tol comparator =>"),
+        # no tol: equality (SPEC 9.7)
+        ("5", "5", "", "pass"),
+        ("1e3", "1000", "", "pass"),
+        ("5", "5.5", "", "fail"),
+        # value or expected not a number: nothing to judge
+        ("8mA", "8", "0", None),
+        ("nan", "nan", "", None),
+        ("inf", "1", "1", None),
+        ("5", "pass", "", None),
+        ("5", "", "1", None),
+        ("", "5", "1", None),
+    ],
+)
+def test_pass_fail_rules(value, expected, tol, status):
+    assert _judge(value, expected, tol) == status
+
+
+def test_last_line_of_a_key_wins_in_order_of_last_occurrence():
+    rows = [
+        {"category": "c", "variable": "a", "n": 1},
+        {"category": "c", "variable": "b", "n": 2},
+        {"category": "d", "variable": "a", "n": 3},
+        {"category": "c", "variable": "a", "n": 4},
+    ]
+    assert [r["n"] for r in latest_per_key(rows)] == [2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("current", "passed", "failed", "status"),
+    [
+        ("COMPLETED", 0, 1, "FAIL"),
+        ("WARN", 5, 1, "FAIL"),
+        ("n/a", 2, 0, "PASS"),
+        ("AUTO", 1, 0, "PASS"),
+        ("WARN", 2, 0, "WARN"),
+        ("FAIL", 2, 0, "FAIL"),
+        ("AUTO", 0, 0, "AUTO"),
+        (None, 0, 0, None),
+    ],
+)
+def test_rollup_status(current, passed, failed, status):
+    assert rollup_status(current, passed, failed) == status
+
+
+# -- handlers: test data -----------------------------------------------------------------------------------
+
+
+def _test(hdb, testname: str = "t") -> int:
+    run_id = hdb("register-run", target="v1/linux", runname="n")
+    return hdb("register-test", run_id=run_id, testname=testname)
+
+
+def _data(hdb, test_id: int, **kw) -> dict:
+    """The test's data rows by variable (deleted ones too)."""
+    return {r["variable"]: r for r in hdb("read-test-data", test_id=test_id, include_deleted=True, **kw)}
+
+
+def _run_with_db(hdb, fn, *args):
+    """Run a handler-family helper (not a command) in one committed transaction, as a command would."""
+    from dbtool.core.db.context import Db
+    from dbtool.core.request import RequestContext, activate
+
+    ctx = RequestContext("test", "delete-test-records", {}, hdb.client)
+    with activate(ctx), hdb.engine.connect() as conn, conn.begin():
+        db = Db(conn, hdb.schema, ctx, hdb.config)
+        result = fn(db, *args)
+    hdb.events.extend(db.events)
+    return result
+
+
+def test_csv_rows_are_stored_with_numbers_text_and_status(hdb):
+    t = _test(hdb)
+    hdb(
+        "csv-to-test-data",
+        test_id=t,
+        csv="volt,v1,5,5,1,V,ok\n"
+        "volt,v2,8mA,8,0,mA\n"
+        "volt,v3,3,2,>\n"
+        "volt,v4,3,2,~\n"
+        "volt,v5,1e3,1000\n"
+        "volt,v6,7,5,1,,,WAIVED,meas\n"
+        "volt,v7,7,5,1,,,n/a\n"
+        "volt,v8,7,5,1,,,   \n"
+        "volt,v9,nan,nan\n"
+        "volt,v10,4,,1,V\n",
+    )
+    rows = _data(hdb, t)
+    assert rows["v1"] | {"id": 0} == {
+        "id": 0,
+        "test_id": t,
+        "category": "volt",
+        "variable": "v1",
+        "value": 5.0,
+        "expected": 5.0,
+        "tol": 1.0,
+        "units": "V",
+        "comment": "ok",
+        "status": "pass",
+        "type": "",
+    }
+    assert (rows["v2"]["value"], rows["v2"]["status"]) == ("8mA", None)
+    assert (rows["v3"]["tol"], rows["v3"]["status"]) == (">", "pass")
+    assert rows["v4"]["status"] == "ERROR: bad tol comparator ~"
+    assert (rows["v5"]["value"], rows["v5"]["tol"], rows["v5"]["status"]) == (1000.0, None, "pass")
+    assert (rows["v6"]["status"], rows["v6"]["type"]) == ("WAIVED", "meas")  # a given status wins
+    assert rows["v7"]["status"] == rows["v8"]["status"] == "fail"  # n/a and blank: not given
+    assert (rows["v9"]["value"], rows["v9"]["status"]) == ("nan", None)
+    # no expected: nothing judged; tol and units are kept as given
+    assert (rows["v10"]["expected"], rows["v10"]["tol"], rows["v10"]["units"], rows["v10"]["status"]) == (
+        None,
+        1.0,
+        "V",
+        None,
+    )
+    typeof = dict(hdb.sql("select variable, typeof(value) from test_data"))
+    assert (typeof["v1"], typeof["v2"], typeof["v9"]) == ("real", "text", "text")
+
+
+def test_same_category_and_variable_is_replaced_with_a_new_id(hdb):
+    t = _test(hdb)
+    hdb("csv-to-test-data", test_id=t, csv="c,a,1,1,0\nc,b,2,2,0\nd,a,3,3,0\n")
+    before = _data(hdb, t, category="c")
+    hdb("csv-to-test-data", test_id=t, csv="c,a,9,1,0\nc,a,7,7,0\n")  # the last line of a key wins
+    after = _data(hdb, t, category="c")
+    assert (after["a"]["value"], after["a"]["status"]) == (7.0, "pass")
+    assert after["a"]["id"] > max(r["id"] for r in before.values())
+    assert after["b"] == before["b"]
+    with pytest.raises(NotFound):
+        hdb("get-data-info-by-id", data_id=before["a"]["id"])
+    assert len(hdb("read-test-data", test_id=t)) == 3  # d/a is another key
+    event = hdb.events[-1]
+    assert (event["cmd"], event["test_id"], event["data"]) == ("csv->test-data", t, {"rows": 1, "replaced": 1})
+
+
+def test_a_bad_line_refuses_the_whole_request(hdb):
+    t = _test(hdb)
+    hdb("csv-to-test-data", test_id=t, csv="c,keep,1\n")
+    events = len(hdb.events)
+    for csv in ("c,new,1\nc,,2\n", 'c,new,1\nc,"open\n', 'c,new,1\nc,x,"a"b\n'):
+        with pytest.raises(Refused, match=r"line 2: .*nothing was stored"):
+            hdb("csv-to-test-data", test_id=t, csv=csv)
+    assert list(_data(hdb, t)) == ["keep"]
+    assert len(hdb.events) == events
+
+
+def test_test_data_writes_refuse_unknown_tests_and_missing_csv(hdb):
+    t = _test(hdb)
+    with pytest.raises(Refused, match="no test with id 99"):
+        hdb("csv-to-test-data", test_id=99, csv="c,v,1\n")
+    with pytest.raises(Refused, match="needs the CSV text"):
+        hdb("csv-to-test-data", test_id=t)
+    with pytest.raises(Refused, match="no test with id 99"):
+        hdb("test-data-rollup", test_id=99)
+    assert hdb.sql("select count(*) from test_data") == [(0,)]
+    hdb("csv-to-test-data", test_id=t, csv="\n")  # nothing to store is fine
+    assert hdb.sql("select count(*) from test_data") == [(0,)]
+
+
+def test_read_test_data_patterns_order_and_deleted_rows(hdb):
+    t = _test(hdb)
+    other = hdb("register-test", run_id=1, testname="other")
+    hdb("csv-to-test-data", test_id=t, csv="Zeta,b,1\nalpha,z,1\nalpha,a,1\nbeta,a,1\n")
+    hdb("csv-to-test-data", test_id=other, csv="alpha,a,1\n")
+    rows = hdb("read-test-data", test_id=t)
+    assert [(r["category"], r["variable"]) for r in rows] == [
+        ("Zeta", "b"),
+        ("alpha", "a"),
+        ("alpha", "z"),
+        ("beta", "a"),
+    ]
+    assert [r["category"] for r in hdb("read-test-data", test_id=t, category="ALPHA")] == ["alpha", "alpha"]
+    assert [r["category"] for r in hdb("read-test-data", test_id=t, category="%eta")] == ["Zeta", "beta"]
+    assert [
+        (r["category"], r["variable"]) for r in hdb("read-test-data-varpatt", test_id=t, category="%", variable="a")
+    ] == [("alpha", "a"), ("beta", "a")]
+    assert _run_with_db(hdb, _soft_delete_data, t) == 4
+    assert hdb("read-test-data", test_id=t) == []
+    deleted = hdb("read-test-data", test_id=t, include_deleted=True)
+    assert [r["status"] for r in deleted] == ["DELETED"] * 4
+    assert hdb("get-data-info-by-id", data_id=deleted[0]["id"])["status"] == "DELETED"
+    assert len(hdb("read-test-data", test_id=other)) == 1
+    assert _run_with_db(hdb, _soft_delete_data, t) == 0  # already deleted: nothing changes
+    assert [e["data"] for e in hdb.events if e["cmd"] == "delete-test-data-records"] == [{"rows": 4}]
+
+
+def _soft_delete_data(db, test_id):
+    from dbtool.core.handlers.testdata import soft_delete_data
+
+    return soft_delete_data(db, test_id)
+
+
+def _soft_delete_steps(db, test_id):
+    from dbtool.core.handlers.steps import soft_delete_steps
+
+    return soft_delete_steps(db, test_id)
+
+
+def test_get_data_info_by_id(hdb):
+    t = _test(hdb)
+    hdb("csv-to-test-data", test_id=t, csv="c,v,1,1,0\n")
+    (data_id,) = hdb.sql("select id from test_data")[0]
+    assert hdb("get-data-info-by-id", data_id=data_id)["status"] == "pass"
+    with pytest.raises(NotFound, match="no test-data row with id 999"):
+        hdb("get-data-info-by-id", data_id=999)
+
+
+def test_rollup_counts_pass_and_fail_and_sets_the_status(hdb):
+    t = _test(hdb)
+    hdb("csv-to-test-data", test_id=t, csv="c,a,1,1,0\nc,b,1,1,0,,,PASS\nc,c,1,1,0,,,WARN\nc,d,x,1,0\n")
+    hdb("test-data-rollup", test_id=t)
+    info = hdb("get-test-info-by-id", test_id=t)
+    assert (info["status"], info["pass_count"], info["fail_count"]) == ("PASS", 2, 0)
+    event = hdb.events[-1]
+    assert (event["cmd"], event["run_id"], event["status"]) == ("test-data-rollup", 1, "PASS")
+    events = len(hdb.events)
+    hdb("test-data-rollup", test_id=t)  # nothing changed: no event
+    assert len(hdb.events) == events
+    hdb("csv-to-test-data", test_id=t, csv="c,e,2,1,0\n")
+    hdb("test-data-rollup", test_id=t)
+    info = hdb("get-test-info-by-id", test_id=t)
+    assert (info["status"], info["pass_count"], info["fail_count"]) == ("FAIL", 2, 1)
+    _run_with_db(hdb, _soft_delete_data, t)  # DELETED rows count for neither
+    hdb("test-data-rollup", test_id=t)
+    info = hdb("get-test-info-by-id", test_id=t)
+    assert (info["status"], info["pass_count"], info["fail_count"]) == ("FAIL", 0, 0)
+
+
+def test_rollup_keeps_warn_and_leaves_status_without_data(hdb):
+    t = _test(hdb)
+    hdb("test-set-state-status-by-id", test_id=t, state="COMPLETED", status="WARN")
+    hdb("csv-to-test-data", test_id=t, csv="c,a,1,1,0\n")
+    hdb("test-data-rollup", test_id=t, run_id=12345)  # the run id is ignored
+    assert hdb("get-test-info-by-id", test_id=t)["status"] == "WARN"
+    u = hdb("register-test", run_id=1, testname="u")
+    hdb("test-data-rollup", test_id=u)
+    assert hdb("get-test-info-by-id", test_id=u)["status"] == "n/a"
+
+
+# -- handlers: steps ---------------------------------------------------------------------------------------
+
+
+def _step(hdb, test_id: int, stepname: str, state: str, **kw) -> None:
+    hdb("teststep-set-status", test_id=test_id, stepname=stepname, state=state, **kw)
+
+
+def test_steps_have_start_and_end_rows(hdb):
+    t = _test(hdb)
+    _step(hdb, t, "compile", "start", status="-")
+    _step(hdb, t, "compile", "end", status="0", comment="built", logfile="compile.log")
+    _step(hdb, t, "link", "start")
+    steps = hdb("get-steps-for-test", test_id=t)
+    assert [(s["stepname"], s["state"], s["status"], s["logfile"], s["comment"]) for s in steps] == [
+        ("compile", "start", "-", "", ""),
+        ("compile", "end", "0", "compile.log", "built"),
+        ("link", "start", "n/a", "", ""),
+    ]
+    assert set(steps[0]) == {"id", "test_id", "stepname", "state", "status", "event_time", "logfile", "comment"}
+    assert steps[0]["test_id"] == t and steps[0]["event_time"] > 1_600_000_000
+    data = hdb("get-steps-data", test_id=t, run_id=777)  # the run id is ignored
+    assert [s | {"comment": None} for s in steps] == [d | {"comment": None} for d in data]
+    assert "comment" not in data[0]
+    event = hdb.events[-1]
+    assert (event["cmd"], event["run_id"], event["test_id"], event["state"], event["status"]) == (
+        "teststep-set-status!",
+        1,
+        t,
+        None,
+        None,
+    )
+    assert event["data"] == {"step_id": steps[2]["id"], "stepname": "link", "step_state": "start", "step_status": "n/a"}
+
+
+def test_resending_a_state_replaces_its_row(hdb):
+    t = _test(hdb)
+    _step(hdb, t, "s", "start")
+    _step(hdb, t, "s", "end", status="1")
+    first_start = hdb("get-steps-for-test", test_id=t)[0]
+    hdb.sql("update test_steps set event_time = 5 where id = ?", first_start["id"])
+    _step(hdb, t, "s", "start", status="-", comment="again")
+    steps = hdb("get-steps-for-test", test_id=t)
+    assert [(s["state"], s["status"], s["comment"]) for s in steps] == [("end", "1", ""), ("start", "-", "again")]
+    assert steps[1]["id"] > first_start["id"] and steps[1]["event_time"] > 5
+    with pytest.raises(NotFound, match=f"no step with id {first_start['id']}"):
+        hdb("get-steps-info-by-id", step_id=first_start["id"])
+
+
+def test_deleted_steps_are_hidden_but_found_by_id(hdb):
+    t = _test(hdb)
+    other = hdb("register-test", run_id=1, testname="other")
+    _step(hdb, t, "s", "start")
+    _step(hdb, t, "s", "end")
+    _step(hdb, other, "s", "start")
+    hdb("delete-steps-for-test", test_id=t)
+    assert hdb("get-steps-for-test", test_id=t) == []
+    assert hdb("get-steps-data", test_id=t) == []
+    deleted = hdb("get-steps-for-test", test_id=t, include_deleted=True)
+    assert [s["status"] for s in deleted] == ["DELETED", "DELETED"]
+    assert hdb("get-steps-info-by-id", step_id=deleted[0]["id"])["status"] == "DELETED"
+    assert len(hdb("get-steps-for-test", test_id=other)) == 1
+    event = hdb.events[-1]
+    assert (event["cmd"], event["test_id"], event["data"]) == ("delete-steps-for-test", t, {"steps": 2})
+    assert _run_with_db(hdb, _soft_delete_steps, t) == 0
+    _step(hdb, t, "s", "end", status="0")  # a deleted (step, state) can be recorded again
+    assert [(s["state"], s["status"]) for s in hdb("get-steps-for-test", test_id=t)] == [("end", "0")]
+    assert _run_with_db(hdb, _soft_delete_steps, t) == 1
+
+
+def test_null_logfile_and_comment_read_as_empty(hdb):
+    t = _test(hdb)
+    hdb.sql(
+        "insert into test_steps (test_id, stepname, state, logfile, comment) values (?, 's', 'start', NULL, NULL)", t
+    )
+    (step,) = hdb("get-steps-for-test", test_id=t)
+    assert (step["logfile"], step["comment"], step["status"]) == ("", "", "n/a")
+
+
+def test_step_writes_refuse_unknown_tests_and_empty_names(hdb):
+    t = _test(hdb)
+    with pytest.raises(Refused, match="no test with id 99"):
+        _step(hdb, 99, "s", "start")
+    with pytest.raises(Refused, match="no test with id 99"):
+        hdb("delete-steps-for-test", test_id=99)
+    with pytest.raises(Refused, match="step name must not be empty"):
+        _step(hdb, t, "", "start")
+    with pytest.raises(Refused, match="step state must not be empty"):
+        _step(hdb, t, "s", "")
+    assert hdb.sql("select count(*) from test_steps") == [(0,)]
+    with pytest.raises(NotFound):
+        hdb("get-steps-info-by-id", step_id=1)
+
+
+# -- CLI ---------------------------------------------------------------------------------------------------
+
+
+def _setup(area) -> tuple[str, str]:
+    run_id = area.ok("register-run", "--target", "v1/linux", "--runname", "nightly").out.strip()
+    test_id = area.ok("register-test", "--run-id", run_id, "--testname", "unit").out.strip()
+    return run_id, test_id
+
+
+def _rows(area) -> list[tuple]:
+    con = sqlite3.connect(f"file:{area.dir / 'dbtool.db'}?mode=ro", uri=True)
+    try:
+        return con.execute("select test_id, category, variable, value, status from test_data order by id").fetchall()
+    finally:
+        con.close()
+
+
+def _csv_events(area) -> int:
+    con = sqlite3.connect(f"file:{area.dir / 'dbtool.db'}?mode=ro", uri=True)
+    try:
+        return con.execute("select count(*) from events where cmd = 'csv->test-data'").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_cli_steps_exact_forms(area):
+    run_id, test_id = _setup(area)
+    ids = ("--run-id", run_id, "--test-id", test_id)
+    out = area.ok("teststep-set-status", *ids, "--stepname", "build", "--state", "start", "--status", "-").out
+    assert out == ""
+    area.ok(
+        "teststep-set-status",
+        *ids,
+        "--stepname",
+        "build",
+        "--state",
+        "end",
+        "--status",
+        "0",
+        "--comment",
+        "done",
+        "--logfile",
+        "build.log",
+    )
+    steps = area.ok("get-steps-for-test", *ids, "--json").json
+    assert [(s["stepname"], s["state"], s["status"], s["logfile"], s["comment"]) for s in steps] == [
+        ("build", "start", "-", "", ""),
+        ("build", "end", "0", "build.log", "done"),
+    ]
+    table = area.ok("get-steps-for-test", *ids).out
+    assert "build.log" in table and "stepname" in table.splitlines()[0]
+    assert area.ok("get-steps-info-by-id", "--step-id", str(steps[1]["id"]), "--json").json["logfile"] == "build.log"
+    missing = area.run("get-steps-info-by-id", "--step-id", "999")
+    assert missing.code == 1 and "no step with id 999" in missing.err
+    unknown = area.run(
+        "teststep-set-status", "--run-id", run_id, "--test-id", "999", "--stepname", "s", "--state", "start"
+    )
+    assert unknown.code == 4 and "no test with id 999" in unknown.err
+    area.ok("delete-steps-for-test", *ids)
+    assert area.ok("get-steps-for-test", *ids, "--json").json == []
+
+
+def test_cli_test_data_exact_forms(area):
+    run_id, test_id = _setup(area)
+    ids = ("--run-id", run_id, "--test-id", test_id)
+    assert area.ok("csv-to-test-data", *ids, "--csv", "perf,speed,10,12,3,ops\nperf,mem,8mA,8,0").out == ""
+    rows = area.ok("read-test-data", *ids, "--category", "PERF", "--json").json
+    assert [(r["variable"], r["value"], r["status"]) for r in rows] == [("mem", "8mA", None), ("speed", 10.0, "pass")]
+    area.ok("csv-to-test-data", *ids, "--csv", "size,bytes,200,100,>=")
+    assert area.ok("test-data-rollup", *ids).out == ""
+    info = area.ok("get-test-info-by-id", "--test-id", test_id, "--json").json
+    assert (info["status"], info["pass_count"], info["fail_count"]) == ("PASS", 2, 0)
+    assert area.ok("read-test-data-varpatt", *ids, "--variable", "s%", "--json").json[0]["variable"] == "speed"
+    data_id = str(rows[1]["id"])
+    assert area.ok("get-data-info-by-id", "--data-id", data_id, "--json").json["variable"] == "speed"
+    missing = area.run("get-data-info-by-id", "--data-id", "999")
+    assert missing.code == 1 and "no test-data row with id 999" in missing.err
+
+
+def test_cli_csv_from_file_and_stdin(area, tmp_path):
+    run_id, test_id = _setup(area)
+    path = tmp_path / "data.csv"
+    path.write_bytes("\ufeffc,from_file,1,1,0\r\n".encode())  # a spreadsheet export: BOM and CRLF
+    area.ok("csv-to-test-data", "--run-id", run_id, "--test-id", test_id, "--file", str(path))
+    area.ok("csv-to-test-data", "--test-id", test_id, "--file", "-", input="c,from_stdin,2,1,0\n")
+    assert _rows(area) == [(1, "c", "from_file", 1.0, "pass"), (1, "c", "from_stdin", 2.0, "fail")]
+
+
+def test_cli_usage_errors(area, tmp_path):
+    _, test_id = _setup(area)
+    neither = area.run("csv-to-test-data", "--test-id", test_id)
+    assert neither.code == 2 and "exactly one of --csv TEXT, --file F or --file -" in neither.err
+    both = area.run("csv-to-test-data", "--test-id", test_id, "--csv", "c,v", "--file", "-")
+    assert both.code == 2 and "not both" in both.err
+    absent = area.run("csv-to-test-data", "--test-id", test_id, "--file", str(tmp_path / "nope.csv"))
+    assert absent.code == 2 and "cannot read --file" in absent.err
+    binary = tmp_path / "latin1.csv"
+    binary.write_bytes(b"c,v\xe9,1\n")
+    assert area.run("csv-to-test-data", "--test-id", test_id, "--file", str(binary)).code == 2
+    assert _rows(area) == []
+
+
+def _big_csv(rows: int, bad_line: int | None = None) -> str:
+    lines = [f"cat{i % 7},var{i},{i % 13},6,5,ms,row {i}" for i in range(rows)]
+    if bad_line is not None:
+        lines[bad_line - 1] = "cat,,1"
+    return "\n".join(lines) + "\n"
+
+
+def test_cli_large_file_arrives_in_several_chunks(area, tmp_path):
+    run_id, test_id = _setup(area)
+    path = tmp_path / "big.csv"
+    path.write_text(_big_csv(20_000))
+    result = area.ok("csv-to-test-data", "--run-id", run_id, "--test-id", test_id, "--file", str(path))
+    assert result.out == "" and result.err == ""  # no progress bar when not on a terminal
+    rows = _rows(area)
+    assert len(rows) == 20_000
+    assert rows[0] == (1, "cat0", "var0", 0.0, "fail") and rows[-1] == (1, "cat0", "var19999", 5.0, "pass")
+    assert _csv_events(area) >= 4  # one event per request
+    # sending it again replaces every row
+    area.ok("csv-to-test-data", "--test-id", test_id, "--file", str(path))
+    assert len(_rows(area)) == 20_000
+
+
+def test_cli_bad_line_anywhere_refuses_everything(area, tmp_path):
+    run_id, test_id = _setup(area)
+    path = tmp_path / "bad.csv"
+    path.write_text(_big_csv(20_000, bad_line=17_001))
+    bad = area.run("csv-to-test-data", "--run-id", run_id, "--test-id", test_id, "--file", str(path))
+    assert bad.code == 4
+    assert f"bad CSV in {path}: line 17001: no variable name" in bad.err and "nothing was stored" in bad.err
+    stdin = area.run("csv-to-test-data", "--test-id", test_id, "--file", "-", input='c,v,1\nc,"open\n')
+    assert stdin.code == 4 and "line 2: not valid CSV" in stdin.err
+    inline = area.run("csv-to-test-data", "--test-id", test_id, "--csv", "c,v,1\n,,x")
+    assert inline.code == 4 and "line 2" in inline.err
+    assert _rows(area) == [] and _csv_events(area) == 0
+
+
+def test_cli_unknown_test_changes_nothing(area, tmp_path):
+    run_id, _ = _setup(area)
+    path = tmp_path / "big.csv"
+    path.write_text(_big_csv(12_000))
+    for source in (("--csv", "c,v,1"), ("--file", str(path)), ("--csv", "")):
+        unknown = area.run("csv-to-test-data", "--run-id", run_id, "--test-id", "999", *source)
+        assert unknown.code == 4 and "no test with id 999" in unknown.err
+    rollup = area.run("test-data-rollup", "--run-id", run_id, "--test-id", "999")
+    assert rollup.code == 4
+    assert _rows(area) == [] and _csv_events(area) == 0
+
+
+def test_server_validates_what_a_protocol_client_sends(area):
+    from dbtool.core.client import Connection
+
+    _, test_id = _setup(area)
+    with Connection(area.server_info) as conn:
+        bad = conn.request("csv->test-data", {"test_id": int(test_id), "csv": 'c,good,1\nc,"x"y,2\n'})
+        assert bad["ok"] is False and bad["error"]["code"] == "refused"
+        assert "line 2: not valid CSV" in bad["error"]["message"]
+        good = conn.request("csv-to-test-data", {"test_id": int(test_id), "csv": "c,good,1\n"})
+        assert good["ok"] is True and good["result"] is None
+    assert _rows(area) == [(1, "c", "good", 1.0, None)]
+
+
+def test_progress_bar_only_on_a_terminal(area, tmp_path):
+    _, test_id = _setup(area)
+    path = tmp_path / "big.csv"
+    path.write_text(_big_csv(12_000))
+    code, err = run_in_pty(
+        dbtool_argv("--area", str(area.root), "csv-to-test-data", "--test-id", test_id, "--file", str(path))
+    )
+    assert code == 0, err
+    assert "csv-to-test-data [" in err and "12000/12000 rows" in err
+    assert len(_rows(area)) == 12_000
+
+
+CLIENT_PROBE = r"""
+import json, sys
+from dbtool.cli.main import main
+code = main(json.loads(sys.argv[1]))
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"sqlmodel", "sqlalchemy", "pydantic", "typer"})
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+def test_csv_driver_stays_on_the_light_client_path(area, tmp_path):
+    _, test_id = _setup(area)
+    path = tmp_path / "data.csv"
+    path.write_text("c,v,1,1,0\n")
+    argv = ["--area", str(area.root), "csv-to-test-data", "--test-id", test_id, "--file", str(path)]
+    proc = subprocess.run([sys.executable, "-c", CLIENT_PROBE, json.dumps(argv)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"code": 0, "heavy": []}
+    assert _rows(area) == [(1, "c", "v", 1.0, "pass")]
