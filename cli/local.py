@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -152,3 +153,161 @@ def server_status(opts: GlobalOptions) -> int:
     reply = call(find_area(opts.area), COMMANDS["server-status"], {}, timeout=default_timeout(opts))
     emit(render(reply.result, opts.output))
     return 0
+
+
+def server_stats(opts: GlobalOptions) -> int:
+    from dbtool.core.client import call
+
+    stats = call(find_area(opts.area), COMMANDS["server-stats"], {}, timeout=default_timeout(opts)).result
+    if opts.output != "table":
+        emit(render(stats if opts.output == "json" else _stats_rows(stats), opts.output))
+        return 0
+    emit(
+        f"uptime {stats['uptime']:.0f} s, {stats['requests']} requests, queue depth {stats['queue_depth']}, "
+        f"{stats['connections']} connections, {stats['subscribers']} watchers\n"
+    )
+    emit(render(_stats_rows(stats), "table"))
+    return 0
+
+
+def _stats_rows(stats: dict) -> list[dict]:
+    return [{"command": cmd, **{k: v for k, v in s.items() if k != "total_ms"}} for cmd, s in stats["commands"].items()]
+
+
+def server_restart(
+    opts: GlobalOptions, *, bind: str | None = None, port: int | None = None, idle_timeout: float | None = None
+) -> int:
+    from dbtool.core.client import describe, start_server
+
+    area = find_area(opts.area)
+    stop_any_server(area, default_timeout(opts))
+    info = start_server(
+        area, time.monotonic() + default_timeout(opts), {"bind": bind, "port": port, "idle_timeout": idle_timeout}
+    )
+    emit(describe(info) + "\n" if opts.output == "table" else render(_public(info), opts.output))
+    return 0
+
+
+def stop_any_server(area: Area, timeout: float) -> None:
+    """Stop the area's server, whatever its version: by protocol, else by SIGTERM to its pid."""
+    import signal
+
+    from dbtool.core.client import Connection, Unreachable, read_server_info, server_lock_free
+    from dbtool.core.errors import DbtoolError
+
+    info = read_server_info(area)
+    if info is None or server_lock_free(area):
+        remove_file(area.server_json)
+        return
+    try:
+        with Connection(info) as conn:
+            conn.call("server-stop")
+    except (Unreachable, DbtoolError):  # another protocol version, or not answering: signal it
+        pid = info.get("pid")
+        if not (isinstance(pid, int) and _is_area_server(pid, area)):
+            raise Unavailable(f"cannot stop the server of {area.root}: pid {pid} is not its server") from None
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while not server_lock_free(area):
+        if time.monotonic() > deadline:
+            raise Unavailable(f"the server (pid {info.get('pid')}) is still stopping after {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _is_area_server(pid: int, area: Area) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return area.root.encode() in argv and any(b"dbtool" in a for a in argv)
+
+
+def server_log(
+    opts: GlobalOptions,
+    *,
+    follow: bool = False,
+    request: str | None = None,
+    cmd: str | None = None,
+    since: str | None = None,
+    limit: int | None = None,
+) -> int:
+    from collections import deque
+
+    from dbtool.core import reqlog
+    from dbtool.core.errors import UsageError
+
+    area = find_area(opts.area)
+    try:
+        after = reqlog.parse_since(since) if since else None
+    except ValueError as err:
+        raise UsageError(f"--since: {err}") from None
+    keep = reqlog.matcher(request, cmd, after)
+    entries = reqlog.read_entries(area.logs_dir, keep)
+    if limit is not None:
+        entries = deque(entries, maxlen=max(0, limit))
+    found = False
+    for entry in entries:
+        found = True
+        emit(_log_line(entry, opts.output))
+    if request is not None and not found and not follow:
+        from dbtool.core.errors import NotFound
+
+        raise NotFound(f"request {request} is not in the request log of {area.root}")
+    if follow:
+        for entry in reqlog.follow(area.logs_dir, keep):
+            emit(_log_line(entry, opts.output))
+    return 0
+
+
+def _log_line(entry: dict, output: str) -> str:
+    if output == "json":
+        return json.dumps(entry, ensure_ascii=False) + "\n"
+    ts = entry.get("ts", 0)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+    err = entry.get("error") or {}
+    outcome = "ok" if entry.get("ok") else f"{err.get('code')}: {err.get('message')}"
+    ms = entry.get("ms", 0)
+    lines = [f"{stamp} {entry.get('id')} {entry.get('cmd')} {entry.get('client')} {ms:.2f} ms {outcome}"]
+    for e in entry.get("log") or []:
+        lines.append(f"    {e.get('level')} {e.get('condition')}: {e.get('message')}")
+    return "\n".join(lines) + "\n"
+
+
+def watch(
+    opts: GlobalOptions,
+    *,
+    run_id: int | None = None,
+    testpatt: str | None = None,
+    since: int | None = None,
+    count: int | None = None,
+) -> int:
+    from dbtool.core.client import watch as watch_events
+
+    area = find_area(opts.area)
+    if count is not None and count <= 0:
+        return 0
+    events = watch_events(area, run_id, testpatt, since, default_timeout(opts))
+    for seen, event in enumerate(events, start=1):
+        emit(json.dumps(event, ensure_ascii=False) + "\n" if opts.output == "json" else _event_line(event))
+        if count is not None and seen >= count:
+            break
+    return 0
+    for event in watch_events(area, run_id, testpatt, since, default_timeout(opts)):
+        emit(json.dumps(event, ensure_ascii=False) + "\n" if opts.output == "json" else _event_line(event))
+        seen += 1
+        if count is not None and seen >= count:
+            break
+    return 0
+
+
+def _event_line(event: dict) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime((event.get("time_ns") or 0) / 1e9))
+    where = f"run {event.get('run_id')}" if event.get("run_id") is not None else ""
+    if event.get("test_id") is not None:
+        name = event.get("testname") or ""
+        item = event.get("item_path") or ""
+        where += f" test {event.get('test_id')} {name}{'/' + item if item else ''}"
+    state = " ".join(str(v) for v in (event.get("state"), event.get("status")) if v is not None)
+    extra = " " + json.dumps(event["data"], ensure_ascii=False) if event.get("data") else ""
+    return f"{event.get('seq'):>7} {stamp} {event.get('event')} {where} {state}{extra}".rstrip() + "\n"

@@ -106,8 +106,18 @@ def find_area(explicit: str | None = None, cwd: str | None = None) -> Area:
 
 DEFAULT_CONFIG: dict[str, dict] = {
     "area": {"keys": []},
-    "server": {"bind": "127.0.0.1", "port": 0, "idle_timeout": 300.0, "share_group": False},
-    "db": {"synchronous": "FULL", "journal_mode": "auto", "url": ""},
+    "server": {
+        "bind": "127.0.0.1",
+        "port": 0,
+        "idle_timeout": 300.0,
+        "share_group": False,
+        "max_connections": 512,
+        "max_queue": 10_000,
+        "max_subscribers": 64,
+        "watch_queue": 10_000,
+        "connection_idle_timeout": 600.0,
+    },
+    "db": {"synchronous": "FULL", "journal_mode": "auto", "url": "", "read_only": False, "max_size_mb": 0},
     "tests": {"deadtime": 7200},
 }
 
@@ -128,12 +138,24 @@ port = 0
 idle_timeout = 300
 # true: make .dbtool/ and server.json readable by the directory's group.
 share_group = false
+# Limits: over them a client is told to retry (busy) or refused, never left hanging.
+max_connections = 512
+max_queue = 10000
+max_subscribers = 64
+# Events queued for one watcher; one that falls further behind is told to resync.
+watch_queue = 10000
+# Seconds after which a connection that sends nothing is closed (watchers excepted).
+connection_idle_timeout = 600
 
 [db]
 # SQLite synchronous level: FULL (default), NORMAL or OFF.
 synchronous = "FULL"
 # "auto" = WAL on local disks, a rollback journal (DELETE) on network filesystems.
 journal_mode = "auto"
+# true: freeze the area; the server refuses every write.
+read_only = false
+# Cap on the database size in MB (0 = none); writes past it are refused.
+max_size_mb = 0
 
 [tests]
 # Seconds after which a RUNNING test that stopped reporting counts as dead.

@@ -134,6 +134,23 @@ class Connection:
             raise Unreachable("the server sent a malformed response")
         return response
 
+    def events(self):
+        """After a ``watch-stream`` request: the streamed lines, until the server closes the stream."""
+        self.sock.settimeout(None)
+        while True:
+            try:
+                line = self.rfile.readline(MAX_LINE + 1)
+            except OSError:
+                return
+            if not line:
+                return
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                yield event
+
     def call(self, cmd: str, params: dict | None = None, **kw: object) -> object:
         """Send a request and return its result, raising the server's error."""
         return unwrap(self.request(cmd, params or {}, **kw)).result
@@ -345,3 +362,33 @@ def _direct(area: Area, cmd: Command, params: dict, trace: bool) -> Reply:
     from .direct import run_read
 
     return run_read(area, cmd, params)
+
+
+def watch(area: Area, run_id: int | None, testpatt: str | None, since: int | None, timeout: float):
+    """Yield change events: a replay after ``since`` (when given), then live ones, with no gap.
+
+    Starts the server when none runs. A ``resync`` (this watcher fell behind) or a lost server is
+    handled by subscribing again from the last event received, so nothing is missed or repeated;
+    the iteration ends when the server stops gracefully.
+    """
+    last = since
+    while True:
+        deadline = time.monotonic() + timeout
+        info = ping_info(area) or start_server(area, deadline)
+        params = {"run_id": run_id, "testpatt": testpatt, "since": last}
+        try:
+            with Connection(info, CONNECT_TIMEOUT) as conn:
+                reply = unwrap(conn.request("watch-stream", {k: v for k, v in params.items() if v is not None}))
+                if last is None:
+                    last = reply.result["live_from"]
+                for event in conn.events():
+                    kind = event.get("event")
+                    if kind == "end":
+                        return
+                    if kind == "resync":
+                        last = event.get("from_seq", last)
+                        break
+                    last = event.get("seq", last)
+                    yield event
+        except Unreachable:
+            pass  # the server went away: subscribe again (starting a new one) from the last event

@@ -111,6 +111,8 @@ class Param:
         if value is None:
             return None
         if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**63:
+                raise BadRequest(f"parameter {self.name} is out of range (64-bit integers only)")
             return value
         if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -349,6 +351,48 @@ command(
     wire="server-status",
 )
 command(
+    "server restart",
+    LOCAL,
+    "local:server_restart",
+    "Stop the area's server (gracefully, or with SIGTERM when it speaks another protocol version) "
+    "and start a new one; prints its address.",
+    *SERVER_START_PARAMS[1:],
+)
+command(
+    "server stats",
+    LOCAL,
+    "local:server_stats",
+    "Per-command request statistics of the running server (count, errors, mean, p50, p95, p99, max "
+    "latency in ms), with queue depth, connections and uptime.",
+    wire="server-stats",
+)
+command(
+    "server log",
+    LOCAL,
+    "local:server_log",
+    "Show the request log (.dbtool/logs/requests.jsonl, rotated by size): one line per request with "
+    "its id, command, client, duration and outcome, and its log entries when it failed. Works "
+    "without a server.",
+    Param("follow", "bool", "keep printing requests as they are logged (until interrupted)"),
+    Param("request", "str", "only the request with this id (printed in error messages)"),
+    Param("cmd", "str", "only requests of this command (its Megatest name, e.g. csv->test-data)"),
+    Param("since", "str", "only requests after this time: Unix seconds, an ISO time, or an age like 10m"),
+    Param("limit", "int", "print only the last N matching requests (not with --follow)"),
+)
+command(
+    "watch",
+    LOCAL,
+    "local:watch",
+    "Print change events as they happen (one JSON object per line with --json), until interrupted "
+    "or the server stops; --since SEQ first replays every event after SEQ, then goes live with no gap. "
+    "Starts the server when none runs.",
+    Param("run_id", "int", "only events of this run"),
+    Param("testpatt", "str", "only events of tests matching this test pattern"),
+    Param("since", "int", "first replay the stored events after this sequence number (0 = all)"),
+    Param("count", "int", "stop after this many events"),
+    wire="watch-stream",
+)
+command(
     "start-server",
     LOCAL,
     "local:server_start",
@@ -385,6 +429,17 @@ command(
 )
 command("server-status", SERVER, "status", "The server's status record (used by `server status`).", hidden=True)
 command("server-stop", SERVER, "stop", "Ask the server to stop gracefully (used by `server stop`).", hidden=True)
+command("server-stats", SERVER, "stats", "The server's request statistics (used by `server stats`).", hidden=True)
+command(
+    "watch-stream",
+    SERVER,
+    "watch",
+    "Turn the connection into a stream of change events (used by `watch`).",
+    Param("run_id", "int", "only events of this run"),
+    Param("testpatt", "str", "only events of tests matching this test pattern"),
+    Param("since", "int", "replay the stored events after this sequence number first"),
+    hidden=True,
+)
 
 # --------------------------------------------------------------------------------------------
 # Misc (reference D.1).

@@ -27,7 +27,10 @@ def encode(message: dict) -> bytes:
 
 def decode(line: bytes) -> object:
     """Parse one line; raises ValueError (json.JSONDecodeError or UnicodeDecodeError) if malformed."""
-    return json.loads(line)
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def sign(key_hex: str, nonce: str) -> str:

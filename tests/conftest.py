@@ -59,6 +59,10 @@ class Result:
     def json(self) -> object:
         return json.loads(self.out)
 
+    @property
+    def json_lines(self) -> list:
+        return [json.loads(line) for line in self.out.splitlines()]
+
     def __repr__(self) -> str:
         return f"Result(code={self.code}, out={self.out!r}, err={self.err!r})"
 
@@ -243,3 +247,47 @@ def hdb(tmp_path: Path):
     db = HandlerDb(tmp_path / "handlers.db", ["RELEASE", "PLATFORM"])
     yield db
     db.engine.dispose()
+
+
+class Raw:
+    """A raw protocol connection to an area's server (authenticated unless told otherwise)."""
+
+    def __init__(self, area: Area, key: str | None = None, authenticate: bool = True, rcvbuf: int = 0) -> None:
+        import socket
+
+        from dbtool.core import PROTOCOL
+        from dbtool.core.protocol import sign
+
+        info = area.server_info
+        self.sock = socket.socket()
+        if rcvbuf:  # a small receive window: the server's writes to us back up quickly
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(30)
+        self.sock.connect((info["host"], info["port"]))
+        self.f = self.sock.makefile("rwb")
+        self.hello = json.loads(self.f.readline())
+        if authenticate and "nonce" in self.hello:
+            auth = sign(key or info["key"], self.hello["nonce"])
+            self.send_line(json.dumps({"auth": auth, "protocol": PROTOCOL, "client": {"user": "raw"}}).encode())
+
+    def send_line(self, data: bytes) -> None:
+        self.f.write(data + b"\n")
+        self.f.flush()
+
+    def read(self) -> dict | None:
+        line = self.f.readline()
+        return json.loads(line) if line else None
+
+    def request(self, cmd: str, params: dict | None = None, **extra: object) -> dict:
+        self.send_line(json.dumps({"id": 1, "cmd": cmd, "params": params or {}, **extra}).encode())
+        return self.read()
+
+    def close(self) -> None:
+        self.f.close()
+        self.sock.close()
+
+    def __enter__(self) -> Raw:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

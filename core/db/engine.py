@@ -41,12 +41,12 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 
-def filesystem_type(path: str) -> str:
-    """The filesystem type holding ``path`` (from /proc/mounts; '' when unknown)."""
+def filesystem_type(path: str, mounts: str = "/proc/mounts") -> str:
+    """The filesystem type holding ``path`` (from the mount table; '' when unknown)."""
     path = os.path.realpath(path)
     best, fstype = "", ""
     try:
-        with open("/proc/mounts", encoding="utf-8") as f:
+        with open(mounts, encoding="utf-8") as f:
             for line in f:
                 parts = line.split()
                 if len(parts) < 3:
@@ -59,14 +59,14 @@ def filesystem_type(path: str) -> str:
     return fstype
 
 
-def journal_mode_for(path: str, configured: str = "auto") -> str:
+def journal_mode_for(path: str, configured: str = "auto", mounts: str = "/proc/mounts") -> str:
     """WAL on local disks; a rollback journal where WAL cannot be shared between hosts (SPEC 6)."""
     mode = (configured or "auto").upper()
     if mode != "AUTO":
         if mode not in ("WAL", "DELETE", "TRUNCATE", "PERSIST"):
             raise Refused(f"db.journal_mode {configured!r} is not one of auto, wal, delete, truncate, persist")
         return mode
-    return "DELETE" if filesystem_type(os.path.dirname(path)) in NETWORK_FILESYSTEMS else "WAL"
+    return "DELETE" if filesystem_type(os.path.dirname(path), mounts) in NETWORK_FILESYSTEMS else "WAL"
 
 
 def _regexp(pattern: str, value: object) -> bool:
@@ -80,11 +80,15 @@ def sqlite_engine(
     synchronous: str = "FULL",
     journal_mode: str = "WAL",
     pool_size: int = 4,
+    max_size_mb: float = 0,
+    read_only: bool = False,
 ) -> Engine:
     """An engine on an SQLite file for one role: write, read, direct (read-only file) or admin."""
     synchronous = synchronous.upper()
     if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise Refused(f"db.synchronous {synchronous!r} is not one of FULL, NORMAL, OFF, EXTRA")
+    if read_only:  # a read-only area: the writer's connection cannot change anything either
+        role = DIRECT if role == WRITE else role
     if role == DIRECT:
         url = f"sqlite+pysqlite:///file:{path}?mode=ro&uri=true"
     else:
@@ -109,6 +113,9 @@ def sqlite_engine(
         if role in (WRITE, ADMIN):
             cur.execute(f"PRAGMA journal_mode = {journal_mode}")
             cur.execute(f"PRAGMA synchronous = {synchronous}")
+            if max_size_mb > 0:  # db.max_size_mb: writes past it fail as "database or disk is full"
+                page_size = cur.execute("PRAGMA page_size").fetchone()[0]
+                cur.execute(f"PRAGMA max_page_count = {max(1, int(max_size_mb * 1024 * 1024 // page_size))}")
         else:
             cur.execute("PRAGMA query_only = 1")
         cur.execute("PRAGMA cache_size = -16000")

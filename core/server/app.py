@@ -4,6 +4,10 @@ Lifecycle: take the server lock (or hand off to the live server), open the datab
 write ``server.json`` atomically (mode 0600) once the socket listens, serve, and on
 ``server stop`` / SIGTERM / idle timeout: stop listening, remove ``server.json``, finish the
 queued writes, checkpoint the WAL, release the lock.
+
+Every request runs in a ``RequestContext``; when it ends, one line goes to the request log and its
+latency to the statistics. Writes go to the single writer (``writer.py``), reads to reader threads,
+server commands (ping, status, stats, stop) are answered on the event loop at once.
 """
 
 from __future__ import annotations
@@ -15,32 +19,46 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from sqlalchemy import func, select
+
 from .. import PROTOCOL, __version__
-from ..area import Area, load_config, remove_file
+from ..area import Area, ensure_private_dir, load_config, remove_file
 from ..client import describe, ping_info
-from ..commands import LOCAL, READ, SERVER, lookup
+from ..commands import READ, SERVER, Command
 from ..db.context import Db
 from ..db.engine import READ as READ_ROLE
 from ..db.engine import WRITE as WRITE_ROLE
 from ..db.engine import checkpoint, journal_mode_for, read_keys, sqlite_engine
-from ..db.schema import schema_for
-from ..errors import BadRequest, DbtoolError, Internal, Refused
+from ..db.schema import Event, schema_for
+from ..errors import Busy, Refused
 from ..handlers import resolve
-from ..protocol import MAX_LINE, decode, encode, error, ok, verify
-from ..request import RequestContext, activate
+from ..protocol import MAX_LINE
+from ..reqlog import LOG_LEVEL_KEPT, RequestLog
+from ..request import RequestContext, run_with
+from .events import EventHub
+from .session import Session
+from .stats import Stats
 from .writer import Writer
 
 log = logging.getLogger("dbtool.server")
 
-HANDSHAKE_TIMEOUT = 10.0  # seconds a new connection has to authenticate
 LOCK_WAIT = 15.0  # seconds to wait for the server lock held by a server that is stopping
 READERS = 4
+FLUSH_EVERY = 0.5  # seconds between request-log flushes
+SWEEP_EVERY = 5.0  # seconds between sweeps for idle connections
+
+LIMIT_DEFAULTS = {
+    "max_connections": 512,
+    "max_queue": 10_000,
+    "max_subscribers": 64,
+    "watch_queue": 10_000,
+    "connection_idle_timeout": 600.0,
+}
 
 
 class Server:
@@ -59,16 +77,16 @@ class Server:
         self.port = int(port if port is not None else server_cfg.get("port") or 0)
         self.idle_timeout = float(idle_timeout if idle_timeout is not None else server_cfg.get("idle_timeout", 300))
         self.share_group = bool(server_cfg.get("share_group", False))
+        self.limits = {name: type(default)(server_cfg.get(name, default)) for name, default in LIMIT_DEFAULTS.items()}
         self.key = secrets.token_hex(16)
         self.instance = secrets.token_hex(6)
         self.started_at = time.time()
-        self.requests = 0
-        self.connections = 0
         self.last_activity = time.monotonic()
+        self.sessions: set[Session] = set()
+        self.stats = Stats()
+        self.reads_pending = 0
+        self.read_only = ""
         self._ids = itertools.count(1)
-        self._lock = None
-        self._handlers: set[asyncio.Task] = set()
-        self._busy: set[asyncio.Task] = set()  # connections between reading a request and answering it
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -94,49 +112,70 @@ class Server:
                     )
                     return 3
         try:
-            self._lock = lock
             remove_file(self.area.server_json)  # we hold the lock, so any record left is stale
             return asyncio.run(self._main())
         finally:
             lock.release()
 
-    async def _main(self) -> int:
-        self.loop = asyncio.get_running_loop()
+    def _open_database(self) -> None:
         db_cfg = self.config["db"]
+        self.read_only = self._read_only_reason(db_cfg)
         self.write_engine = sqlite_engine(
             self.area.db_path,
             WRITE_ROLE,
             synchronous=str(db_cfg.get("synchronous", "FULL")),
             journal_mode=journal_mode_for(self.area.db_path, str(db_cfg.get("journal_mode", "auto"))),
             pool_size=1,
+            max_size_mb=float(db_cfg.get("max_size_mb") or 0),
+            read_only=bool(self.read_only),
         )
         with self.write_engine.connect() as conn:
             self.keys = read_keys(conn)
+            last_seq = conn.execute(select(func.max(Event.__table__.c.seq))).scalar() or 0
         if not self.keys:
-            raise SystemExit(f"dbtool: error: {self.area.db_path} has no keys; re-create the area with `dbtool init`")
+            raise Refused(f"{self.area.db_path} has no keys; re-create the area with `dbtool init`")
         self.schema = schema_for(self.keys)
         self.read_engine = sqlite_engine(self.area.db_path, READ_ROLE, pool_size=READERS)
+        self.hub = EventHub(last_seq, self.limits["watch_queue"])
+
+    def _read_only_reason(self, db_cfg: dict) -> str:
+        if db_cfg.get("read_only"):
+            return "db.read_only is set in config.toml"
+        if not os.access(self.area.db_path, os.W_OK) or not os.access(self.area.dir, os.W_OK):
+            return f"{self.area.db_path} is not writable by this user"
+        return ""
+
+    async def _main(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        ensure_private_dir(self.area.dir, self.share_group)
+        self._open_database()
         self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="dbtool-reader")
-        self.writer = Writer(self.write_engine, self.schema, self.config, self.loop, self._published)
+        self.writer = Writer(self.write_engine, self.schema, self.config, self.loop, self._committed)
         self.writer.start()
+        self.requests_log = RequestLog(self.area.logs_dir)
         self._stopping = asyncio.Event()
 
         listener = await asyncio.start_server(self._connection, self.bind, self.port, limit=MAX_LINE + 1)
-        host, port = listener.sockets[0].getsockname()[:2]
-        self.host, self.port = host, port
+        self.host, self.port = listener.sockets[0].getsockname()[:2]
         self._write_server_json()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
-        log.info("dbtool %s serving %s on %s:%d (pid %d)", __version__, self.area.root, host, port, os.getpid())
-        idle = asyncio.create_task(self._idle_watch())
+        log.info(
+            "dbtool %s serving %s on %s:%d (pid %d)", __version__, self.area.root, self.host, self.port, os.getpid()
+        )
+        if self.read_only:
+            log.warning("read-only: %s; writes are refused", self.read_only)
+        chores = [asyncio.create_task(c) for c in (self._idle_watch(), self._flush_log(), self._sweep())]
 
         await self._stopping.wait()
-        idle.cancel()
+        for chore in chores:
+            chore.cancel()
         listener.close()
         remove_file(self.area.server_json)
         await self._drain()
         await listener.wait_closed()
-        log.info("stopped after %d requests", self.requests)
+        self._log_stats()
+        self.requests_log.close()
         return 0
 
     def request_stop(self, why: str = "request") -> None:
@@ -148,12 +187,15 @@ class Server:
         """Finish queued writes and answer them, then close connections and checkpoint."""
         self.writer.stop()
         await self.loop.run_in_executor(None, self.writer.thread.join)
-        for task in self._handlers - self._busy:  # idle connections: nothing left to answer
-            task.cancel()
-        if self._busy:
-            await asyncio.wait(self._busy, timeout=5.0)
-        for task in list(self._handlers):
-            task.cancel()
+        self.hub.close_all()
+        busy = {s.task for s in self.sessions if s.busy}
+        for session in list(self.sessions):
+            if session.task not in busy:
+                session.task.cancel()
+        if busy:
+            await asyncio.wait(busy, timeout=5.0)
+        for session in list(self.sessions):
+            session.task.cancel()
         self.readers.shutdown(wait=True)
         try:
             with self.write_engine.connect() as conn:
@@ -169,9 +211,24 @@ class Server:
         while True:
             await asyncio.sleep(min(1.0, self.idle_timeout))
             idle = time.monotonic() - self.last_activity
-            if idle >= self.idle_timeout and self.writer.depth == 0:
+            if idle >= self.idle_timeout and self.writer.depth == 0 and not self.hub.subscribers:
                 self.request_stop(f"idle for {idle:.0f} s")
                 return
+
+    async def _flush_log(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            self.requests_log.flush()
+
+    async def _sweep(self) -> None:
+        """Close connections that sent nothing for connection_idle_timeout seconds (watchers excepted)."""
+        limit = self.limits["connection_idle_timeout"]
+        while True:
+            await asyncio.sleep(min(SWEEP_EVERY, limit))
+            now = time.monotonic()
+            for session in list(self.sessions):
+                if not session.busy and now - session.last_active > limit:
+                    session.task.cancel()
 
     def _write_server_json(self) -> None:
         info = {
@@ -196,163 +253,112 @@ class Server:
             os.close(fd)
         os.replace(tmp, self.area.server_json)
 
-    def _published(self, events: list[dict]) -> None:
-        """Called by the writer thread after a commit with the committed events."""
+    def _committed(self, events: list[dict]) -> None:
+        """Called by the writer thread after a commit: fan the events out on the loop."""
+        self.loop.call_soon_threadsafe(self.hub.publish, events)
 
-    # -- connections ------------------------------------------------------------------------------
+    def _log_stats(self) -> None:
+        summary = self.stats.summary()
+        lines = [f"{'command':40s} {'count':>8s} {'errors':>6s} {'mean':>8s} {'p50':>8s} {'p95':>8s} {'max':>8s} (ms)"]
+        for cmd, s in summary.items():
+            lines.append(
+                f"{cmd:40s} {s['count']:8d} {s['errors']:6d} {s['mean_ms']:8.2f} {s['p50_ms']:8.2f} "
+                f"{s['p95_ms']:8.2f} {s['max_ms']:8.2f}"
+            )
+        lines.append(f"TOTAL: {self.stats.requests} requests since start")
+        log.info("request statistics at stop:\n%s", "\n".join(lines))
+
+    # -- connections and requests -------------------------------------------------------------------------
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._handlers.add(task)
-        self.connections += 1
+        session = Session(self, reader, writer)
+        self.sessions.add(session)
         try:
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = await self._handshake(reader, writer)
-            if client is not None:
-                await self._serve(reader, writer, client)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            await session.run()
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, asyncio.CancelledError):
             pass
-        except asyncio.CancelledError:
-            pass
+        except Exception:  # never let one connection take the server down
+            log.exception("connection handler failed")
         finally:
-            self.connections -= 1
-            self._handlers.discard(task)
+            self.sessions.discard(session)
             writer.close()
 
-    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> dict | None:
-        nonce = secrets.token_hex(16)
-        hello = {
-            "hello": "dbtool",
-            "protocol": PROTOCOL,
-            "version": __version__,
-            "instance": self.instance,
-            "nonce": nonce,
-        }
-        writer.write(encode(hello))
-        await writer.drain()
-        try:
-            line = await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT)
-        except ValueError:
-            await self._reply(writer, error(None, "-", "bad_request", "handshake line too long"))
-            return None
-        if not line:
-            return None
-        try:
-            msg = decode(line)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict) or "auth" not in msg:
-            await self._reply(writer, error(None, "-", "unauthorized", "the first line must be the auth message"))
-            return None
-        if msg.get("protocol") != PROTOCOL:
-            await self._reply(
-                writer,
-                error(
-                    None,
-                    "-",
-                    "version_mismatch",
-                    f"this server speaks protocol {PROTOCOL} (dbtool {__version__}), the client "
-                    f"{msg.get('protocol')!r}; run `dbtool server restart` or use a matching dbtool",
-                ),
-            )
-            return None
-        if not verify(self.key, nonce, msg.get("auth")):
-            await self._reply(
-                writer,
-                error(None, "-", "unauthorized", "wrong key: the client's proof does not match this server's key"),
-            )
-            return None
-        client = msg.get("client")
-        return {k: v for k, v in client.items() if isinstance(v, (str, int))} if isinstance(client, dict) else {}
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: dict) -> None:
-        while True:
-            try:
-                line = await reader.readline()
-            except ValueError:  # longer than MAX_LINE: answer, then drop the connection
-                rid = self._request_id()
-                await self._reply(writer, error(None, rid, "bad_request", f"request line longer than {MAX_LINE} bytes"))
-                return
-            if not line:
-                return
-            if not line.strip():
-                continue
-            task = asyncio.current_task()
-            self._busy.add(task)
-            try:
-                response = await self._dispatch(line, client)
-                await self._reply(writer, response)
-            finally:
-                self._busy.discard(task)
-
-    async def _reply(self, writer: asyncio.StreamWriter, response: dict) -> None:
-        try:
-            data = encode(response)
-        except (TypeError, ValueError) as err:
-            log.error("response of request %s is not JSON: %s", response.get("request_id"), err)
-            data = encode(
-                error(
-                    response.get("id"), response.get("request_id", "-"), "internal", f"result not serialisable: {err}"
-                )
-            )
-        writer.write(data)
-        await writer.drain()
-
-    def _request_id(self) -> str:
+    def request_id(self) -> str:
         return f"{self.instance}-{next(self._ids)}"
 
-    async def _dispatch(self, line: bytes, client: dict) -> dict:
-        self.last_activity = time.monotonic()
-        self.requests += 1
-        rid = self._request_id()
-        try:
-            msg = decode(line)
-        except ValueError as err:
-            return error(None, rid, "bad_request", f"malformed JSON request: {err}")
-        if not isinstance(msg, dict):
-            return error(None, rid, "bad_request", "a request must be a JSON object")
-        req_id = msg.get("id")
-        name = msg.get("cmd")
-        cmd = lookup(name) if isinstance(name, str) else None
-        if cmd is not None and cmd.kind == LOCAL:  # kill-server, start-server: their server command
-            cmd = lookup(cmd.wire) if cmd.wire else None
-        if cmd is None:
-            return error(req_id, rid, "bad_request", f"unknown command {name!r}; `dbtool --help` lists the commands")
-        idem = msg.get("idem")
-        if idem is not None and not (isinstance(idem, str) and 0 < len(idem) <= 128):
-            return error(req_id, rid, "bad_request", "idem must be a string of 1-128 characters")
-        try:
-            params = cmd.bind_wire(msg.get("params"))
-        except BadRequest as err:
-            return error(req_id, rid, err.code, err.message)
-        if cmd.dead:
-            return error(req_id, rid, "refused", cmd.dead)
-        if self._stopping.is_set() and cmd.kind != SERVER:
-            return error(req_id, rid, "busy", "the server is stopping; retry", retry_after=0.1)
-        ctx = RequestContext(rid, cmd.api, params, client)
-        try:
-            if cmd.kind == SERVER:
-                result = getattr(self, f"cmd_{cmd.handler}")(ctx)
-            elif cmd.kind == READ:
-                result = await self.loop.run_in_executor(self.readers, self._read, cmd, params, ctx)
-            else:
-                result = await self.writer.submit(cmd, params, ctx, idem)
-            response = ok(req_id, rid, result)
-        except DbtoolError as err:
-            response = error(req_id, rid, err.code, err.message, **err.extra)
-        except Exception as err:  # a bug: keep serving, tell the client where to look
-            log.exception("request %s (%s) failed", rid, cmd.name)
-            ctx.note("error", "exception", f"{type(err).__name__}: {err}")
-            failure = Internal(f"internal error in {cmd.name} (request {rid}); see .dbtool/logs/server.log")
-            response = error(req_id, rid, failure.code, failure.message)
-        if msg.get("trace") is True:
-            response["log"] = ctx.log
-        return response
+    @staticmethod
+    def client_label(client: dict) -> str:
+        return f"{client.get('user', '?')}@{client.get('host', '?')}:{client.get('pid', '?')}" if client else "?"
 
-    def _read(self, cmd, params: dict, ctx: RequestContext):
-        with activate(ctx), self.read_engine.connect() as conn, conn.begin():
+    async def execute(self, cmd: Command, params: dict, ctx: RequestContext, idem: str | None) -> object:
+        """Run one command where it belongs: on the loop, on a reader thread, or through the writer."""
+        self.last_activity = time.monotonic()
+        if cmd.dead:
+            raise Refused(cmd.dead)
+        if cmd.kind == SERVER:
+            return getattr(self, f"cmd_{cmd.handler.replace('-', '_')}")(ctx, **params)
+        if self._stopping.is_set():
+            raise Busy("the server is stopping; retry", retry_after=0.1)
+        limit = self.limits["max_queue"]
+        if cmd.kind == READ:
+            if self.reads_pending >= limit:
+                raise Busy(f"{self.reads_pending} reads are waiting; retry", retry_after=_backoff(self.reads_pending))
+            self.reads_pending += 1
+            try:
+                return await self.loop.run_in_executor(self.readers, run_with, ctx, self._read, cmd, params, ctx)
+            finally:
+                self.reads_pending -= 1
+        if self.read_only:
+            raise Refused(f"this area's database is read-only ({self.read_only}); writes are refused")
+        depth = self.writer.depth
+        if depth >= limit:
+            raise Busy(f"{depth} writes are queued; retry", retry_after=_backoff(depth))
+        ctx.note("debug", "queued", f"behind {depth} queued write(s)")
+        return await self.writer.submit(cmd, params, ctx, idem)
+
+    def _read(self, cmd: Command, params: dict, ctx: RequestContext):
+        """A read on a reader thread (run_with has made ``ctx`` the current request there)."""
+        with self.read_engine.connect() as conn, conn.begin():
+            ctx.note("debug", "read", f"on {threading.current_thread().name}")
             return resolve(cmd.handler)(Db(conn, self.schema, ctx, self.config), **params)
+
+    def finished(self, ctx: RequestContext, response: dict) -> None:
+        """Account for an answered request: statistics and one line of the request log."""
+        ms = ctx.elapsed_ms()
+        ok = bool(response.get("ok"))
+        self.stats.record(ctx.cmd, ms, ok)
+        entry = {
+            "ts": round(ctx.arrived_ns / 1e9, 6),
+            "id": ctx.id,
+            "cmd": ctx.cmd,
+            "client": self.client_label(ctx.client),
+            "ms": round(ms, 3),
+            "ok": ok,
+        }
+        if not ok:
+            entry["error"] = response.get("error")
+            entry["params"] = _brief(ctx.params)
+        if ctx.log and (not ok or ctx.max_level() >= LOG_LEVEL_KEPT):
+            entry["log"] = ctx.log
+        self.requests_log.write(entry)
+        if not ok:  # so that `server log --request ID` finds it right after the error message
+            self.requests_log.flush()
+
+    async def replay(self, after: int, upto: int, run_id: int | None, limit: int) -> list[dict]:
+        """Stored events with after < seq <= upto (and of one run), oldest first."""
+
+        def query() -> list[dict]:
+            events = self.schema.events
+            q = select(events).where(events.c.seq > after, events.c.seq <= upto)
+            if run_id is not None:
+                q = q.where(events.c.run_id == run_id)
+            with self.read_engine.connect() as conn, conn.begin():
+                rows = [dict(r._mapping) for r in conn.execute(q.order_by(events.c.seq).limit(limit))]
+            for row in rows:
+                if row.get("data"):
+                    row["data"] = json.loads(row["data"])
+            return rows
+
+        return await self.loop.run_in_executor(self.readers, query)
 
     # -- server commands ----------------------------------------------------------------------------
     def _identity(self) -> dict:
@@ -375,18 +381,44 @@ class Server:
             **self._identity(),
             "uptime": round(time.time() - self.started_at, 3),
             "started_at": self.started_at,
-            "requests": self.requests,
-            "connections": self.connections,
+            "requests": self.stats.requests,
+            "connections": len(self.sessions),
+            "subscribers": len(self.hub.subscribers),
             "writes_committed": self.writer.committed,
             "commit_groups": self.writer.groups,
             "idle_timeout": self.idle_timeout,
+            "read_only": bool(self.read_only),
             "threads": threading.active_count(),
         }
 
+    def cmd_stats(self, ctx: RequestContext) -> dict:
+        return {
+            "uptime": round(time.time() - self.started_at, 3),
+            "queue_depth": self.writer.depth,
+            "reads_pending": self.reads_pending,
+            "connections": len(self.sessions),
+            "subscribers": len(self.hub.subscribers),
+            "requests": self.stats.requests,
+            "commands": self.stats.summary(),
+        }
+
     def cmd_stop(self, ctx: RequestContext) -> dict:
-        who = ctx.client.get("user", "?"), ctx.client.get("host", "?"), ctx.client.get("pid", "?")
-        self.loop.call_soon(self.request_stop, "server stop from {}@{} pid {}".format(*who))
+        self.loop.call_soon(self.request_stop, f"server stop from {self.client_label(ctx.client)}")
         return {"stopping": True, "pid": os.getpid()}
+
+
+def _backoff(depth: int) -> float:
+    """A retry delay that grows with the backlog (seconds)."""
+    return round(min(2.0, 0.05 + depth / 20_000), 3)
+
+
+def _brief(params: dict, limit: int = 200) -> dict:
+    """Parameters for the request log, long values cut short."""
+    out = {}
+    for key, value in params.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        out[key] = value if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

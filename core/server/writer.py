@@ -80,6 +80,7 @@ class Writer:
         self.on_commit = on_commit
         self.max_batch = max_batch
         self.queue: deque[Job] = deque()
+        self.active = 0  # jobs of the group being committed right now
         self.cond = threading.Condition()
         self.stopping = False
         self.groups = 0
@@ -102,7 +103,8 @@ class Writer:
 
     @property
     def depth(self) -> int:
-        return len(self.queue)
+        """Writes not yet acknowledged: queued, plus the group being committed."""
+        return len(self.queue) + self.active
 
     def stop(self) -> None:
         """Finish every queued write, then let the thread end (join with ``thread.join``)."""
@@ -121,7 +123,9 @@ class Writer:
                         break
                     n = min(len(self.queue), self.max_batch)
                     batch = [self.queue.popleft() for _ in range(n)]
+                    self.active = n
                 self._commit(conn, batch)
+                self.active = 0
                 self._maybe_prune(conn)
 
     def _commit(self, conn: Connection, batch: list[Job]) -> None:
@@ -130,13 +134,14 @@ class Writer:
                 for job in batch:
                     self._run_job(conn, job)
         except Exception as err:  # the group could not commit: acknowledge nothing of it
-            log.warning("group of %d write(s) failed to commit: %s", len(batch), err)
+            cause = err.cause if isinstance(err, GroupFailed) else err
+            log.warning("group of %d write(s) failed to commit: %s", len(batch), cause)
             if len(batch) > 1:
                 for job in batch:
                     job.error, job.result, job.events, job.after = None, None, [], None
                     self._commit(conn, [job])
                 return
-            batch[0].error = storage_error(err)
+            batch[0].error = storage_error(cause)
             batch[0].events = []
         else:
             self.groups += 1
@@ -165,22 +170,9 @@ class Writer:
                 result = resolve(job.cmd.handler)(db, **job.params)
             if job.idem is not None:
                 conn.execute(insert(t).values(idem=job.idem, response=json.dumps(result), created=job.ctx.now))
-        except DbtoolError as err:
-            savepoint.rollback()
-            job.error = err
-        except IntegrityError as err:
-            savepoint.rollback()
-            job.error = Refused(f"{job.cmd.name}: conflicts with an existing record ({err.orig})")
-        except DBAPIError as err:
-            if not savepoint.is_active:
-                raise
-            savepoint.rollback()
-            if _is_storage_error(err):
-                raise  # the whole group is in doubt: fail it and retry each request alone
-            job.error = _internal(job, err)
         except Exception as err:
-            savepoint.rollback()
-            job.error = _internal(job, err)
+            _roll_back(savepoint, err)
+            job.error = _job_error(job, err)
         else:
             savepoint.commit()
             job.result = result
@@ -207,6 +199,33 @@ class Writer:
                 conn.execute(delete(t).where(t.c.created < int(now) - IDEMPOTENCY_TTL))
         except DBAPIError as err:
             log.warning("could not prune old idempotency keys: %s", err)
+
+
+class GroupFailed(Exception):
+    """The group's transaction is lost: a storage error, or SQLite rolled it back by itself."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _roll_back(savepoint, err: Exception) -> None:
+    """Undo one failed request. When that is impossible, or the storage failed, the whole group fails
+    (and each of its requests is then retried alone)."""
+    try:
+        savepoint.rollback()
+    except DBAPIError as lost:  # e.g. "no such savepoint": SQLite rolled back everything (disk full)
+        raise GroupFailed(err) from lost
+    if isinstance(err, DBAPIError) and not isinstance(err, IntegrityError) and _is_storage_error(err):
+        raise GroupFailed(err)
+
+
+def _job_error(job: Job, err: Exception) -> DbtoolError:
+    if isinstance(err, DbtoolError):
+        return err
+    if isinstance(err, IntegrityError):
+        return Refused(f"{job.cmd.name}: conflicts with an existing record ({err.orig})")
+    return _internal(job, err)
 
 
 def _is_storage_error(err: DBAPIError) -> bool:
