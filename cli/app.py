@@ -24,7 +24,7 @@ APP_HELP = (
     "demand), reads use it when it runs and read the database directly otherwise."
 )
 
-_ANNOTATIONS = {"str": str, "int": int, "float": float, "bool": bool, "list": str, "argv": list[str]}
+_ANNOTATIONS = {"str": str, "int": int, "float": float, "bool": bool, "list": str, "argv": list[str], "path": str}
 
 # The options every command accepts after its name too: (parameter name, declaration, type, help).
 COMMON = (
@@ -59,7 +59,7 @@ _COMMON_CHECKS = {"g_format": _check_format, "g_timeout": _check_timeout}
 
 def _converter(p: Param) -> Callable[[object], object] | None:
     """An option callback turning Typer's value into the registry's type (lists, choices)."""
-    if (p.type == "list" and not p.multiple) or p.choices:
+    if (p.type == "list" and not p.multiple) or p.choices or p.type == "path":
 
         def convert(value: object) -> object:
             if value is None or not isinstance(value, str):

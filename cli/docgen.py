@@ -135,7 +135,7 @@ def _names_pattern(names: Iterable[str]) -> str:
 # In prose: `code`, options (--run-id), command names with a hyphen, and a lone "-" are typed text.
 _COMMAND_NAMES = _names_pattern(n for n, c in COMMANDS.items() if not c.hidden and ("-" in n or " " in n))
 _TYPED_IN_PROSE = re.compile(
-    rf"`(?P<code>[^`]+)`|(?<![\w-])(?P<typed>--?[A-Za-z0-9][\w-]*|{_COMMAND_NAMES}|-)(?![\w-])"
+    rf"`(?P<code>[^`]+)`|(?<![\w-])(?P<typed>--?[A-Za-z0-9][\w-]*|{_COMMAND_NAMES}|--|-)(?![\w-])"
 )
 _COMMAND_NAME = re.compile(rf"(?<![\w-])({_COMMAND_NAMES})(?![\w-])")
 

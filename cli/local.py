@@ -281,13 +281,14 @@ def watch(
     testpatt: str | None = None,
     since: int | None = None,
     count: int | None = None,
+    no_follow: bool = False,
 ) -> int:
     from dbtool.core.client import watch as watch_events
 
     area = find_area(opts.area)
     if count is not None and count <= 0:
         return 0
-    events = watch_events(area, run_id, testpatt, since, default_timeout(opts))
+    events = watch_events(area, run_id, testpatt, since, default_timeout(opts), follow=not no_follow)
     for seen, event in enumerate(events, start=1):
         emit(json.dumps(event, ensure_ascii=False) + "\n" if opts.output == "json" else _event_line(event))
         if count is not None and seen >= count:

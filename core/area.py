@@ -118,7 +118,7 @@ DEFAULT_CONFIG: dict[str, dict] = {
         "connection_idle_timeout": 600.0,
     },
     "db": {"synchronous": "FULL", "journal_mode": "auto", "url": "", "read_only": False, "max_size_mb": 0},
-    "tests": {"deadtime": 7200},
+    "tests": {"deadtime": 7200, "dead_check_interval": 30.0},
 }
 
 _CONFIG_TEMPLATE = """\
@@ -160,6 +160,9 @@ max_size_mb = 0
 [tests]
 # Seconds after which a RUNNING test that stopped reporting counts as dead.
 deadtime = 7200
+# Seconds between the server's checks for dead jobs (at least once per heartbeat period of a live
+# `dbtool exec` job, whose test is dead after three missed heartbeats).
+dead_check_interval = 30
 """
 
 

@@ -306,7 +306,7 @@ def _last_line(path: str) -> str:
     return lines[-1] if lines else f"see {path}"
 
 
-def _new_idem() -> str:
+def new_idem() -> str:
     return os.urandom(12).hex()
 
 
@@ -317,10 +317,15 @@ def call(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     trace: bool = False,
+    idem: str | None = None,
 ) -> Reply:
-    """Route one command (SPEC 3) and return its reply; raises a DbtoolError on failure."""
+    """Route one command (SPEC 3) and return its reply; raises a DbtoolError on failure.
+
+    A write carries an idempotency key (``idem``, or a new one), the same on every retry.
+    """
     deadline = time.monotonic() + timeout
-    idem = _new_idem() if cmd.kind == WRITE else None
+    if cmd.kind == WRITE and idem is None:
+        idem = new_idem()
     backoff = 0.05
     while True:
         info = read_server_info(area)
@@ -364,12 +369,12 @@ def _direct(area: Area, cmd: Command, params: dict, trace: bool) -> Reply:
     return run_read(area, cmd, params)
 
 
-def watch(area: Area, run_id: int | None, testpatt: str | None, since: int | None, timeout: float):
+def watch(area: Area, run_id: int | None, testpatt: str | None, since: int | None, timeout: float, follow: bool = True):
     """Yield change events: a replay after ``since`` (when given), then live ones, with no gap.
 
     Starts the server when none runs. A ``resync`` (this watcher fell behind) or a lost server is
     handled by subscribing again from the last event received, so nothing is missed or repeated;
-    the iteration ends when the server stops gracefully.
+    the iteration ends when the server stops gracefully, or (``follow=False``) after the replay.
     """
     last = since
     while True:
@@ -383,8 +388,10 @@ def watch(area: Area, run_id: int | None, testpatt: str | None, since: int | Non
                     last = reply.result["live_from"]
                 for event in conn.events():
                     kind = event.get("event")
-                    if kind == "end":
+                    if kind == "end" or (kind == "live" and not follow):
                         return
+                    if kind == "live":
+                        continue
                     if kind == "resync":
                         last = event.get("from_seq", last)
                         break

@@ -17,7 +17,7 @@ WRITE = "write"  # changes the database: always through the server (auto-started
 SERVER = "server"  # answered by the server itself, never queued and never run without a server
 LOCAL = "local"  # dbtool's own commands that run in the CLI process (init, server start, demo)
 
-PARAM_TYPES = ("str", "int", "float", "bool", "list", "argv")
+PARAM_TYPES = ("str", "int", "float", "bool", "list", "argv", "path")
 
 _MISSING = object()
 
@@ -26,7 +26,8 @@ class Param:
     """One named parameter of a command.
 
     ``type``: ``str``, ``int``, ``float``, ``bool`` (a flag), ``list`` (comma-separated on the
-    command line, a JSON array on the wire) or ``argv`` (everything after ``--``).
+    command line, a JSON array on the wire), ``argv`` (everything after ``--``) or ``path`` (a file
+    name, made absolute on the command line so that the server reads it as the caller meant).
     """
 
     __slots__ = (
@@ -97,6 +98,10 @@ class Param:
                 raise ValueError(f"{self.label} expects a number, got {text!r}") from None
         if self.type == "list":
             return [part.strip() for part in text.split(",") if part.strip()]
+        if self.type == "path":
+            import os
+
+            return os.path.abspath(os.path.expanduser(text)) if text else text
         if self.choices and text not in self.choices:
             raise ValueError(f"{self.label} must be one of {', '.join(self.choices)}; got {text!r}")
         return text
@@ -118,7 +123,7 @@ class Param:
             return float(value)
         if kind == "bool" and isinstance(value, bool):
             return value
-        if kind == "str" and isinstance(value, str):
+        if kind in ("str", "path") and isinstance(value, str):
             if self.choices and value not in self.choices:
                 raise BadRequest(f"parameter {self.name} must be one of {', '.join(self.choices)}; got {value!r}")
             return value
@@ -130,8 +135,9 @@ class Param:
         raise BadRequest(f"parameter {self.name} expects {_WIRE_TYPES[kind]}, got {type(value).__name__}")
 
 
-_METAVARS = {"int": "N", "float": "X", "list": "A,B", "str": "TEXT", "bool": "", "argv": "CMD..."}
+_METAVARS = {"int": "N", "float": "X", "list": "A,B", "str": "TEXT", "bool": "", "argv": "CMD...", "path": "PATH"}
 _WIRE_TYPES = {
+    "path": "a string (a file name)",
     "int": "an integer",
     "float": "a number",
     "bool": "true or false",
@@ -390,6 +396,7 @@ command(
     Param("testpatt", "str", "only events of tests matching this test pattern"),
     Param("since", "int", "first replay the stored events after this sequence number (0 = all)"),
     Param("count", "int", "stop after this many events"),
+    Param("no_follow", "bool", "stop after the replay instead of waiting for new events"),
     wire="watch-stream",
 )
 command(
@@ -411,9 +418,10 @@ command(
     "demo",
     LOCAL,
     "demo:run",
-    "See dbtool work: create a throw-away area, start its server, let several concurrent job "
-    "wrappers report a small run, and print the results.",
-    Param("jobs", "int", "number of concurrent job wrappers", default=6),
+    "See dbtool work: a throw-away area and its server, 22 concurrent `dbtool exec` jobs (some pass, "
+    "some fail, one is killed) whose items roll up, a live watcher reporting each job as it ends, and "
+    "the run's final table. The area is removed afterwards (unless --keep).",
+    Param("jobs", "int", "number of concurrent `dbtool exec` jobs (at most 22)", default=22),
     Param("keep", "bool", "keep the demo area and its server instead of removing them"),
 )
 
@@ -439,6 +447,99 @@ command(
     Param("testpatt", "str", "only events of tests matching this test pattern"),
     Param("since", "int", "replay the stored events after this sequence number first"),
     hidden=True,
+)
+
+# --------------------------------------------------------------------------------------------
+# Jobs that report their own progress (CCP4i's database handler, SPEC 2.2).
+
+command(
+    "exec",
+    LOCAL,
+    "jobexec:run",
+    "Run CMD as the test's job and record it: the test (created when missing) becomes RUNNING with "
+    "host, pid and run directory; CMD's output passes through (and goes to --log); heartbeats keep "
+    "the test alive; at the end it is COMPLETED PASS (exit 0) or FAIL, or KILLED by a signal, rolled "
+    "up into its toplevel and the run. Exits with CMD's exit code (128+N for signal N). A report the "
+    "server cannot take is retried, then spooled in .dbtool/spool/ for the next server: never lost.",
+    RUN_ID,
+    TESTNAME,
+    ITEM_PATH,
+    Param("log", "path", "also write CMD's output to this file (recorded as the test's log)"),
+    Param("heartbeat", "float", "seconds between heartbeats", default=30.0),
+    Param("rundir", "path", "run directory of the test, where CMD runs (default: the current directory)"),
+    Param("step", "str", "record CMD as this step of the test (start/end rows) instead of the test itself"),
+    Param("command", "argv", "the command and its arguments, after --", required=True, metavar="CMD..."),
+)
+JOB_WHERE = (RUN_ID, TESTNAME, ITEM_PATH)
+command(
+    "exec-begin",
+    WRITE,
+    "jobs.exec_begin",
+    "Start of a job (used by `exec`): the test (created when missing) → RUNNING with host, uname, rundir, "
+    "pid, log and heartbeat period; prints the test id.",
+    *JOB_WHERE,
+    Param("host", "str", "host the job runs on", required=True),
+    Param("uname", "str", "the host's system description", default=""),
+    Param("rundir", "str", "run directory", default=""),
+    Param("pid", "int", "process id of the job", required=True),
+    Param("heartbeat", "float", "seconds between heartbeats", default=30.0),
+    Param("log", "str", "the job's log file", default=""),
+    hidden=True,
+)
+command(
+    "exec-heartbeat",
+    WRITE,
+    "jobs.exec_heartbeat",
+    "A job's heartbeat (used by `exec`): liveness, a test_rundat sample, the job's pid once known.",
+    *JOB_WHERE,
+    Param("pid", "int", "process id of the job's command"),
+    Param("heartbeat", "float", "seconds between heartbeats", default=30.0),
+    Param("cpuload", "float", "the host's load average", default=-1.0),
+    Param("diskfree", "int", "free space in the run directory (KiB)", default=-1),
+    Param("run_duration", "int", "seconds since the job started", default=0),
+    hidden=True,
+)
+command(
+    "exec-end",
+    WRITE,
+    "jobs.exec_end",
+    "End of a job (used by `exec`): COMPLETED PASS/FAIL by exit code, or KILLED by a signal; roll-up "
+    "into the toplevel and the run.",
+    *JOB_WHERE,
+    Param("exit_code", "int", "the command's exit code", required=True),
+    Param("signal", "str", "the signal that killed it (e.g. SIGTERM)"),
+    Param("run_duration", "int", "seconds the job ran", default=0),
+    hidden=True,
+)
+command(
+    "exec-step",
+    WRITE,
+    "jobs.exec_step",
+    "A step of a job (used by `exec --step`): a start or end row of the step, creating the test when missing.",
+    *JOB_WHERE,
+    Param("stepname", "str", "name of the step", required=True),
+    Param("state", "str", "start or end", required=True, choices=("start", "end")),
+    Param("status", "str", "step status: - at start, the exit code at the end", default="-"),
+    Param("logfile", "str", "the step's log file", default=""),
+    hidden=True,
+)
+command(
+    "test-add-output-file",
+    WRITE,
+    "outputs.test_add_output_file",
+    "Attach an output file to a test (CCP4i's AddOutputFile); a path inside the area is stored relative "
+    "to it. Attaching the same path again updates its role.",
+    TEST_ID,
+    Param("path", "path", "the file", required=True),
+    Param("role", "str", "what the file is", default="artifact", choices=("log", "artifact")),
+)
+command(
+    "test-get-output-files",
+    READ,
+    "outputs.test_get_output_files",
+    "List a test's output files: records {id, test_id, path, role, created, abs_path}.",
+    TEST_ID,
+    columns=("id", "path", "role", "created"),
 )
 
 # --------------------------------------------------------------------------------------------

@@ -337,6 +337,18 @@ class TestOutput(SQLModel, table=True):
     created: int | None = _now()
 
 
+class Heartbeat(SQLModel, table=True):
+    """Liveness of a test run by ``dbtool exec``: it beats every ``period`` seconds (SPEC 9.8)."""
+
+    __tablename__ = "heartbeats"
+    test_id: int = Field(primary_key=True)
+    host: str | None = _text(None)
+    pid: int | None = _int(None)
+    period: float | None = _real(30)
+    started: int | None = _now()
+    last_beat: int | None = _now()
+
+
 class Idempotency(SQLModel, table=True):
     """Results of acknowledged writes by idempotency key, so a retried write is applied once."""
 
@@ -402,6 +414,7 @@ class Schema:
         self.events = Event.__table__
         self.test_outputs = TestOutput.__table__
         self.idempotency = Idempotency.__table__
+        self.heartbeats = Heartbeat.__table__
 
     def all_tables(self) -> list[Table]:
         return [*SQLModel.metadata.sorted_tables, self.runs]

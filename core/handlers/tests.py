@@ -20,7 +20,7 @@ MAX_MATCH_PATTERN = 256  # characters in a --match regular expression
 EVENT_TIME_RESET_STATES = ("LAUNCHED", "REMOTEHOSTSTART")
 
 
-def _ensure_test(db: Db, run_id: int, testname: str, item_path: str) -> int:
+def ensure_test(db: Db, run_id: int, testname: str, item_path: str) -> int:
     """Insert-or-ignore a test row (NOT_STARTED, n/a) and return its id; emits when it is new."""
     tests = db.t.tests
     row = {
@@ -57,8 +57,8 @@ def register_test(db: Db, *, run_id: int, testname: str, item_path: str = "") ->
     require_run(db, run_id)
     _check_testname(testname)
     if item_path:
-        _ensure_test(db, run_id, testname, "")
-    return _ensure_test(db, run_id, testname, item_path)
+        ensure_test(db, run_id, testname, "")
+    return ensure_test(db, run_id, testname, item_path)
 
 
 def _set_fields(db: Db, test_id: int, values: dict) -> None:
@@ -119,7 +119,7 @@ def roll_up_items(db: Db, run_id: int, testname: str, item_path: str, state: str
         .group_by(tests.state, tests.status)
     ).all()
     top_state, top_status = roll_up(merge_item(groups, state, status), state, status)
-    top_id = _ensure_test(db, run_id, testname, "")
+    top_id = ensure_test(db, run_id, testname, "")
     current = db.conn.execute(select(tests.state, tests.status).where(tests.id == top_id)).one()
     if tuple(current) != (top_state, top_status):
         _set_fields(db, top_id, {"state": top_state, "status": top_status})
@@ -147,7 +147,7 @@ def set_state_status_and_roll_up_items(
 ) -> int:
     require_run(db, run_id)
     _check_testname(testname)
-    test_id = _ensure_test(db, run_id, testname, item_path)
+    test_id = ensure_test(db, run_id, testname, item_path)
     test = require_test(db, test_id)
     apply_state_status(db, test, state, status, comment)
     return test_id
@@ -487,9 +487,13 @@ def _deadtime(db: Db, given: int | None) -> int:
 
 
 def find_dead(db: Db, run_id: int | None, running_deadtime: int, remote_deadtime: int) -> dict[str, list[dict]]:
-    t = db.t.tests.c
+    t, hb = db.t.tests.c, db.t.heartbeats.c
     columns = [t.id, t.run_id, t.testname, t.item_path, t.state, t.status, t.event_time, t.run_duration, t.uname]
-    query = select(*columns).where(t.state.in_(CANDIDATE_STATES))
+    query = (
+        select(*columns, hb.period.label("hb_period"), hb.last_beat.label("hb_last"))
+        .select_from(db.t.tests.outerjoin(db.t.heartbeats, hb.test_id == t.id))
+        .where(t.state.in_(CANDIDATE_STATES))
+    )
     if run_id is not None:
         query = query.where(t.run_id == run_id)
     rows = [dict(r._mapping) for r in db.conn.execute(query.order_by(t.id))]
@@ -518,6 +522,8 @@ def have_incompletes(db: Db, *, run_id: int | None = None, deadtime: int | None 
 
 def mark_incomplete(db: Db, *, run_id: int | None = None, deadtime: int | None = None) -> list[int]:
     """C.8 (working, SPEC 9.5): dead tests → COMPLETED/DEAD with the reason; items roll up."""
+    from .runs import set_state_status_and_roll_up_run
+
     deadtime = _deadtime(db, deadtime)
     found = find_dead(db, run_id, deadtime, deadtime)
     marked = []
@@ -525,6 +531,10 @@ def mark_incomplete(db: Db, *, run_id: int | None = None, deadtime: int | None =
         test = require_test(db, row["id"])
         apply_state_status(db, test, DEAD_STATE, DEAD_STATUS, f"Test failed to complete: {row['reason']}")
         marked.append(row["id"])
+    if marked:
+        db.conn.execute(delete(db.t.heartbeats).where(db.t.heartbeats.c.test_id.in_(marked)))
+        for run in sorted({row["run_id"] for row in found["incompletes"] + found["old_launched"]}):
+            set_state_status_and_roll_up_run(db, run_id=run)
     return marked
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -26,16 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
-from .. import PROTOCOL, __version__
+from .. import PROTOCOL, __version__, spool
 from ..area import Area, ensure_private_dir, load_config, remove_file
 from ..client import describe, ping_info
-from ..commands import READ, SERVER, Command
+from ..commands import READ, SERVER, WRITE, Command, lookup
 from ..db.context import Db
 from ..db.engine import READ as READ_ROLE
 from ..db.engine import WRITE as WRITE_ROLE
-from ..db.engine import checkpoint, journal_mode_for, read_keys, sqlite_engine
+from ..db.engine import checkpoint, create_schema, journal_mode_for, read_keys, sqlite_engine
 from ..db.schema import Event, schema_for
-from ..errors import Busy, Refused
+from ..errors import Busy, DbtoolError, Refused
 from ..handlers import resolve
 from ..protocol import MAX_LINE
 from ..reqlog import LOG_LEVEL_KEPT, RequestLog
@@ -47,6 +48,7 @@ from .writer import Writer
 
 log = logging.getLogger("dbtool.server")
 
+DEAD_CHECK_INTERVAL = 30.0  # default seconds between dead-job checks (tests.dead_check_interval)
 LOCK_WAIT = 15.0  # seconds to wait for the server lock held by a server that is stopping
 READERS = 4
 FLUSH_EVERY = 0.5  # seconds between request-log flushes
@@ -87,6 +89,7 @@ class Server:
         self.reads_pending = 0
         self.read_only = ""
         self._ids = itertools.count(1)
+        self.own_client = {"user": "dbtool-server", "host": socket.gethostname(), "pid": os.getpid()}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -129,11 +132,13 @@ class Server:
             max_size_mb=float(db_cfg.get("max_size_mb") or 0),
             read_only=bool(self.read_only),
         )
-        with self.write_engine.connect() as conn:
+        with self.write_engine.connect() as conn, conn.begin():
             self.keys = read_keys(conn)
+            if not self.keys:
+                raise Refused(f"{self.area.db_path} has no keys; re-create the area with `dbtool init`")
+            if not self.read_only:  # an area made by an older dbtool gets the tables added since
+                create_schema(conn, self.keys, __version__)
             last_seq = conn.execute(select(func.max(Event.__table__.c.seq))).scalar() or 0
-        if not self.keys:
-            raise Refused(f"{self.area.db_path} has no keys; re-create the area with `dbtool init`")
         self.schema = schema_for(self.keys)
         self.read_engine = sqlite_engine(self.area.db_path, READ_ROLE, pool_size=READERS)
         self.hub = EventHub(last_seq, self.limits["watch_queue"])
@@ -154,6 +159,8 @@ class Server:
         self.writer.start()
         self.requests_log = RequestLog(self.area.logs_dir)
         self._stopping = asyncio.Event()
+        if not self.read_only:
+            await self._ingest_spool()
 
         listener = await asyncio.start_server(self._connection, self.bind, self.port, limit=MAX_LINE + 1)
         self.host, self.port = listener.sockets[0].getsockname()[:2]
@@ -165,7 +172,9 @@ class Server:
         )
         if self.read_only:
             log.warning("read-only: %s; writes are refused", self.read_only)
-        chores = [asyncio.create_task(c) for c in (self._idle_watch(), self._flush_log(), self._sweep())]
+        chores = [
+            asyncio.create_task(c) for c in (self._idle_watch(), self._flush_log(), self._sweep(), self._dead_jobs())
+        ]
 
         await self._stopping.wait()
         for chore in chores:
@@ -214,6 +223,56 @@ class Server:
             if idle >= self.idle_timeout and self.writer.depth == 0 and not self.hub.subscribers:
                 self.request_stop(f"idle for {idle:.0f} s")
                 return
+
+    async def _ingest_spool(self) -> None:
+        """Replay the job reports clients spooled while no server could take them (before serving)."""
+        for path in spool.claim(self.area):
+            reports = spool.read(path)
+            for report in reports:
+                cmd = lookup(report["cmd"])
+                try:
+                    if cmd is None or cmd.kind != WRITE:
+                        raise Refused(f"{report['cmd']!r} is not a write")
+                    params = cmd.bind_wire(report.get("params"))
+                    client = report.get("client") if isinstance(report.get("client"), dict) else {}
+                    ctx = RequestContext(self.request_id(), cmd.api, params, client)
+                    ctx.note("info", "spool", f"spooled at {report.get('time')} by {self.client_label(client)}")
+                    result = await self.writer.submit(cmd, params, ctx, report.get("idem"))
+                    self.finished(ctx, {"ok": True, "result": result})
+                except DbtoolError as err:
+                    log.warning("spooled %s refused: %s", report.get("cmd"), err.message)
+                    spool.reject(self.area, report, err.message)
+            remove_file(path)
+            log.info("ingested %d spooled report(s) from %s", len(reports), os.path.basename(path))
+
+    async def _dead_jobs(self) -> None:
+        """Mark dead jobs COMPLETED/DEAD (C.8, SPEC 9.8) as they die, at least once per heartbeat period."""
+        from ..handlers.jobs import dead_job_scan
+
+        configured = float(self.config["tests"].get("dead_check_interval", DEAD_CHECK_INTERVAL))
+        interval = configured
+        while True:
+            await asyncio.sleep(interval)
+            if self.read_only or self._stopping.is_set():
+                continue
+            ctx = RequestContext(self.request_id(), "dead-job-scan", {}, self.own_client)
+            scan = await self.loop.run_in_executor(self.readers, run_with, ctx, self._read_with, dead_job_scan, ctx)
+            shortest = scan["shortest_heartbeat"]
+            interval = max(0.5, min(configured, shortest or configured))
+            if scan["dead"]:
+                ctx = RequestContext(self.request_id(), "mark-incomplete", {}, self.own_client)
+                cmd = lookup("mark-incomplete")
+                params = cmd.bind_wire({})
+                try:
+                    marked = await self.writer.submit(cmd, params, ctx, None)
+                    log.info("marked %d dead test(s): %s", len(marked), marked)
+                    self.finished(ctx, {"ok": True})
+                except DbtoolError as err:
+                    log.warning("marking dead tests failed: %s", err.message)
+
+    def _read_with(self, fn, ctx: RequestContext):
+        with self.read_engine.connect() as conn, conn.begin():
+            return fn(Db(conn, self.schema, ctx, self.config))
 
     async def _flush_log(self) -> None:
         while True:
@@ -384,6 +443,7 @@ class Server:
             "requests": self.stats.requests,
             "connections": len(self.sessions),
             "subscribers": len(self.hub.subscribers),
+            "last_event_seq": self.hub.last_seq,
             "writes_committed": self.writer.committed,
             "commit_groups": self.writer.groups,
             "idle_timeout": self.idle_timeout,

@@ -207,6 +207,7 @@ class Session:
                     if sub.wants(event):
                         await self.reply(event)
                 after = rows[-1]["seq"]
+            await self.reply({"event": "live", "seq": upto})  # the replay is complete
             while True:
                 while sub.queue:
                     event = sub.queue.popleft()

@@ -1,0 +1,246 @@
+"""``dbtool exec``: run a job's command and make the database tell the truth about it.
+
+Before: the test (created when missing) becomes RUNNING with host, uname, run directory, pid, log.
+During: CMD runs in the run directory in its own process group, its output passes through (and is
+copied to ``--log``), the signals a batch system sends (INT, TERM, HUP, QUIT, USR1, USR2) are
+forwarded to it, and a heartbeat every ``--heartbeat`` seconds keeps the test alive with a sample
+of load, free disk and duration. After: COMPLETED PASS (exit 0) or FAIL, or KILLED by a signal,
+rolled up into the toplevel and the run; exec exits with CMD's code (128+N for signal N).
+
+Bookkeeping never changes the job's outcome: a report the server cannot take is retried (same
+idempotency key), then spooled for the next server; heartbeats that fail are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from dbtool.core import spool
+from dbtool.core.area import Area, find_area
+from dbtool.core.client import call, client_identity, new_idem
+from dbtool.core.commands import COMMANDS
+from dbtool.core.errors import Busy, DbtoolError, Refused, Unauthorized, Unavailable, UsageError, VersionMismatch
+
+from .binder import GlobalOptions
+from .main import default_timeout
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+UNREACHABLE = (Unavailable, Busy, VersionMismatch, Unauthorized)  # no usable server: spool the report
+
+
+def warn(message: str) -> None:
+    print(f"dbtool exec: {message}", file=sys.stderr, flush=True)
+
+
+class Reporter:
+    """Sends a job's reports; what cannot be delivered in time is spooled, never lost."""
+
+    def __init__(self, area: Area, timeout: float) -> None:
+        self.area = area
+        self.timeout = timeout
+
+    def final(self, name: str, params: dict) -> None:
+        """A report after the job ran: a refusal is told, but never changes the job's exit code."""
+        try:
+            self.report(name, params)
+        except Refused as err:
+            warn(f"the server refused the {name} report: {err.message}")
+
+    def report(self, name: str, params: dict) -> object:
+        """Deliver a report (raising Refused when the server refuses it); None when spooled."""
+        cmd = COMMANDS[name]
+        idem = new_idem()
+        try:
+            return call(self.area, cmd, params, timeout=self.timeout, idem=idem).result
+        except Refused:
+            raise
+        except UNREACHABLE as err:
+            path = spool.append(self.area, cmd.api, params, idem, client_identity())
+            warn(f"{err.message}; the {name} report waits in {path} for the next server")
+            return None
+
+    def try_report(self, name: str, params: dict, timeout: float) -> None:
+        """A report that may be lost (a heartbeat): one short attempt, failures ignored."""
+        try:
+            call(self.area, COMMANDS[name], params, timeout=timeout)
+        except DbtoolError:
+            pass
+
+
+def run(
+    opts: GlobalOptions,
+    *,
+    run_id: int,
+    testname: str,
+    item_path: str = "",
+    log: str | None = None,
+    heartbeat: float = 30.0,
+    rundir: str | None = None,
+    step: str | None = None,
+    command: list[str] | None = None,
+) -> int:
+    if not command:
+        raise UsageError("give the command to run after --, e.g. dbtool exec --run-id 1 --testname t -- make test")
+    if heartbeat <= 0:
+        raise UsageError("--heartbeat must be a positive number of seconds")
+    rundir = rundir or os.getcwd()
+    if not os.path.isdir(rundir):
+        raise UsageError(f"--rundir {rundir} is not a directory")
+    area = find_area(opts.area)
+    reporter = Reporter(area, default_timeout(opts))
+    where = {"run_id": run_id, "testname": testname, "item_path": item_path}
+    if step:
+        return _run_step(reporter, where, step, log, rundir, command)
+    started = time.time()
+    reporter.report(
+        "exec-begin",
+        {
+            **where,
+            "host": socket.gethostname(),
+            "uname": " ".join(os.uname()[:3]),
+            "rundir": rundir,
+            "pid": os.getpid(),
+            "heartbeat": heartbeat,
+            "log": log or "",
+        },
+    )
+    job = Job(command, rundir, log)
+    beats = Heartbeats(reporter, where, job, heartbeat, started, rundir)
+    beats.start()
+    try:
+        code = job.wait()
+    finally:
+        beats.stop()
+    reporter.final(
+        "exec-end",
+        {**where, "exit_code": code, "signal": job.signal_name, "run_duration": int(time.time() - started)},
+    )
+    return code
+
+
+def _run_step(reporter: Reporter, where: dict, step: str, log: str | None, rundir: str, command: list[str]) -> int:
+    common = {**where, "stepname": step, "logfile": log or ""}
+    reporter.report("exec-step", {**common, "state": "start", "status": "-"})
+    job = Job(command, rundir, log)
+    code = job.wait()
+    reporter.final("exec-step", {**common, "state": "end", "status": job.signal_name or str(code)})
+    return code
+
+
+class Job:
+    """CMD in its own process group, its output passed through and copied to the log file."""
+
+    def __init__(self, command: list[str], rundir: str, log: str | None) -> None:
+        self.signal_name: str | None = None
+        self.log = open(log, "wb") if log else None  # noqa: SIM115 - closed in wait()
+        pipe = subprocess.PIPE if self.log else None
+        try:
+            self.proc = subprocess.Popen(command, cwd=rundir, stdout=pipe, stderr=pipe, process_group=0)
+        except OSError as err:
+            if self.log:
+                self.log.close()
+            raise UsageError(f"cannot run {command[0]}: {err.strerror}") from None
+        self.previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
+        self.lock = threading.Lock()
+        self.copiers = []
+        if self.log:
+            for stream, sink in ((self.proc.stdout, sys.stdout.buffer), (self.proc.stderr, sys.stderr.buffer)):
+                copier = threading.Thread(target=self._copy, args=(stream, sink), daemon=True)
+                copier.start()
+                self.copiers.append(copier)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        try:
+            os.kill(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def _copy(self, stream, sink) -> None:
+        fd = stream.fileno()
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            with self.lock:
+                self.log.write(data)
+                self.log.flush()
+            try:
+                sink.write(data)
+                sink.flush()
+            except (OSError, ValueError):
+                pass  # our own output is gone (closed pipe): the log still gets everything
+
+    def wait(self) -> int:
+        """CMD's exit code (128+N when signal N killed it)."""
+        try:
+            while True:
+                try:
+                    code = self.proc.wait()
+                    break
+                except InterruptedError:
+                    continue
+            for copier in self.copiers:
+                copier.join()
+        finally:
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
+            if self.log:
+                self.log.close()
+        if code < 0:
+            self.signal_name = signal.Signals(-code).name
+            return 128 - code
+        return code
+
+
+class Heartbeats(threading.Thread):
+    """Beats every ``period`` seconds (the first one at once, with the command's pid)."""
+
+    def __init__(self, reporter: Reporter, where: dict, job: Job, period: float, started: float, rundir: str):
+        super().__init__(name="dbtool-heartbeat", daemon=True)
+        self.reporter = reporter
+        self.where = where
+        self.job = job
+        self.period = period
+        self.started = started
+        self.rundir = rundir
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        first = True
+        while not self.stopped.is_set():
+            params = {**self.where, "heartbeat": self.period, "cpuload": _load(), "diskfree": _free_kib(self.rundir)}
+            params["run_duration"] = int(time.time() - self.started)
+            if first:
+                params["pid"] = self.job.pid
+            self.reporter.try_report("exec-heartbeat", params, timeout=max(1.0, min(self.period, 10.0)))
+            first = False
+            self.stopped.wait(self.period)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=15)
+
+
+def _load() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return -1.0
+
+
+def _free_kib(path: str) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return -1
+    return st.f_bavail * st.f_frsize // 1024

@@ -1,0 +1,308 @@
+"""`dbtool exec`, heartbeats, dead-job detection, spooled reports, output files, and the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import dbtool_argv
+from dbtool.core.errors import Refused
+
+PY = sys.executable
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def query(area, sql: str, *args) -> list[tuple]:
+    con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def run(area):
+    area.set_config("tests", "dead_check_interval", "1")
+    area.ok("register-run", "--target", "v1/linux", "--runname", "r")
+    return area
+
+
+def exec_(area, *args: str, cmd: list[str], **kw):
+    return area.run("exec", "--run-id", "1", *args, "--", *cmd, **kw)
+
+
+def info(area, testname: str, item: str = "") -> dict:
+    test_id = area.ok("get-test-id", "--run-id", "1", "--testname", testname, "--item-path", item).out.strip()
+    return area.ok("get-test-info-by-id", "--test-id", test_id, "--json").json
+
+
+def test_pass_fail_killed_and_exit_codes_pass_through(run, tmp_path):
+    ok = exec_(
+        run,
+        "--testname",
+        "unit",
+        "--item-path",
+        "a",
+        cmd=[PY, "-c", "print('out'); import sys; print('err', file=sys.stderr)"],
+    )
+    assert ok.code == 0 and ok.out == "out\n" and ok.err == "err\n"
+    failed = exec_(run, "--testname", "unit", "--item-path", "b", cmd=[PY, "-c", "raise SystemExit(3)"])
+    assert failed.code == 3
+    a, b, top = info(run, "unit", "a"), info(run, "unit", "b"), info(run, "unit")
+    assert (a["state"], a["status"], a["comment"]) == ("COMPLETED", "PASS", "")
+    assert (b["state"], b["status"], b["comment"]) == ("COMPLETED", "FAIL", "exit code 3")
+    assert (top["state"], top["status"]) == ("COMPLETED", "FAIL")  # rolled up
+    assert a["host"] == os.uname().nodename and a["rundir"] == str(Path.cwd())
+    assert run.ok("get-run-state-status", "--run-id", "1", "--json").json == {"state": "COMPLETED", "status": "FAIL"}
+    proc = run.popen("exec", "--run-id", "1", "--testname", "long", "--", PY, "-c", "import time; time.sleep(60)")
+    assert wait_for(lambda: run.run("get-test-id", "--run-id", "1", "--testname", "long").code == 0)
+    assert wait_for(lambda: info(run, "long")["attemptnum"] != 0)  # the command's pid arrived
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)  # forwarded to the command
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    proc.stdout.close()
+    proc.stderr.close()
+    killed = info(run, "long")
+    assert (killed["state"], killed["status"], killed["comment"]) == ("KILLED", "KILLED", "killed by SIGTERM")
+
+
+def test_log_rundir_heartbeats_and_process_registration(run, tmp_path):
+    rundir = tmp_path / "rd"
+    rundir.mkdir()
+    script = (
+        "import os, sys, time; sys.stdout.write(os.getcwd() + '\\n'); sys.stdout.flush(); "
+        "sys.stderr.write('e\\n'); sys.stderr.flush(); time.sleep(1.5)"
+    )
+    proc = run.popen(
+        "exec",
+        "--run-id",
+        "1",
+        "--testname",
+        "t",
+        "--heartbeat",
+        "0.3",
+        "--rundir",
+        str(rundir),
+        "--log",
+        "job.log",
+        "--",
+        PY,
+        "-c",
+        script,
+        cwd=tmp_path,
+    )
+    assert wait_for(lambda: query(run, "select count(*) from heartbeats") == [(1,)])
+    running = info(run, "t")
+    assert running["state"] == "RUNNING" and running["rundir"] == str(rundir)
+    assert running["final_logf"] == str(tmp_path / "job.log")
+    assert proc.wait(timeout=60) == 0
+    out = proc.stdout.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert out == f"{rundir}\n"  # the command ran in its run directory; its output passed through
+    assert sorted((tmp_path / "job.log").read_text().splitlines()) == sorted([str(rundir), "e"])
+    samples = query(run, "select cpuload, diskfree, run_duration from test_rundat")
+    assert len(samples) >= 3 and all(s[1] > 0 for s in samples) and samples[-1][2] >= 1
+    assert query(run, "select count(*) from heartbeats") == [(0,)]  # ended: no longer expected to beat
+    assert query(run, "select purpose, status, reason from processes") == [("exec", "done", "exit code 0")]
+    done = info(run, "t")
+    assert done["run_duration"] >= 1 and done["attemptnum"] > 0
+    outputs = run.ok("test-get-output-files", "--test-id", str(done["id"]), "--json").json
+    assert [(o["path"], o["role"]) for o in outputs] == [(str(tmp_path / "job.log"), "log")]
+
+
+def test_kill_9_of_wrapper_and_command_shows_dead_within_three_heartbeats(run):
+    proc = run.popen(
+        "exec",
+        "--run-id",
+        "1",
+        "--testname",
+        "victim",
+        "--heartbeat",
+        "0.5",
+        "--",
+        PY,
+        "-c",
+        "import time; time.sleep(120)",
+    )
+    assert wait_for(lambda: run.run("get-test-id", "--run-id", "1", "--testname", "victim").code == 0)
+    assert wait_for(lambda: info(run, "victim")["attemptnum"] != 0)
+    child = info(run, "victim")["attemptnum"]
+    os.kill(child, signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+    killed_at = time.monotonic()
+    assert wait_for(lambda: info(run, "victim")["status"] == "DEAD", 30)
+    took = time.monotonic() - killed_at
+    dead = info(run, "victim")
+    assert (
+        dead["state"] == "COMPLETED"
+        and "no heartbeat for" in dead["comment"]
+        and "3 periods of 0.5 s" in dead["comment"]
+    )
+    print(f"\nkill -9 → DEAD after {took:.1f} s (heartbeat 0.5 s)")
+    events = run.ok("watch", "--since", "0", "--no-follow", "--json").json_lines
+    assert any(e["event"] == "mark-incomplete" and e["status"] == "DEAD" for e in events)
+
+
+def test_server_killed_mid_job_the_final_status_still_lands(run):
+    proc = run.popen(
+        "exec",
+        "--run-id",
+        "1",
+        "--testname",
+        "survivor",
+        "--heartbeat",
+        "0.5",
+        "--",
+        PY,
+        "-c",
+        "import time; time.sleep(2)",
+    )
+    assert wait_for(lambda: run.run("get-test-id", "--run-id", "1", "--testname", "survivor").code == 0)
+    first = run.server_info["pid"]
+    os.kill(first, signal.SIGKILL)
+    assert proc.wait(timeout=120) == 0
+    proc.stdout.close()
+    proc.stderr.close()
+    assert run.server_info["pid"] != first  # the report started a new server and landed
+    final = info(run, "survivor")
+    assert (final["state"], final["status"]) == ("COMPLETED", "PASS")
+
+
+HOLD_LOCK = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1]); lock.acquire(); print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_unreachable_server_spools_reports_and_the_next_server_ingests_them(run, tmp_path):
+    run.ok("server", "stop")
+    assert run.wait_no_server()
+    holder = subprocess.Popen(
+        [PY, "-c", HOLD_LOCK, str(run.dir / "server.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"  # no server can start now
+    try:
+        marker = tmp_path / "ran"
+        job = exec_(
+            run,
+            "--testname",
+            "offline",
+            "--timeout",
+            "2",
+            cmd=[PY, "-c", f"open({str(marker)!r}, 'w'); raise SystemExit(7)"],
+        )
+        assert job.code == 7 and marker.exists()  # the job ran, and its exit code is its own
+        assert job.err.count("waits in") == 2 and "spool" in job.err
+        assert len(list((run.dir / "spool").glob("*.jsonl"))) == 1
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    final = info(run, "offline")  # the first command starts a server, which ingests the spool
+    assert (final["state"], final["status"], final["comment"]) == ("COMPLETED", "FAIL", "exit code 7")
+    assert list((run.dir / "spool").glob("*.jsonl*")) == []
+    assert "ingested 2 spooled report(s)" in (run.dir / "logs" / "server.log").read_text()
+
+
+def test_step_mode_records_start_and_end(run):
+    run.ok("register-test", "--run-id", "1", "--testname", "t")
+    assert exec_(run, "--testname", "t", "--step", "build", cmd=[PY, "-c", "raise SystemExit(2)"]).code == 2
+    assert exec_(run, "--testname", "t", "--step", "test", cmd=[PY, "-c", "pass"]).code == 0
+    test_id = str(info(run, "t")["id"])
+    steps = run.ok("get-steps-for-test", "--test-id", test_id, "--json").json
+    assert [(s["stepname"], s["state"], s["status"]) for s in steps] == [
+        ("build", "start", "-"),
+        ("build", "end", "2"),
+        ("test", "start", "-"),
+        ("test", "end", "0"),
+    ]
+    assert info(run, "t")["state"] == "NOT_STARTED"  # a step does not change its test
+
+
+def test_exec_refusals_and_usage(run, tmp_path):
+    marker = tmp_path / "ran"
+    refused = run.run("exec", "--run-id", "99", "--testname", "t", "--", PY, "-c", f"open({str(marker)!r}, 'w')")
+    assert refused.code == 4 and "no run with id 99" in refused.err and not marker.exists()
+    assert run.run("exec", "--run-id", "1", "--testname", "t").code == 2
+    missing = run.run("exec", "--run-id", "1", "--testname", "t", "--", "/no/such/program")
+    assert missing.code == 2 and "cannot run /no/such/program" in missing.err
+    assert run.run("exec", "--run-id", "1", "--testname", "t", "--heartbeat", "0", "--", "true").code == 2
+
+
+def test_output_files(run, tmp_path):
+    test_id = run.ok("register-test", "--run-id", "1", "--testname", "t").out.strip()
+    inside = run.root / "results" / "report.html"
+    inside.parent.mkdir()
+    inside.write_text("x")
+    # a relative path is relative to where the caller stands; stored relative to the area when inside it
+    for cwd, path, role in ((run.root, "results/report.html", "artifact"), (inside.parent, "report.html", "log")):
+        argv = dbtool_argv("--area", str(run.root), "test-add-output-file", "--test-id", test_id, "--path", path)
+        subprocess.run([*argv, "--role", role], cwd=cwd, check=True, timeout=60)
+    run.ok("test-add-output-file", "--test-id", test_id, "--path", str(tmp_path / "outside.txt"))
+    files = run.ok("test-get-output-files", "--test-id", test_id, "--json").json
+    assert [(f["path"], f["role"]) for f in files] == [
+        ("results/report.html", "log"),  # the same file again: its role updated
+        (str(tmp_path / "outside.txt"), "artifact"),
+    ]
+    assert files[0]["abs_path"] == str(inside)
+    bad = run.run("test-add-output-file", "--test-id", "999", "--path", "x")
+    assert bad.code == 4 and "no test with id 999" in bad.err
+    assert run.run("test-add-output-file", "--test-id", test_id, "--path", "x", "--role", "other").code == 2
+    events = run.ok("watch", "--since", "0", "--no-follow", "--json").json_lines
+    assert [e["data"]["output"] for e in events if e["event"] == "test-add-output-file"] == [
+        "results/report.html",
+        "results/report.html",
+        str(tmp_path / "outside.txt"),
+    ]
+
+
+def test_heartbeat_rule_on_demand_and_revival(hdb):
+    run_id = hdb("register-run", target="v1/linux", runname="r")
+    test_id = hdb("exec-begin", run_id=run_id, testname="t", host="h", pid=1, heartbeat=10)
+    assert hdb("have-incompletes", run_id=run_id) is False
+    hdb.sql("update heartbeats set last_beat = last_beat - 31 where test_id = ?", test_id)
+    found = hdb("get-toplevels-and-incompletes", run_id=run_id)
+    assert [r["id"] for r in found["incompletes"]] == [test_id]
+    assert "no heartbeat for" in found["incompletes"][0]["reason"]
+    assert hdb("have-incompletes", run_id=run_id) is True
+    assert hdb("mark-incomplete", run_id=run_id) == [test_id]
+    assert hdb("get-test-state-status-by-id", test_id=test_id) == {"state": "COMPLETED", "status": "DEAD"}
+    assert hdb("get-run-state-status", run_id=run_id)["status"] == "DEAD"  # the run rolled up too
+    hdb("exec-heartbeat", run_id=run_id, testname="t", run_duration=40)  # it was alive after all
+    info = hdb("get-test-info-by-id", test_id=test_id)
+    assert (info["state"], info["status"], info["run_duration"]) == ("RUNNING", "n/a", 40)
+    assert "resumed" in info["comment"]
+    with pytest.raises(Refused, match="exec-begin first"):
+        hdb("exec-heartbeat", run_id=run_id, testname="never-began")
+
+
+def test_demo_runs_and_cleans_up(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(dbtool_argv("demo"), capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "22 jobs start under `dbtool exec`" in out
+    assert " KILLED KILLED " in out and " COMPLETED FAIL " in out and " COMPLETED PASS " in out
+    assert "the run (toplevels roll up their items)" in out and "rolled up: KILLED FAIL" in out
+    assert out.count("COMPLETED PASS") >= 15
+    assert list(tmp_path.iterdir()) == []  # the area is gone
