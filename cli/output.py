@@ -6,8 +6,9 @@ per line, a scalar bare, and None (a write with nothing to say) not at all.
 
 from __future__ import annotations
 
-import json
 import time
+
+from dbtool.core import wirejson
 
 FORMATS = ("table", "json", "csv", "tsv")
 
@@ -36,7 +37,7 @@ def render(result: object, fmt: str = "table", columns: tuple[str, ...] = ()) ->
     if result is None:
         return ""
     if fmt == "json":
-        return json.dumps(result, ensure_ascii=False) + "\n"
+        return wirejson.dumps(result, spaced=True) + "\n"
     if fmt in ("csv", "tsv"):
         return _delimited(result, "," if fmt == "csv" else "\t")
     return _table(result, columns)
@@ -50,7 +51,7 @@ def scalar_text(value: object) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return repr(value)
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
+        return wirejson.dumps(value, spaced=True)
     return str(value)
 
 

@@ -7,12 +7,10 @@ in the server and in ``init``.
 from __future__ import annotations
 
 import os
-import re
 
 from .errors import Refused
 
 DOT_DIR = ".dbtool"
-_KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Columns of the runs table that a key may not shadow (reference A.1, plus our own columns).
 RESERVED_KEY_NAMES = frozenset(
@@ -168,11 +166,13 @@ dead_check_interval = 30
 
 def validate_keys(keys: list[str]) -> list[str]:
     """Check key names: identifiers, unique, not a reserved runs column (reference A.1)."""
+    import re
+
     if not keys:
         raise Refused("an area needs at least one key, e.g. --keys RELEASE,PLATFORM")
     seen: set[str] = set()
     for key in keys:
-        if not _KEY_NAME.match(key):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise Refused(f"key {key!r} is not a valid name: use letters, digits and '_', not starting with a digit")
         if key.lower() in RESERVED_KEY_NAMES:
             raise Refused(f"key {key!r} clashes with a column of the runs table; choose another name")

@@ -14,18 +14,16 @@ a server must be started, SQLAlchemy only in the direct fallback).
 
 from __future__ import annotations
 
-import json
+import _socket  # the C module: ``socket`` costs ~9 ms per process to import (enum classes)
 import os
-import random
-import socket
 import sys
 import time
 
-from . import PROTOCOL, __version__
+from . import PROTOCOL, __version__, wirejson
 from .area import Area, remove_file
 from .commands import READ, SERVER, WRITE, Command
-from .errors import Busy, DbtoolError, Unavailable, VersionMismatch, from_wire
-from .protocol import MAX_LINE, encode, sign
+from .errors import Busy, DbtoolError, Internal, Unavailable, VersionMismatch, from_wire
+from .protocol import MAX_LINE, encode, sign, unpack_records
 
 DEFAULT_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 5.0
@@ -49,7 +47,7 @@ def read_server_info(area: Area) -> dict | None:
     """The contents of server.json, or None when there is none (it is written atomically)."""
     try:
         with open(area.server_json, "rb") as f:
-            info = json.loads(f.read())
+            info = wirejson.loads(f.read())
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) and "port" in info and "key" in info else None
@@ -69,7 +67,7 @@ def _user() -> str:
 
 
 def client_identity() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "user": _user(), "argv0": os.path.basename(sys.argv[0])}
+    return {"host": _socket.gethostname(), "pid": os.getpid(), "user": _user(), "argv0": os.path.basename(sys.argv[0])}
 
 
 class Connection:
@@ -77,12 +75,8 @@ class Connection:
 
     def __init__(self, info: dict, timeout: float = CONNECT_TIMEOUT) -> None:
         self.info = info
-        try:
-            self.sock = socket.create_connection((info["host"], info["port"]), timeout=timeout)
-        except OSError as err:
-            raise Unreachable(str(err)) from None
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.rfile = self.sock.makefile("rb")
+        self.sock = _connect(info["host"], info["port"], timeout)
+        self._buf = bytearray()
         self._ids = 0
         hello = self._read_line()
         if not isinstance(hello, dict) or hello.get("hello") != "dbtool":
@@ -99,15 +93,33 @@ class Connection:
             {"auth": sign(info["key"], hello["nonce"]), "protocol": PROTOCOL, "client": client_identity()}
         )
 
+    def _next_line(self) -> bytes:
+        """The next line from the server (b"" when it closed the connection); OSError on failure."""
+        buf = self._buf
+        scanned = 0
+        while True:
+            end = buf.find(b"\n", scanned)
+            if end >= 0:
+                line = bytes(buf[: end + 1])
+                del buf[: end + 1]
+                return line
+            if len(buf) > MAX_LINE:
+                raise Unreachable("the server sent an over-long line")
+            scanned = len(buf)
+            chunk = self.sock.recv(262144)
+            if not chunk:
+                return b""
+            buf += chunk
+
     def _read_line(self) -> object:
         try:
-            line = self.rfile.readline(MAX_LINE + 1)
+            line = self._next_line()
         except OSError as err:
             raise Unreachable(f"connection lost: {err}") from None
         if not line:
             raise Unreachable("the server closed the connection")
         try:
-            return json.loads(line)
+            return wirejson.loads(line)
         except ValueError:
             raise Unreachable("the server sent a malformed line") from None
 
@@ -116,7 +128,7 @@ class Connection:
     ) -> dict:
         """Send one request and return the raw response object."""
         self._ids += 1
-        msg: dict = {"id": self._ids, "cmd": cmd, "params": params}
+        msg: dict = {"id": self._ids, "cmd": cmd, "params": params, "pack": True}
         if trace:
             msg["trace"] = True
         if idem:
@@ -139,13 +151,13 @@ class Connection:
         self.sock.settimeout(None)
         while True:
             try:
-                line = self.rfile.readline(MAX_LINE + 1)
-            except OSError:
+                line = self._next_line()
+            except (OSError, Unreachable):
                 return
             if not line:
                 return
             try:
-                event = json.loads(line)
+                event = wirejson.loads(line)
             except ValueError:
                 continue
             if isinstance(event, dict):
@@ -157,7 +169,6 @@ class Connection:
 
     def close(self) -> None:
         try:
-            self.rfile.close()
             self.sock.close()
         except OSError:
             pass
@@ -169,9 +180,38 @@ class Connection:
         self.close()
 
 
+def _connect(host: str, port: int, timeout: float) -> _socket.socket:
+    """A TCP connection with TCP_NODELAY, trying each address of ``host`` in turn.
+
+    On ``_socket`` rather than ``socket`` (whose import costs more than the whole request);
+    the host goes to getaddrinfo as bytes, since a str loads the IDNA codec on every call.
+    """
+    name = host.encode("ascii") if host.isascii() else host.encode("idna")
+    try:
+        addresses = _socket.getaddrinfo(name, port, _socket.AF_UNSPEC, _socket.SOCK_STREAM)
+    except OSError as err:
+        raise Unreachable(f"cannot resolve {host}: {err}") from None
+    failure: OSError | None = None
+    for family, kind, proto, _canon, address in addresses:
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            return sock
+        except OSError as err:
+            sock.close()
+            failure = err
+    raise Unreachable(str(failure or f"no address for {host}"))
+
+
 def unwrap(response: dict) -> Reply:
     if response.get("ok"):
-        return Reply(response.get("result"), response.get("log"), response.get("request_id"))
+        try:
+            result = unpack_records(response)
+        except ValueError as err:
+            raise Internal(f"the server sent a malformed response: {err}") from None
+        return Reply(result, response.get("log"), response.get("request_id"))
     err = response.get("error") if isinstance(response.get("error"), dict) else {"message": str(response)}
     exc = from_wire(err)
     exc.extra["request_id"] = response.get("request_id")
@@ -339,6 +379,8 @@ def call(
             except Busy as err:
                 if time.monotonic() >= deadline:
                     raise Busy(f"the server stayed busy for {timeout:g} s: {err.message}") from None
+                import random  # (only when backing off: the happy path does without it)
+
                 wait = float(err.extra.get("retry_after") or backoff)
                 time.sleep(min(max(0.0, deadline - time.monotonic()), wait * random.uniform(0.5, 1.5)))
                 backoff = min(backoff * 2, 2.0)

@@ -161,12 +161,16 @@ class Command:
     * ``driver`` — ``"module:function"`` in ``dbtool.cli`` that runs client-side around the
       request(s) (e.g. reading a file and sending it in chunks);
     * ``wire`` — for a local command, the server command its name runs when it arrives over the
-      protocol (``kill-server`` → ``server-stop``).
+      protocol (``kill-server`` → ``server-stop``);
+    * ``bulk`` — a write whose work grows with the data (many rows): the server runs it off the
+      event loop, in a transaction of its own.
     """
 
     __slots__ = (
+        "_known",
         "aliases",
         "api",
+        "bulk",
         "columns",
         "dead",
         "driver",
@@ -194,6 +198,7 @@ class Command:
         dead: str = "",
         driver: str = "",
         wire: str = "",
+        bulk: bool = False,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -207,6 +212,8 @@ class Command:
         self.dead = dead
         self.driver = driver
         self.wire = wire
+        self.bulk = bulk
+        self._known: dict[str, Param] | None = None  # the wire parameters by name (built on first use)
 
     @property
     def summary(self) -> str:
@@ -230,15 +237,18 @@ class Command:
             params = {}
         if not isinstance(params, dict):
             raise BadRequest(f"{self.api}: params must be a JSON object")
-        known = {p.name: p for p in self.wire_params}
+        known = self._known
+        if known is None:
+            known = self._known = {p.name: p for p in self.wire_params}
         bound: dict = {}
         for key, value in params.items():
-            name = key.replace("-", "_") if isinstance(key, str) else key
-            p = known.get(name)
+            p = known.get(key)
             if p is None:
-                raise BadRequest(f"{self.api}: unknown parameter {key!r}; it takes {_names(self.wire_params)}")
-            bound[name] = p.check_wire(value)
-        for p in self.wire_params:
+                p = known.get(key.replace("-", "_")) if isinstance(key, str) else None
+                if p is None:
+                    raise BadRequest(f"{self.api}: unknown parameter {key!r}; it takes {_names(self.wire_params)}")
+            bound[p.name] = p.check_wire(value)
+        for p in known.values():
             if bound.get(p.name) is None:
                 if p.required:
                     raise BadRequest(f"{self.api}: missing required parameter {p.name} ({p.label})")
@@ -576,6 +586,7 @@ command(
     Param("stmt", "str", "the statement name", required=True, positional=True, metavar="STMT"),
     Param("args", "argv", "the statement's arguments, in the order of reference D.9", metavar="ARG..."),
     RUN_ID.with_(required=False, help="id of the run (used by statements that take one)"),
+    bulk=True,
 )
 command(
     "sdb-qry",
@@ -594,6 +605,7 @@ command(
     "area this is what syncing the cache to the persistent database means.",
     ANY_RUN_ID.with_(help=f"id of the run ({IGNORED})"),
     api="sync-cachedb->db",
+    bulk=True,
 )
 command(
     "create-all-triggers",
@@ -601,6 +613,7 @@ command(
     "misc.create_all_triggers",
     "Create (again) the triggers that refresh last_update on every update of runs, run_stats, tests, "
     "test_steps and test_data.",
+    bulk=True,
 )
 command(
     "drop-all-triggers",
@@ -608,6 +621,7 @@ command(
     "misc.drop_all_triggers",
     "Drop the last_update triggers (for a bulk load that must not touch last_update; restore them "
     "with create-all-triggers).",
+    bulk=True,
 )
 command(
     "update-tesdata-on-repilcate-db",
@@ -617,6 +631,7 @@ command(
     "OLD to start with NEW; prints how many tests changed. (The name keeps Megatest's spelling.)",
     Param("old_linktree", "str", "the old prefix, e.g. /old/links", required=True),
     Param("new_linktree", "str", "the new prefix, e.g. /new/links", required=True),
+    bulk=True,
 )
 command(
     "get-latest-host-load",
@@ -680,6 +695,7 @@ command(
     "any columns of the runs table except id; prints the new id. A run with the same name and key "
     "values is refused.",
     RECORD,
+    bulk=True,
 )
 command(
     "get-runs",
@@ -859,6 +875,7 @@ command(
         "(default: everything in one transaction)",
     ),
     driver="drivers:delete_run",
+    bulk=True,
 )
 command(
     "lock-unlock-run",
@@ -879,6 +896,7 @@ command(
     "run's tests (get-raw-run-stats).",
     RUN_ID,
     Param("stat", "str", "one count as STATE,STATUS,COUNT (repeatable)", multiple=True),
+    bulk=True,
 )
 command(
     "get-run-stats",
@@ -984,6 +1002,7 @@ command(
     Param("curr_status", "str", "only rows with this status (default: any)"),
     Param("new_state", "str", "the new state (default: the current state, else NOT_STARTED)"),
     Param("new_status", "str", "the new status (default: the current status, else UNKNOWN)"),
+    bulk=True,
 )
 command(
     "top-test-set-per-pf-counts",
@@ -1018,6 +1037,7 @@ command(
     "Purge (hard-delete) the tests marked DELETED longer ago than --days, with their steps and data; "
     "prints how many tests were purged.",
     Param("days", "int", "age in days", default=30),
+    bulk=True,
 )
 command(
     "test-set-top-process-pid",
@@ -1054,6 +1074,7 @@ command(
     "LAUNCHED for over a day (placeholder toplevels left alone). Prints the ids it marked.",
     RUN_ID.with_(required=False, help="only this run (default: every run)"),
     DEADTIME,
+    bulk=True,
 )
 command(
     "get-toplevels-and-incompletes",
@@ -1401,6 +1422,7 @@ command(
     Param("file", "str", "read the CSV from this file ('-' = standard input)", client_only=True),
     api="csv->test-data",
     driver="drivers:csv_to_test_data",
+    bulk=True,
 )
 command(
     "test-data-rollup",
@@ -1501,6 +1523,7 @@ command(
     "Set the state of every task whose params are LIKE the key; prints how many changed.",
     Param("param_key", "str", "the task key (LIKE pattern)", required=True),
     Param("state", "str", "the new state: new, waiting, reset, inprogress, running, done, killed", required=True),
+    bulk=True,
 )
 command(
     "tasks-get-last",

@@ -35,8 +35,8 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
             result = resolve(cmd.handler)(Db(conn, schema, ctx, config), **params)
     except DbtoolError:
         raise
-    except DBAPIError as err:
-        raise Refused(f"cannot read {area.db_path}: {err.orig}") from None
+    except (DBAPIError, engine.dialect.dbapi.Error) as err:
+        raise Refused(f"cannot read {area.db_path}: {getattr(err, 'orig', err)}") from None
     except Exception as err:
         raise Internal(f"internal error in {cmd.name} (direct read): {type(err).__name__}: {err}") from err
     finally:

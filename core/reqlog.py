@@ -30,9 +30,12 @@ class RequestLog:
         self.size = self.file.tell()
 
     def write(self, entry: dict) -> None:
-        line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
-        self.file.write(line)
-        self.size += len(line)
+        self.write_line(json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=str))
+
+    def write_line(self, line: str) -> None:
+        """Append one entry already serialised as a JSON object (no newline)."""
+        self.file.write(line + "\n")
+        self.size += len(line) + 1
         if self.size > self.max_bytes:
             self.rotate()
 

@@ -18,13 +18,16 @@ current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
 
 
 class RequestContext:
-    __slots__ = ("arrived_ns", "client", "cmd", "dropped", "fields", "id", "log", "now", "params")
+    __slots__ = ("arrived_ns", "client", "client_label", "cmd", "dropped", "fields", "id", "log", "now", "params")
 
-    def __init__(self, request_id: str, cmd: str, params: dict, client: dict | None = None) -> None:
+    def __init__(
+        self, request_id: str, cmd: str, params: dict, client: dict | None = None, client_label: str = ""
+    ) -> None:
         self.id = request_id
         self.cmd = cmd
         self.params = params
         self.client = client or {}
+        self.client_label = client_label  # user@host:pid, for logs (made once per connection)
         self.arrived_ns = time.time_ns()
         # One clock reading per request: every "now" a handler writes is the same second.
         self.now = self.arrived_ns // 1_000_000_000
@@ -67,7 +70,9 @@ class RequestContext:
             self.dropped += 1
 
     def max_level(self) -> int:
-        return max((LEVELS.get(e["level"], 0) for e in self.log), default=0)
+        if not self.log:
+            return 0
+        return max(LEVELS.get(e["level"], 0) for e in self.log)
 
     def elapsed_ms(self) -> float:
         return (time.time_ns() - self.arrived_ns) / 1e6

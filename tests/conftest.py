@@ -233,8 +233,13 @@ class HandlerDb:
                 db = Db(conn, self.schema, ctx, self.config)
                 result = resolve(cmd.handler)(db, **bound)
             db.run_after_commit()
-        self.events.extend(db.events)
+        self.keep_events(db.events)
         return result
+
+    def keep_events(self, events: list[dict]) -> None:
+        """Record a request's events, their data decoded (the stored form holds it as JSON text)."""
+        for event in events:
+            self.events.append({**event, "data": json.loads(event["data"]) if event.get("data") else None})
 
     def sql(self, statement: str, *args: object) -> list[tuple]:
         with self.engine.connect() as conn, conn.begin():

@@ -186,7 +186,9 @@ def fuzz_once(area, authenticate: bool, frames_: list[bytes], newline_last: bool
         f.flush()
         sock.shutdown(socket.SHUT_WR)
         sock.settimeout(5)
+        deadline = time.monotonic() + 20
         while True:  # every answer is a JSON object; then the server closes
+            assert time.monotonic() < deadline, f"the server kept a half-closed connection open: {frames_!r}"
             line = f.readline()
             if not line:
                 break

@@ -15,7 +15,8 @@ def test_register_run_revives_deleted_run(hdb):
     assert hdb("register-run", target="v1/linux", runname="n", state="again") == run_id
     run = hdb("get-run-info", run_id=run_id)
     assert (run["state"], run["status"], run["owner"]) == ("again", "n/a", "tester")
-    assert [e.get("data", {}).get("revived") for e in hdb.events if e["cmd"] == "register-run"] == [None, True]
+    revived = [(e["data"] or {}).get("revived") for e in hdb.events if e["cmd"] == "register-run"]
+    assert revived == [None, True]
 
 
 def test_register_run_contour_does_not_distinguish_runs(hdb):

@@ -189,6 +189,56 @@ def test_watch_ends_when_the_server_stops_and_a_vanished_watcher_is_dropped(area
     proc.stderr.close()
 
 
+def test_half_closed_connections_get_their_answers_then_eof(area):
+    """A client that shuts its sending side: a watch ends (unsubscribed), a last line without a
+    newline is still answered, and the server then closes the connection."""
+    import socket
+
+    area.ok("set-var", "x", "0")
+    with Raw(area) as watcher:
+        watcher.send_line(json.dumps({"id": 1, "cmd": "watch-stream", "params": {}}).encode())
+        watcher.sock.shutdown(socket.SHUT_WR)
+        answers = []
+        while (line := watcher.read()) is not None:
+            answers.append(line)
+        assert answers[0]["ok"] is True and answers[0]["result"]["watching"] is True
+    with Raw(area) as unterminated:  # the watch is the last line, without its newline
+        unterminated.f.write(json.dumps({"id": 2, "cmd": "watch-stream", "params": {}}).encode())
+        unterminated.f.flush()
+        unterminated.sock.shutdown(socket.SHUT_WR)
+        assert unterminated.read()["result"]["watching"] is True
+        area.ok("set-var", "x", "1")
+        lines = []
+        while (line := unterminated.read()) is not None:
+            lines.append(line)
+        assert len(lines) <= 1  # at most the "live" marker: the stream ended, the connection closed
+    assert wait_for(lambda: area.ok("server", "status", "--json").json["subscribers"] == 0)
+    with Raw(area) as pinger:
+        pinger.f.write(json.dumps({"id": 7, "cmd": "ping", "params": {}}).encode())  # no newline
+        pinger.f.flush()
+        pinger.sock.shutdown(socket.SHUT_WR)
+        answer = pinger.read()
+        assert answer["id"] == 7 and answer["ok"] is True
+        assert pinger.read() is None
+
+
+def test_list_results_are_packed_only_for_clients_that_ask(area):
+    run_id = area.ok("register-run", "--target", "v1/linux", "--runname", "r").out.strip()
+    for name in ("a", "b", "c"):
+        area.ok("register-test", "--run-id", run_id, "--testname", name)
+    with Raw(area) as raw:
+        plain = raw.request("get-tests-for-run", {"run_id": int(run_id)})
+        packed = raw.request("get-tests-for-run", {"run_id": int(run_id)}, pack=True)
+        bad = raw.request("get-tests-for-run", {"run_id": int(run_id)}, pack="yes")
+    assert [t["testname"] for t in plain["result"]] == ["a", "b", "c"]
+    assert "result" not in packed and packed["records"]["columns"] == list(plain["result"][0])
+    columns = packed["records"]["columns"]
+    assert [dict(zip(columns, row, strict=True)) for row in packed["records"]["rows"]] == plain["result"]
+    assert bad["error"]["code"] == "bad_request" and "pack" in bad["error"]["message"]
+    # the CLI asks for packed records and prints the same records
+    assert [t["testname"] for t in area.ok("get-tests-for-run", "--run-id", run_id, "--json").json] == ["a", "b", "c"]
+
+
 def test_watcher_limit_is_a_clear_refusal(area):
     area.set_config("server", "max_subscribers", "1")
     area.ok("set-var", "x", "0")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert
 from sqlalchemy.engine import Connection
 
 from ..request import RequestContext
+from .fast import Statements
 from .schema import Schema
+
+EVENT_FIELDS = ("time_ns", "cmd", "run_id", "test_id", "testname", "item_path", "state", "status", "client", "data")
 
 
 class Db:
@@ -21,9 +24,16 @@ class Db:
     until the transaction has committed.
     """
 
-    __slots__ = ("after", "config", "conn", "ctx", "dialect", "events", "now", "t")
+    __slots__ = ("after", "config", "conn", "ctx", "defer_events", "dialect", "events", "fast", "now", "t")
 
-    def __init__(self, conn: Connection, schema: Schema, ctx: RequestContext, config: dict | None = None) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        schema: Schema,
+        ctx: RequestContext,
+        config: dict | None = None,
+        defer_events: bool = False,
+    ) -> None:
         self.conn = conn
         self.t = schema
         self.ctx = ctx
@@ -31,11 +41,18 @@ class Db:
         self.dialect = conn.dialect.name
         self.config = config or {}
         self.events: list[dict] = []
+        # The server's writer stores the events of a whole group at once, numbering them itself.
+        self.defer_events = defer_events
+        self.fast = Statements(conn)
         self.after: list[Callable[[Connection], object]] = []
 
     @property
     def keys(self) -> list[str]:
         return self.t.keys
+
+    def records(self, query: object) -> list[dict]:
+        """The rows of a SELECT as dicts (label -> value), fetched straight from the driver."""
+        return self.fast.records(query)
 
     def after_commit(self, action: Callable[[Connection], object]) -> None:
         """Run ``action(conn)`` once this request's transaction has committed, outside it
@@ -61,8 +78,8 @@ class Db:
         status: str | None = None,
         cmd: str | None = None,
         **data: object,
-    ) -> int:
-        """Append a change event (committed with the change itself) and return its sequence number."""
+    ) -> None:
+        """Append a change event, committed in the same transaction as the change itself."""
         client = self.ctx.client
         row = {
             "time_ns": self.ctx.arrived_ns,
@@ -78,9 +95,8 @@ class Db:
             else None,
             "data": json.dumps(data, separators=(",", ":")) if data else None,
         }
-        seq = self.conn.execute(insert(self.t.events).values(row)).inserted_primary_key[0]
-        row["seq"] = seq
-        if data:
-            row["data"] = data
+        if not self.defer_events:
+            events = self.t.events
+            build = lambda: insert(events).values({k: bindparam(k) for k in EVENT_FIELDS}).returning(events.c.seq)  # noqa: E731
+            row["seq"] = self.fast.scalar("emit", build, row)
         self.events.append(row)
-        return seq

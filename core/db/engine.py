@@ -123,6 +123,8 @@ def sqlite_engine(
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        if conn.connection.driver_connection.in_transaction:
+            return  # the server's writer began the transaction itself; SQLAlchemy joins it
         conn.exec_driver_sql("BEGIN IMMEDIATE" if role in (WRITE, ADMIN) else "BEGIN")
 
     return engine
@@ -130,9 +132,10 @@ def sqlite_engine(
 
 def read_keys(conn: Connection) -> list[str]:
     """The area's keys, in order, from the database."""
-    from .schema import Key
+    from .schema import table
 
-    rows = conn.execute(select(Key.__table__.c.fieldname).order_by(Key.__table__.c.id)).all()
+    keys = table("keys")
+    rows = conn.execute(select(keys.c.fieldname).order_by(keys.c.id)).all()
     return [r[0] for r in rows]
 
 

@@ -11,6 +11,7 @@ server.json, the request log and the OS's port allocation replace them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -33,19 +34,23 @@ from .dialect import epoch_now
 SCHEMA_VERSION = 1
 
 
+# Defaults live in the database only (server_default): an INSERT that omits a column gets the
+# reference's default there, whichever way the statement is run (see db/fast.py).
+
+
 def _text(default: str | None = "", **kw: Any) -> Any:
     extra = {"server_default": default} if default is not None else {}
-    return Field(default=default, sa_type=Text, sa_column_kwargs=extra, **kw)
+    return Field(default=None, sa_type=Text, sa_column_kwargs=extra, **kw)
 
 
 def _int(default: int | None = 0, **kw: Any) -> Any:
     extra = {"server_default": text(str(default))} if default is not None else {}
-    return Field(default=default, sa_type=Integer, sa_column_kwargs=extra, **kw)
+    return Field(default=None, sa_type=Integer, sa_column_kwargs=extra, **kw)
 
 
 def _real(default: float | None = -1, **kw: Any) -> Any:
     extra = {"server_default": text(str(default))} if default is not None else {}
-    return Field(default=default, sa_type=REAL, sa_column_kwargs=extra, **kw)
+    return Field(default=None, sa_type=REAL, sa_column_kwargs=extra, **kw)
 
 
 def _now() -> Any:
@@ -80,6 +85,10 @@ class NumberOrText(TypeDecorator):
     def load_dialect_impl(self, dialect: Any) -> Any:
         return dialect.type_descriptor(_RealAffinity() if dialect.name == "sqlite" else Text())
 
+    def binds_unchanged(self, dialect: Any) -> bool:
+        """True when ``process_bind_param`` returns every value as it is (db/fast.py skips it)."""
+        return dialect.name == "sqlite"
+
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         if dialect.name == "sqlite" or value is None:
             return value
@@ -94,269 +103,391 @@ class NumberOrText(TypeDecorator):
         return value if number is None else number
 
 
-class Key(SQLModel, table=True):
-    __tablename__ = "keys"
-    id: int | None = _pk()
-    fieldname: str = Field(sa_type=Text, sa_column_kwargs={"unique": True})
-    fieldtype: str | None = _text("TEXT")
+# Each table's SQLModel class is built the first time it is needed: building all of them costs
+# about 100 ms (pydantic work per model), which a one-shot read that needs two tables should not pay.
+_BUILDERS: dict[str, Callable[[], type[SQLModel]]] = {}
+_MODELS: dict[str, type[SQLModel]] = {}
 
 
-class RunStat(SQLModel, table=True):
-    __tablename__ = "run_stats"
-    __table_args__ = (Index("run_stats_run", "run_id", "state", "status"),)
-    id: int | None = _pk()
-    run_id: int | None = _int(None)
-    state: str | None = _text(None)
-    status: str | None = _text(None)
-    count: int | None = _int(None)
-    last_update: int | None = _now()
+def model(name: str) -> Callable[[Callable[[], type[SQLModel]]], Callable[[], type[SQLModel]]]:
+    """Register the builder of the SQLModel class of table ``name``."""
+
+    def register(builder: Callable[[], type[SQLModel]]) -> Callable[[], type[SQLModel]]:
+        _BUILDERS[name] = builder
+        return builder
+
+    return register
 
 
-class Test(SQLModel, table=True):
-    __tablename__ = "tests"
-    __table_args__ = (
-        UniqueConstraint("run_id", "testname", "item_path", name="tests_unique"),
-        Index("tests_state", "state", "run_id"),
-        Index("tests_last_update", "last_update"),
-        Index("tests_testname", "testname", "item_path"),
-    )
-    id: int | None = _pk()
-    run_id: int | None = _int(-1)
-    testname: str | None = _text("noname")
-    host: str | None = _text("n/a")
-    cpuload: float | None = _real(-1)
-    diskfree: int | None = _int(-1)
-    uname: str | None = _text("n/a")
-    rundir: str | None = _text("/tmp/badname")
-    shortdir: str | None = _text("/tmp/badname")
-    item_path: str | None = _text("")
-    state: str | None = _text("NOT_STARTED")
-    status: str | None = _text("FAIL")
-    attemptnum: int | None = _int(0)
-    final_logf: str | None = _text("logs/final.log")
-    logdat: str | None = _text("")
-    run_duration: int | None = _int(0)
-    comment: str | None = _text("")
-    event_time: int | None = _now()
-    fail_count: int | None = _int(0)
-    pass_count: int | None = _int(0)
-    archived: int | None = _int(0)
-    last_update: int | None = _now()
+def model_class(name: str) -> type[SQLModel]:
+    """The SQLModel class of a table (built on first use)."""
+    found = _MODELS.get(name)
+    if found is None:
+        found = _MODELS[name] = _BUILDERS[name]()
+    return found
 
 
-class TestStep(SQLModel, table=True):
-    __tablename__ = "test_steps"
-    __table_args__ = (UniqueConstraint("test_id", "stepname", "state", name="test_steps_unique"),)
-    id: int | None = _pk()
-    test_id: int | None = _int(None)
-    stepname: str | None = _text(None)
-    state: str | None = _text("NOT_STARTED")
-    status: str | None = _text("n/a")
-    event_time: int | None = _now()
-    comment: str | None = _text("")
-    logfile: str | None = _text("")
-    last_update: int | None = _now()
+def table(name: str) -> Table:
+    """A static table of the schema (every table but runs)."""
+    return model_class(name).__table__
 
 
-class TestData(SQLModel, table=True):
-    __tablename__ = "test_data"
-    __table_args__ = (UniqueConstraint("test_id", "category", "variable", name="test_data_unique"),)
-    id: int | None = _pk()
-    test_id: int | None = _int(None)
-    category: str | None = _text("")
-    variable: str | None = _text(None)
-    value: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
-    expected: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
-    tol: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
-    units: str | None = _text(None)
-    comment: str | None = _text("")
-    status: str | None = _text("n/a")
-    type: str | None = _text("")
-    last_update: int | None = _now()
+def static_tables() -> list[Table]:
+    """Every table but runs, in dependency order."""
+    for name in _BUILDERS:
+        model_class(name)
+    return list(SQLModel.metadata.sorted_tables)
 
 
-class TestRundat(SQLModel, table=True):
-    __tablename__ = "test_rundat"
-    __table_args__ = (Index("test_rundat_test", "test_id", "update_time"),)
-    id: int | None = _pk()
-    test_id: int | None = _int(None)
-    update_time: int | None = _now()
-    cpuload: float | None = _real(-1)
-    diskfree: int | None = _int(-1)
-    diskusage: int | None = _int(-1)
-    run_duration: int | None = _int(0)
+@model("keys")
+def _keys() -> type[SQLModel]:
+    class Key(SQLModel, table=True):
+        __tablename__ = "keys"
+        id: int | None = _pk()
+        fieldname: str = Field(sa_type=Text, sa_column_kwargs={"unique": True})
+        fieldtype: str | None = _text("TEXT")
+
+    return Key
 
 
-class TestMeta(SQLModel, table=True):
-    __tablename__ = "test_meta"
-    id: int | None = _pk()
-    testname: str | None = Field(default="", sa_type=Text, sa_column_kwargs={"server_default": "", "unique": True})
-    author: str | None = _text("")
-    owner: str | None = _text("")
-    description: str | None = _text("")
-    reviewed: Any = Field(default=None, sa_type=Text, nullable=True)
-    iterated: str | None = _text("")
-    avg_runtime: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
-    avg_disk: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
-    tags: str | None = _text("")
-    jobgroup: str | None = _text("default")
+@model("run_stats")
+def _run_stats() -> type[SQLModel]:
+    class RunStat(SQLModel, table=True):
+        __tablename__ = "run_stats"
+        __table_args__ = (Index("run_stats_run", "run_id", "state", "status"),)
+        id: int | None = _pk()
+        run_id: int | None = _int(None)
+        state: str | None = _text(None)
+        status: str | None = _text(None)
+        count: int | None = _int(None)
+        last_update: int | None = _now()
+
+    return RunStat
 
 
-class TaskQueue(SQLModel, table=True):
-    __tablename__ = "tasks_queue"
-    __table_args__ = (Index("tasks_queue_target", "target", "name"),)
-    id: int | None = _pk()
-    action: str | None = _text("")
-    owner: str | None = _text(None)
-    state: str | None = _text("new")
-    target: str | None = _text("")
-    name: str | None = _text("")
-    testpatt: str | None = _text("")
-    keylock: str | None = _text(None)
-    params: str | None = _text(None)
-    creation_time: int | None = _now()
-    execution_time: int | None = _int(0)
+@model("tests")
+def _tests() -> type[SQLModel]:
+    class Test(SQLModel, table=True):
+        __tablename__ = "tests"
+        __table_args__ = (
+            UniqueConstraint("run_id", "testname", "item_path", name="tests_unique"),
+            Index("tests_state", "state", "run_id"),
+            Index("tests_last_update", "last_update"),
+            Index("tests_testname", "testname", "item_path"),
+        )
+        id: int | None = _pk()
+        run_id: int | None = _int(-1)
+        testname: str | None = _text("noname")
+        host: str | None = _text("n/a")
+        cpuload: float | None = _real(-1)
+        diskfree: int | None = _int(-1)
+        uname: str | None = _text("n/a")
+        rundir: str | None = _text("/tmp/badname")
+        shortdir: str | None = _text("/tmp/badname")
+        item_path: str | None = _text("")
+        state: str | None = _text("NOT_STARTED")
+        status: str | None = _text("FAIL")
+        attemptnum: int | None = _int(0)
+        final_logf: str | None = _text("logs/final.log")
+        logdat: str | None = _text("")
+        run_duration: int | None = _int(0)
+        comment: str | None = _text("")
+        event_time: int | None = _now()
+        fail_count: int | None = _int(0)
+        pass_count: int | None = _int(0)
+        archived: int | None = _int(0)
+        last_update: int | None = _now()
+
+    return Test
 
 
-class Metadat(SQLModel, table=True):
-    __tablename__ = "metadat"
-    id: int | None = _pk()
-    var: str = Field(sa_type=Text, sa_column_kwargs={"unique": True})
-    val: str | None = _text(None)
+@model("test_steps")
+def _test_steps() -> type[SQLModel]:
+    class TestStep(SQLModel, table=True):
+        __tablename__ = "test_steps"
+        __table_args__ = (UniqueConstraint("test_id", "stepname", "state", name="test_steps_unique"),)
+        id: int | None = _pk()
+        test_id: int | None = _int(None)
+        stepname: str | None = _text(None)
+        state: str | None = _text("NOT_STARTED")
+        status: str | None = _text("n/a")
+        event_time: int | None = _now()
+        comment: str | None = _text("")
+        logfile: str | None = _text("")
+        last_update: int | None = _now()
+
+    return TestStep
 
 
-class Extradat(SQLModel, table=True):
-    __tablename__ = "extradat"
-    id: int | None = _pk()
-    run_id: int | None = _int(None)
-    key: str | None = _text(None)
-    val: str | None = _text(None)
+@model("test_data")
+def _test_data() -> type[SQLModel]:
+    class TestData(SQLModel, table=True):
+        __tablename__ = "test_data"
+        __table_args__ = (UniqueConstraint("test_id", "category", "variable", name="test_data_unique"),)
+        id: int | None = _pk()
+        test_id: int | None = _int(None)
+        category: str | None = _text("")
+        variable: str | None = _text(None)
+        value: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+        expected: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+        tol: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+        units: str | None = _text(None)
+        comment: str | None = _text("")
+        status: str | None = _text("n/a")
+        type: str | None = _text("")
+        last_update: int | None = _now()
+
+    return TestData
 
 
-class AccessLog(SQLModel, table=True):
-    __tablename__ = "access_log"
-    id: int | None = _pk()
-    user: str | None = _text(None)
-    accessed: int | None = _now()
-    args: str | None = _text(None)
+@model("test_rundat")
+def _test_rundat() -> type[SQLModel]:
+    class TestRundat(SQLModel, table=True):
+        __tablename__ = "test_rundat"
+        __table_args__ = (Index("test_rundat_test", "test_id", "update_time"),)
+        id: int | None = _pk()
+        test_id: int | None = _int(None)
+        update_time: int | None = _now()
+        cpuload: float | None = _real(-1)
+        diskfree: int | None = _int(-1)
+        diskusage: int | None = _int(-1)
+        run_duration: int | None = _int(0)
+
+    return TestRundat
 
 
-class Archive(SQLModel, table=True):
-    __tablename__ = "archives"
-    id: int | None = _pk()
-    test_id: int | None = _int(None)
-    state: str | None = _text("new")
-    status: str | None = _text("n/a")
-    archive_type: str | None = _text("bup")
-    du: int | None = _int(None)
-    archive_path: str | None = _text(None)
+@model("test_meta")
+def _test_meta() -> type[SQLModel]:
+    class TestMeta(SQLModel, table=True):
+        __tablename__ = "test_meta"
+        id: int | None = _pk()
+        testname: str | None = Field(
+            default=None, sa_type=Text, sa_column_kwargs={"server_default": "", "unique": True}
+        )
+        author: str | None = _text("")
+        owner: str | None = _text("")
+        description: str | None = _text("")
+        reviewed: Any = Field(default=None, sa_type=Text, nullable=True)
+        iterated: str | None = _text("")
+        avg_runtime: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+        avg_disk: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+        tags: str | None = _text("")
+        jobgroup: str | None = _text("default")
+
+    return TestMeta
 
 
-class ArchiveDisk(SQLModel, table=True):
-    __tablename__ = "archive_disks"
-    id: int | None = _pk()
-    archive_area_name: str | None = _text(None)
-    disk_path: str | None = _text(None)
-    last_df: int | None = _int(-1)
-    last_df_time: int | None = _now()
-    creation_time: int | None = _now()
+@model("tasks_queue")
+def _tasks_queue() -> type[SQLModel]:
+    class TaskQueue(SQLModel, table=True):
+        __tablename__ = "tasks_queue"
+        __table_args__ = (Index("tasks_queue_target", "target", "name"),)
+        id: int | None = _pk()
+        action: str | None = _text("")
+        owner: str | None = _text(None)
+        state: str | None = _text("new")
+        target: str | None = _text("")
+        name: str | None = _text("")
+        testpatt: str | None = _text("")
+        keylock: str | None = _text(None)
+        params: str | None = _text(None)
+        creation_time: int | None = _now()
+        execution_time: int | None = _int(0)
+
+    return TaskQueue
 
 
-class ArchiveBlock(SQLModel, table=True):
-    __tablename__ = "archive_blocks"
-    id: int | None = _pk()
-    archive_disk_id: int | None = _int(None)
-    disk_path: str | None = _text(None)
-    last_du: int | None = _int(-1)
-    last_du_time: int | None = _now()
-    creation_time: int | None = _now()
+@model("metadat")
+def _metadat() -> type[SQLModel]:
+    class Metadat(SQLModel, table=True):
+        __tablename__ = "metadat"
+        id: int | None = _pk()
+        var: str = Field(sa_type=Text, sa_column_kwargs={"unique": True})
+        val: str | None = _text(None)
+
+    return Metadat
 
 
-class ArchiveAllocation(SQLModel, table=True):
-    __tablename__ = "archive_allocations"
-    id: int | None = _pk()
-    archive_block_id: int | None = _int(None)
-    testname: str | None = _text(None)
-    item_path: str | None = _text(None)
-    creation_time: int | None = _now()
+@model("extradat")
+def _extradat() -> type[SQLModel]:
+    class Extradat(SQLModel, table=True):
+        __tablename__ = "extradat"
+        id: int | None = _pk()
+        run_id: int | None = _int(None)
+        key: str | None = _text(None)
+        val: str | None = _text(None)
+
+    return Extradat
 
 
-class NoSyncMetadat(SQLModel, table=True):
-    """The no-sync key/value store (reference A.13): host-local values and faux locks."""
+@model("access_log")
+def _access_log() -> type[SQLModel]:
+    class AccessLog(SQLModel, table=True):
+        __tablename__ = "access_log"
+        id: int | None = _pk()
+        user: str | None = _text(None)
+        accessed: int | None = _now()
+        args: str | None = _text(None)
 
-    __tablename__ = "no_sync_metadat"
-    var: str = Field(sa_type=Text, primary_key=True)
-    val: str | None = _text(None)
-
-
-class Process(SQLModel, table=True):
-    """Registered processes (reference A.14)."""
-
-    __tablename__ = "processes"
-    __table_args__ = (UniqueConstraint("host", "pid", name="processes_unique"),)
-    id: int | None = _pk()
-    host: str | None = _text(None)
-    port: int | None = _int(None)
-    pid: int | None = _int(None)
-    starttime: int | None = _now()
-    endtime: int | None = _int(None)
-    status: str | None = _text("starting")
-    purpose: str | None = _text("")
-    dbname: str | None = _text("")
-    mtversion: str | None = _text("")
-    reason: str | None = _text("")
+    return AccessLog
 
 
-class Event(SQLModel, table=True):
-    """Change events, appended by every write in its own transaction (SPEC 4); ``seq`` is gap-free."""
+@model("archives")
+def _archives() -> type[SQLModel]:
+    class Archive(SQLModel, table=True):
+        __tablename__ = "archives"
+        id: int | None = _pk()
+        test_id: int | None = _int(None)
+        state: str | None = _text("new")
+        status: str | None = _text("n/a")
+        archive_type: str | None = _text("bup")
+        du: int | None = _int(None)
+        archive_path: str | None = _text(None)
 
-    __tablename__ = "events"
-    __table_args__ = (Index("events_run", "run_id", "seq"),)
-    seq: int | None = Field(default=None, primary_key=True)
-    time_ns: int | None = Field(default=None, sa_type=Integer)
-    cmd: str | None = _text(None)
-    run_id: int | None = _int(None)
-    test_id: int | None = _int(None)
-    testname: str | None = _text(None)
-    item_path: str | None = _text(None)
-    state: str | None = _text(None)
-    status: str | None = _text(None)
-    client: str | None = _text(None)
-    data: str | None = _text(None)
+    return Archive
 
 
-class TestOutput(SQLModel, table=True):
-    """Output files a job attached to its test (CCP4i's AddOutputFile)."""
+@model("archive_disks")
+def _archive_disks() -> type[SQLModel]:
+    class ArchiveDisk(SQLModel, table=True):
+        __tablename__ = "archive_disks"
+        id: int | None = _pk()
+        archive_area_name: str | None = _text(None)
+        disk_path: str | None = _text(None)
+        last_df: int | None = _int(-1)
+        last_df_time: int | None = _now()
+        creation_time: int | None = _now()
 
-    __tablename__ = "test_outputs"
-    __table_args__ = (UniqueConstraint("test_id", "path", name="test_outputs_unique"),)
-    id: int | None = _pk()
-    test_id: int | None = _int(None)
-    path: str | None = _text(None)
-    role: str | None = _text("artifact")
-    created: int | None = _now()
-
-
-class Heartbeat(SQLModel, table=True):
-    """Liveness of a test run by ``dbtool exec``: it beats every ``period`` seconds (SPEC 9.8)."""
-
-    __tablename__ = "heartbeats"
-    test_id: int = Field(primary_key=True)
-    host: str | None = _text(None)
-    pid: int | None = _int(None)
-    period: float | None = _real(30)
-    started: int | None = _now()
-    last_beat: int | None = _now()
+    return ArchiveDisk
 
 
-class Idempotency(SQLModel, table=True):
-    """Results of acknowledged writes by idempotency key, so a retried write is applied once."""
+@model("archive_blocks")
+def _archive_blocks() -> type[SQLModel]:
+    class ArchiveBlock(SQLModel, table=True):
+        __tablename__ = "archive_blocks"
+        id: int | None = _pk()
+        archive_disk_id: int | None = _int(None)
+        disk_path: str | None = _text(None)
+        last_du: int | None = _int(-1)
+        last_du_time: int | None = _now()
+        creation_time: int | None = _now()
 
-    __tablename__ = "idempotency"
-    __table_args__ = (Index("idempotency_created", "created"),)
-    idem: str = Field(sa_type=Text, primary_key=True)
-    response: str | None = _text(None)
-    created: int | None = _now()
+    return ArchiveBlock
+
+
+@model("archive_allocations")
+def _archive_allocations() -> type[SQLModel]:
+    class ArchiveAllocation(SQLModel, table=True):
+        __tablename__ = "archive_allocations"
+        id: int | None = _pk()
+        archive_block_id: int | None = _int(None)
+        testname: str | None = _text(None)
+        item_path: str | None = _text(None)
+        creation_time: int | None = _now()
+
+    return ArchiveAllocation
+
+
+@model("no_sync_metadat")
+def _no_sync_metadat() -> type[SQLModel]:
+    class NoSyncMetadat(SQLModel, table=True):
+        """The no-sync key/value store (reference A.13): host-local values and faux locks."""
+
+        __tablename__ = "no_sync_metadat"
+        var: str = Field(sa_type=Text, primary_key=True)
+        val: str | None = _text(None)
+
+    return NoSyncMetadat
+
+
+@model("processes")
+def _processes() -> type[SQLModel]:
+    class Process(SQLModel, table=True):
+        """Registered processes (reference A.14)."""
+
+        __tablename__ = "processes"
+        __table_args__ = (UniqueConstraint("host", "pid", name="processes_unique"),)
+        id: int | None = _pk()
+        host: str | None = _text(None)
+        port: int | None = _int(None)
+        pid: int | None = _int(None)
+        starttime: int | None = _now()
+        endtime: int | None = _int(None)
+        status: str | None = _text("starting")
+        purpose: str | None = _text("")
+        dbname: str | None = _text("")
+        mtversion: str | None = _text("")
+        reason: str | None = _text("")
+
+    return Process
+
+
+@model("events")
+def _events() -> type[SQLModel]:
+    class Event(SQLModel, table=True):
+        """Change events, appended by every write in its own transaction (SPEC 4); ``seq`` is gap-free."""
+
+        __tablename__ = "events"
+        __table_args__ = (Index("events_run", "run_id", "seq"),)
+        seq: int | None = Field(default=None, primary_key=True)
+        time_ns: int | None = Field(default=None, sa_type=Integer)
+        cmd: str | None = _text(None)
+        run_id: int | None = _int(None)
+        test_id: int | None = _int(None)
+        testname: str | None = _text(None)
+        item_path: str | None = _text(None)
+        state: str | None = _text(None)
+        status: str | None = _text(None)
+        client: str | None = _text(None)
+        data: str | None = _text(None)
+
+    return Event
+
+
+@model("test_outputs")
+def _test_outputs() -> type[SQLModel]:
+    class TestOutput(SQLModel, table=True):
+        """Output files a job attached to its test (CCP4i's AddOutputFile)."""
+
+        __tablename__ = "test_outputs"
+        __table_args__ = (UniqueConstraint("test_id", "path", name="test_outputs_unique"),)
+        id: int | None = _pk()
+        test_id: int | None = _int(None)
+        path: str | None = _text(None)
+        role: str | None = _text("artifact")
+        created: int | None = _now()
+
+    return TestOutput
+
+
+@model("heartbeats")
+def _heartbeats() -> type[SQLModel]:
+    class Heartbeat(SQLModel, table=True):
+        """Liveness of a test run by ``dbtool exec``: it beats every ``period`` seconds (SPEC 9.8)."""
+
+        __tablename__ = "heartbeats"
+        test_id: int = Field(primary_key=True)
+        host: str | None = _text(None)
+        pid: int | None = _int(None)
+        period: float | None = _real(30)
+        started: int | None = _now()
+        last_beat: int | None = _now()
+
+    return Heartbeat
+
+
+@model("idempotency")
+def _idempotency() -> type[SQLModel]:
+    class Idempotency(SQLModel, table=True):
+        """Results of acknowledged writes by idempotency key, so a retried write is applied once."""
+
+        __tablename__ = "idempotency"
+        __table_args__ = (Index("idempotency_created", "created"),)
+        idem: str = Field(sa_type=Text, primary_key=True)
+        response: str | None = _text(None)
+        created: int | None = _now()
+
+    return Idempotency
 
 
 # Tables whose rows carry last_update, refreshed by an AFTER UPDATE trigger (reference A.16).
@@ -387,37 +518,25 @@ def runs_table(keys: list[str], metadata: MetaData) -> Table:
 
 
 class Schema:
-    """The tables of one area (its runs table depends on its keys)."""
+    """The tables of one area (its runs table depends on its keys); static tables resolve lazily:
+    ``schema.tests``, ``schema.events``, ... (``keys_t`` is the keys table)."""
 
     def __init__(self, keys: list[str]) -> None:
         self.keys = list(keys)
         self.metadata = MetaData()
         self.runs = runs_table(self.keys, self.metadata)
         self.key_columns = [self.runs.c[k] for k in self.keys]
-        self.keys_t = Key.__table__
-        self.run_stats = RunStat.__table__
-        self.tests = Test.__table__
-        self.test_steps = TestStep.__table__
-        self.test_data = TestData.__table__
-        self.test_rundat = TestRundat.__table__
-        self.test_meta = TestMeta.__table__
-        self.tasks_queue = TaskQueue.__table__
-        self.metadat = Metadat.__table__
-        self.extradat = Extradat.__table__
-        self.access_log = AccessLog.__table__
-        self.archives = Archive.__table__
-        self.archive_disks = ArchiveDisk.__table__
-        self.archive_blocks = ArchiveBlock.__table__
-        self.archive_allocations = ArchiveAllocation.__table__
-        self.no_sync_metadat = NoSyncMetadat.__table__
-        self.processes = Process.__table__
-        self.events = Event.__table__
-        self.test_outputs = TestOutput.__table__
-        self.idempotency = Idempotency.__table__
-        self.heartbeats = Heartbeat.__table__
+
+    def __getattr__(self, name: str) -> Table:
+        table_name = "keys" if name == "keys_t" else name
+        if table_name not in _BUILDERS:
+            raise AttributeError(name)
+        found = table(table_name)
+        setattr(self, name, found)
+        return found
 
     def all_tables(self) -> list[Table]:
-        return [*SQLModel.metadata.sorted_tables, self.runs]
+        return [*static_tables(), self.runs]
 
 
 _SCHEMAS: dict[tuple[str, ...], Schema] = {}

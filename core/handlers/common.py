@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, false, func, literal, or_, select
+from sqlalchemy import and_, bindparam, false, func, literal, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
@@ -47,13 +47,9 @@ def target_expr(db: Db) -> ColumnElement:
     return expr
 
 
-def run_record(row: Any) -> dict:
-    return dict(row._mapping)
-
-
 def find_run(db: Db, run_id: int) -> dict | None:
-    row = db.conn.execute(select(*run_columns(db)).where(db.t.runs.c.id == run_id)).first()
-    return None if row is None else run_record(row)
+    key = ("find_run", tuple(db.keys))
+    return db.fast.one(key, lambda: select(*run_columns(db)).where(db.t.runs.c.id == bindparam("id")), {"id": run_id})
 
 
 def require_run(db: Db, run_id: int) -> dict:
@@ -95,8 +91,8 @@ def test_record(row: Any) -> dict:
 
 
 def find_test(db: Db, test_id: int) -> dict | None:
-    row = db.conn.execute(select(db.t.tests).where(db.t.tests.c.id == test_id)).first()
-    return None if row is None else test_record(row)
+    tests = db.t.tests
+    return db.fast.one("find_test", lambda: select(tests).where(tests.c.id == bindparam("id")), {"id": test_id})
 
 
 def require_test(db: Db, test_id: int) -> dict:

@@ -116,4 +116,4 @@ def _running_instances(db: Db, ref_testname: str, ref_item_path: str) -> list[di
     query = select(*_record_columns(db)).where(t.testname == ref_testname, t.state.in_(COUNTED_RUNNING_STATES))
     if ref_item_path:
         query = query.where(t.item_path == ref_item_path)
-    return [dict(row._mapping) for row in db.conn.execute(query.order_by(t.run_id, t.item_path, t.id))]
+    return db.records(query.order_by(t.run_id, t.item_path, t.id))

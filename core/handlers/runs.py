@@ -19,7 +19,6 @@ from .common import (
     pattern_cond,
     require_run,
     run_columns,
-    run_record,
     split_target,
     target_expr,
     testpatt_filter,
@@ -41,7 +40,7 @@ def get_targets(db: Db, *, include_deleted: bool = False) -> list[dict]:
     query = select(target_expr(db).label("target"), *db.t.key_columns).distinct().order_by(*db.t.key_columns)
     if not include_deleted:
         query = query.where(not_deleted_run(db))
-    return [dict(r._mapping) for r in db.conn.execute(query)]
+    return db.records(query)
 
 
 def get_key_vals(db: Db, *, run_id: int) -> list[str]:
@@ -147,7 +146,7 @@ def get_runs(
     """Runs matching the run-name and target pattern lists, newest first."""
     query = select(*run_columns(db)).order_by(*_newest_first(db))
     query = _run_filters(db, query, runname, target, include_deleted)
-    return [run_record(r) for r in db.conn.execute(_page(query, limit, offset))]
+    return db.records(_page(query, limit, offset))
 
 
 def _run_filters(db: Db, query, runname: str | None, target: str | None, include_deleted: bool):
@@ -175,7 +174,7 @@ def simple_get_runs(
     query = _run_filters(db, query, runname, None, include_deleted)
     if target:
         query = query.where(pattern_cond(db, target_expr(db), LIKE, target))
-    return [dict(row._mapping) for row in db.conn.execute(_page(query, limit, offset))]
+    return db.records(_page(query, limit, offset))
 
 
 def _by_patt_filter(db: Db, runname: str | None, target: str | None) -> list[ColumnElement]:
@@ -217,7 +216,7 @@ def get_runs_by_patt(
     if last_update is not None:
         query = query.where(runs.c.last_update >= last_update)
     query = query.order_by(runs.c.event_time, runs.c.id)
-    return [dict(r._mapping) for r in db.conn.execute(_page(query, limit, offset))]
+    return db.records(_page(query, limit, offset))
 
 
 def get_runs_cnt_by_patt(db: Db, *, runname: str | None = None, target: str | None = None) -> int:
@@ -433,7 +432,7 @@ def get_raw_run_stats(db: Db, *, run_id: int, include_deleted: bool = False) -> 
     )
     if not include_deleted:
         query = query.where(t.state != "DELETED")
-    return [dict(r._mapping) for r in db.conn.execute(query)]
+    return db.records(query)
 
 
 def update_run_stats(db: Db, *, run_id: int, stat: list[str] | None = None) -> None:
@@ -467,7 +466,7 @@ def get_main_run_stats(db: Db, *, run_id: int) -> list[dict]:
         raise NotFound(f"run {run_id} is deleted")
     rs = db.t.run_stats.c
     query = select(rs.state, rs.status, rs["count"]).where(rs.run_id == run_id).order_by(rs.state, rs.status)
-    return [dict(r._mapping) for r in db.conn.execute(query)]
+    return db.records(query)
 
 
 def get_run_stats(db: Db, *, include_deleted: bool = False) -> list[dict]:
@@ -488,7 +487,7 @@ def get_run_stats(db: Db, *, include_deleted: bool = False) -> list[dict]:
     )
     if not include_deleted:
         query = query.where(t.state != "DELETED")
-    rows = [dict(r._mapping) for r in db.conn.execute(query)]
+    rows = db.records(query)
     order = {run_id: i for i, run_id in enumerate(get_all_run_ids(db))}
     rows.sort(key=lambda r: (order.get(r["run_id"], len(order)), r["netstate"] or ""))
     totals: dict[str, int] = {}
@@ -535,4 +534,4 @@ def get_test_times(db: Db, *, runname: str, target: str, include_deleted: bool =
     )
     if not include_deleted:
         query = query.where(not_deleted_run(db), t.state != "DELETED")
-    return [dict(r._mapping) for r in db.conn.execute(query)]
+    return db.records(query)

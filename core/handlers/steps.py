@@ -109,7 +109,7 @@ def _steps(db: Db, test_id: int, include_deleted: bool, with_comment: bool) -> l
     query = select(*_step_columns(db, with_comment=with_comment)).where(s.test_id == test_id).order_by(s.id)
     if not include_deleted:
         query = query.where(_not_deleted(db))
-    return [dict(row._mapping) for row in db.conn.execute(query)]
+    return db.records(query)
 
 
 def get_steps_for_test(db: Db, *, test_id: int, run_id: int | None = None, include_deleted: bool = False) -> list[dict]:

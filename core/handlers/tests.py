@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import Text, and_, cast, delete, func, insert, or_, select, update
+from sqlalchemy import Text, and_, bindparam, cast, delete, func, insert, or_, select, update
 
 from ..db.context import Db
 from ..db.dialect import insert_ignore, like, regexp
@@ -31,11 +31,21 @@ def ensure_test(db: Db, run_id: int, testname: str, item_path: str) -> int:
         "status": "n/a",
         "event_time": db.now,
     }
-    inserted = db.conn.execute(insert_ignore(db.dialect, tests, row, ("run_id", "testname", "item_path")))
-    test_id = db.conn.execute(
-        select(tests.c.id).where(tests.c.run_id == run_id, tests.c.testname == testname, tests.c.item_path == item_path)
-    ).scalar_one()
-    if inserted.rowcount:
+    inserted = db.fast.rowcount(
+        "ensure_test",
+        lambda: insert_ignore(db.dialect, tests, {k: bindparam(k) for k in row}, ("run_id", "testname", "item_path")),
+        row,
+    )
+    test_id = db.fast.scalar(
+        "test_id",
+        lambda: select(tests.c.id).where(
+            tests.c.run_id == bindparam("run_id"),
+            tests.c.testname == bindparam("testname"),
+            tests.c.item_path == bindparam("item_path"),
+        ),
+        row,
+    )
+    if inserted:
         db.emit(
             cmd="register-test",
             run_id=run_id,
@@ -62,8 +72,15 @@ def register_test(db: Db, *, run_id: int, testname: str, item_path: str = "") ->
 
 
 def _set_fields(db: Db, test_id: int, values: dict) -> None:
-    if values:
-        db.conn.execute(update(db.t.tests).where(db.t.tests.c.id == test_id).values(values))
+    if not values:
+        return
+    tests = db.t.tests
+    names = tuple(sorted(values))
+
+    def build():
+        return update(tests).where(tests.c.id == bindparam("test_id")).values({n: bindparam(f"v_{n}") for n in names})
+
+    db.fast.execute(("set_fields", names), build, {"test_id": test_id, **{f"v_{n}": values[n] for n in names}})
 
 
 def apply_state_status(
@@ -107,21 +124,28 @@ def apply_state_status(
 
 def roll_up_items(db: Db, run_id: int, testname: str, item_path: str, state: str, status: str) -> dict:
     """Recompute the toplevel's state/status from its items after one item changed (C.1 step 3b-h)."""
-    tests = db.t.tests.c
-    groups = db.conn.execute(
-        select(tests.state, tests.status, func.count())
-        .where(
-            tests.run_id == run_id,
-            tests.testname == testname,
-            tests.item_path != "",
-            tests.item_path != item_path,
-        )
-        .group_by(tests.state, tests.status)
-    ).all()
+    t = db.t.tests.c
+    where = {"run_id": run_id, "testname": testname, "item_path": item_path}
+    groups = db.fast.rows(
+        "item_groups",
+        lambda: (
+            select(t.state, t.status, func.count())
+            .where(
+                t.run_id == bindparam("run_id"),
+                t.testname == bindparam("testname"),
+                t.item_path != "",
+                t.item_path != bindparam("item_path"),
+            )
+            .group_by(t.state, t.status)
+        ),
+        where,
+    )
     top_state, top_status = roll_up(merge_item(groups, state, status), state, status)
     top_id = ensure_test(db, run_id, testname, "")
-    current = db.conn.execute(select(tests.state, tests.status).where(tests.id == top_id)).one()
-    if tuple(current) != (top_state, top_status):
+    current = db.fast.rows(
+        "test_state", lambda: select(t.state, t.status).where(t.id == bindparam("id")), {"id": top_id}
+    )
+    if tuple(current[0]) != (top_state, top_status):
         _set_fields(db, top_id, {"state": top_state, "status": top_status})
         db.emit(
             run_id=run_id,
@@ -286,7 +310,7 @@ def get_tests_for_run(
         query = query.limit(limit)
     if offset:
         query = query.offset(offset)
-    return [test_record(r) for r in db.conn.execute(query)]
+    return db.records(query)
 
 
 # -- plain writes (C.3, C.6, D.2) --------------------------------------------------------------------
@@ -496,7 +520,7 @@ def find_dead(db: Db, run_id: int | None, running_deadtime: int, remote_deadtime
     )
     if run_id is not None:
         query = query.where(t.run_id == run_id)
-    rows = [dict(r._mapping) for r in db.conn.execute(query.order_by(t.id))]
+    rows = db.records(query.order_by(t.id))
     return classify(rows, db.now, running_deadtime, remote_deadtime)
 
 
@@ -580,7 +604,7 @@ def test_get_records_for_index_file(db: Db, *, run_id: int, testname: str, inclu
     )
     if not include_deleted:
         query = query.where(t.state != "DELETED")
-    return [dict(r._mapping) for r in db.conn.execute(query.order_by(t.item_path))]
+    return db.records(query.order_by(t.item_path))
 
 
 def test_toplevel_num_items(db: Db, *, run_id: int, testname: str) -> int:
@@ -684,7 +708,7 @@ def get_tests_for_run_state_status(
         query = query.where(t.last_update >= last_update)
     if not include_deleted:
         query = query.where(t.state != "DELETED")
-    return [dict(r._mapping) for r in db.conn.execute(query.order_by(t.id))]
+    return db.records(query.order_by(t.id))
 
 
 def get_previous_test_run_record(db: Db, *, run_id: int, testname: str, item_path: str = "") -> dict:

@@ -35,10 +35,9 @@ from ..db.context import Db
 from ..db.engine import READ as READ_ROLE
 from ..db.engine import WRITE as WRITE_ROLE
 from ..db.engine import checkpoint, create_schema, journal_mode_for, read_keys, sqlite_engine
-from ..db.schema import Event, schema_for
+from ..db.schema import schema_for, table
 from ..errors import Busy, DbtoolError, Refused
 from ..handlers import resolve
-from ..protocol import MAX_LINE
 from ..reqlog import LOG_LEVEL_KEPT, RequestLog
 from ..request import RequestContext, run_with
 from .events import EventHub
@@ -123,11 +122,12 @@ class Server:
     def _open_database(self) -> None:
         db_cfg = self.config["db"]
         self.read_only = self._read_only_reason(db_cfg)
+        self.journal_mode = journal_mode_for(self.area.db_path, str(db_cfg.get("journal_mode", "auto")))
         self.write_engine = sqlite_engine(
             self.area.db_path,
             WRITE_ROLE,
             synchronous=str(db_cfg.get("synchronous", "FULL")),
-            journal_mode=journal_mode_for(self.area.db_path, str(db_cfg.get("journal_mode", "auto"))),
+            journal_mode=self.journal_mode,
             pool_size=1,
             max_size_mb=float(db_cfg.get("max_size_mb") or 0),
             read_only=bool(self.read_only),
@@ -138,7 +138,7 @@ class Server:
                 raise Refused(f"{self.area.db_path} has no keys; re-create the area with `dbtool init`")
             if not self.read_only:  # an area made by an older dbtool gets the tables added since
                 create_schema(conn, self.keys, __version__)
-            last_seq = conn.execute(select(func.max(Event.__table__.c.seq))).scalar() or 0
+            last_seq = conn.execute(select(func.max(table("events").c.seq))).scalar() or 0
         self.schema = schema_for(self.keys)
         self.read_engine = sqlite_engine(self.area.db_path, READ_ROLE, pool_size=READERS)
         self.hub = EventHub(last_seq, self.limits["watch_queue"])
@@ -155,14 +155,17 @@ class Server:
         ensure_private_dir(self.area.dir, self.share_group)
         self._open_database()
         self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="dbtool-reader")
-        self.writer = Writer(self.write_engine, self.schema, self.config, self.loop, self._committed)
+        wal = self.journal_mode == "WAL"
+        self.writer = Writer(
+            self.write_engine, self.schema, self.config, self.loop, self.hub.publish, self.hub.last_seq, on_loop=wal
+        )
         self.writer.start()
         self.requests_log = RequestLog(self.area.logs_dir)
         self._stopping = asyncio.Event()
         if not self.read_only:
             await self._ingest_spool()
 
-        listener = await asyncio.start_server(self._connection, self.bind, self.port, limit=MAX_LINE + 1)
+        listener = await self.loop.create_server(lambda: Session(self), self.bind, self.port)
         self.host, self.port = listener.sockets[0].getsockname()[:2]
         self._write_server_json()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -194,17 +197,16 @@ class Server:
 
     async def _drain(self) -> None:
         """Finish queued writes and answer them, then close connections and checkpoint."""
-        self.writer.stop()
-        await self.loop.run_in_executor(None, self.writer.thread.join)
-        self.hub.close_all()
-        busy = {s.task for s in self.sessions if s.busy}
+        await self.writer.stop()  # every queued write committed and answered
+        self.hub.close_all()  # watchers get an "end" line
+        streams = [s.stream_task for s in self.sessions if s.stream_task is not None]
+        if streams:
+            await asyncio.wait(streams, timeout=5.0)
+        deadline = time.monotonic() + 5.0
+        while self.reads_pending and time.monotonic() < deadline:  # reads under way are answered too
+            await asyncio.sleep(0.01)
         for session in list(self.sessions):
-            if session.task not in busy:
-                session.task.cancel()
-        if busy:
-            await asyncio.wait(busy, timeout=5.0)
-        for session in list(self.sessions):
-            session.task.cancel()
+            session.close()
         self.readers.shutdown(wait=True)
         try:
             with self.write_engine.connect() as conn:
@@ -287,7 +289,7 @@ class Server:
             now = time.monotonic()
             for session in list(self.sessions):
                 if not session.busy and now - session.last_active > limit:
-                    session.task.cancel()
+                    session.close()
 
     def _write_server_json(self) -> None:
         info = {
@@ -312,10 +314,6 @@ class Server:
             os.close(fd)
         os.replace(tmp, self.area.server_json)
 
-    def _committed(self, events: list[dict]) -> None:
-        """Called by the writer thread after a commit: fan the events out on the loop."""
-        self.loop.call_soon_threadsafe(self.hub.publish, events)
-
     def _log_stats(self) -> None:
         summary = self.stats.summary()
         lines = [f"{'command':40s} {'count':>8s} {'errors':>6s} {'mean':>8s} {'p50':>8s} {'p95':>8s} {'max':>8s} (ms)"]
@@ -328,19 +326,6 @@ class Server:
         log.info("request statistics at stop:\n%s", "\n".join(lines))
 
     # -- connections and requests -------------------------------------------------------------------------
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = Session(self, reader, writer)
-        self.sessions.add(session)
-        try:
-            await session.run()
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, asyncio.CancelledError):
-            pass
-        except Exception:  # never let one connection take the server down
-            log.exception("connection handler failed")
-        finally:
-            self.sessions.discard(session)
-            writer.close()
-
     def request_id(self) -> str:
         return f"{self.instance}-{next(self._ids)}"
 
@@ -348,8 +333,9 @@ class Server:
     def client_label(client: dict) -> str:
         return f"{client.get('user', '?')}@{client.get('host', '?')}:{client.get('pid', '?')}" if client else "?"
 
-    async def execute(self, cmd: Command, params: dict, ctx: RequestContext, idem: str | None) -> object:
-        """Run one command where it belongs: on the loop, on a reader thread, or through the writer."""
+    def execute(self, cmd: Command, params: dict, ctx: RequestContext, idem: str | None) -> object:
+        """Run one command where it belongs: on the loop (its result), or on a reader thread or
+        through the writer (a future of its result). Busy and refusals are raised at once."""
         self.last_activity = time.monotonic()
         if cmd.dead:
             raise Refused(cmd.dead)
@@ -362,17 +348,19 @@ class Server:
             if self.reads_pending >= limit:
                 raise Busy(f"{self.reads_pending} reads are waiting; retry", retry_after=_backoff(self.reads_pending))
             self.reads_pending += 1
-            try:
-                return await self.loop.run_in_executor(self.readers, run_with, ctx, self._read, cmd, params, ctx)
-            finally:
-                self.reads_pending -= 1
+            future = self.loop.run_in_executor(self.readers, run_with, ctx, self._read, cmd, params, ctx)
+            future.add_done_callback(self._read_done)
+            return future
         if self.read_only:
             raise Refused(f"this area's database is read-only ({self.read_only}); writes are refused")
         depth = self.writer.depth
         if depth >= limit:
             raise Busy(f"{depth} writes are queued; retry", retry_after=_backoff(depth))
         ctx.note("debug", "queued", f"behind {depth} queued write(s)")
-        return await self.writer.submit(cmd, params, ctx, idem)
+        return self.writer.submit(cmd, params, ctx, idem)
+
+    def _read_done(self, _future: asyncio.Future) -> None:
+        self.reads_pending -= 1
 
     def _read(self, cmd: Command, params: dict, ctx: RequestContext):
         """A read on a reader thread (run_with has made ``ctx`` the current request there)."""
@@ -385,11 +373,20 @@ class Server:
         ms = ctx.elapsed_ms()
         ok = bool(response.get("ok"))
         self.stats.record(ctx.cmd, ms, ok)
+        label = ctx.client_label or self.client_label(ctx.client)
+        if ok and ctx.max_level() < LOG_LEVEL_KEPT:  # the common line, without building a dict for json
+            client = _json_text(label)
+            line = (
+                f'{{"ts":{ctx.arrived_ns / 1e9:.6f},"id":"{ctx.id}","cmd":{_json_text(ctx.cmd)},'
+                f'"client":{client},"ms":{ms:.3f},"ok":true}}'
+            )
+            self.requests_log.write_line(line)
+            return
         entry = {
             "ts": round(ctx.arrived_ns / 1e9, 6),
             "id": ctx.id,
             "cmd": ctx.cmd,
-            "client": self.client_label(ctx.client),
+            "client": label,
             "ms": round(ms, 3),
             "ok": ok,
         }
@@ -412,9 +409,6 @@ class Server:
                 q = q.where(events.c.run_id == run_id)
             with self.read_engine.connect() as conn, conn.begin():
                 rows = [dict(r._mapping) for r in conn.execute(q.order_by(events.c.seq).limit(limit))]
-            for row in rows:
-                if row.get("data"):
-                    row["data"] = json.loads(row["data"])
             return rows
 
         return await self.loop.run_in_executor(self.readers, query)
@@ -465,6 +459,19 @@ class Server:
     def cmd_stop(self, ctx: RequestContext) -> dict:
         self.loop.call_soon(self.request_stop, f"server stop from {self.client_label(ctx.client)}")
         return {"stopping": True, "pid": os.getpid()}
+
+
+def _json_text(text: str) -> str:
+    """A string as JSON, cached (command names and client labels repeat endlessly)."""
+    found = _JSON_TEXT.get(text)
+    if found is None:
+        if len(_JSON_TEXT) > 10_000:
+            _JSON_TEXT.clear()
+        found = _JSON_TEXT[text] = json.dumps(text, ensure_ascii=False)
+    return found
+
+
+_JSON_TEXT: dict[str, str] = {}
 
 
 def _backoff(depth: int) -> float:

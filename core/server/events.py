@@ -13,6 +13,7 @@ hub's ``last_seq``; the replay reads events up to exactly that seq from the data
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 
 from ..rules.patterns import matches_testpatt
@@ -36,7 +37,7 @@ def wire_event(row: dict) -> dict:
     }
     data = row.get("data")
     if data:
-        event["data"] = data
+        event["data"] = json.loads(data) if isinstance(data, str) else data
     return event
 
 

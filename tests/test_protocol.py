@@ -1,0 +1,69 @@
+"""The wire protocol's pieces: framing and the HMAC proof (against the standard library's HMAC)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+from dbtool.core.protocol import decode, encode, hmac_sha256, pack_records, sign, unpack_records, verify
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+@pytest.mark.parametrize(
+    ("key", "message", "expected"),
+    [  # RFC 4231 test cases 1 and 2
+        (b"\x0b" * 20, b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+        (b"Jefe", b"what do ya want for nothing?", "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+    ],
+)
+def test_hmac_sha256_rfc_4231(key, message, expected):
+    assert hmac_sha256(key, message) == expected
+
+
+@given(st.binary(max_size=200), st.binary(max_size=300))
+def test_hmac_sha256_matches_the_standard_library(key, message):
+    assert hmac_sha256(key, message) == hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def test_sign_and_verify():
+    key = "ab" * 16
+    proof = sign(key, "nonce1")
+    assert verify(key, "nonce1", proof)
+    assert not verify(key, "nonce2", proof)
+    assert not verify("cd" * 16, "nonce1", proof)
+    assert not verify(key, "nonce1", None)
+
+
+def test_framing():
+    line = encode({"a": "é", "b": [1, None, True]})
+    assert line.endswith(b"\n") and b"\n" not in line[:-1]
+    assert decode(line) == {"a": "é", "b": [1, None, True]}
+    with pytest.raises(ValueError, match="nested too deeply"):
+        decode(b"[" * 100_000 + b"]" * 100_000)
+
+
+values = st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.floats(allow_nan=False)
+records = st.lists(st.dictionaries(st.sampled_from(["id", "name", "state", "x"]), values), max_size=6)
+
+
+@given(records | values | st.lists(values, max_size=3))
+def test_packed_records_unpack_to_the_same_result_in_the_same_field_order(result):
+    response = {"id": 1, "request_id": "r", "ok": True, "result": result}
+    packed = decode(encode(pack_records(response)))
+    back = unpack_records(packed)
+    assert back == result
+    if isinstance(result, list):
+        assert [list(r) if isinstance(r, dict) else r for r in back] == [
+            list(r) if isinstance(r, dict) else r for r in result
+        ]
+    uniform = isinstance(result, list) and len(result) > 1 and all(isinstance(r, dict) for r in result)
+    uniform = uniform and all(list(r) == list(result[0]) for r in result)
+    assert ("records" in packed) == uniform and ("result" in packed) != uniform
+
+
+def test_packed_records_halve_the_bytes():
+    rows = [{"id": i, "testname": f"t{i}", "item_path": "", "state": "COMPLETED", "status": "PASS"} for i in range(100)]
+    response = {"id": 1, "request_id": "r", "ok": True, "result": rows}
+    assert len(encode(pack_records(response))) < len(encode(response)) / 2
