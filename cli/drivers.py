@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from itertools import accumulate
 
 from dbtool.core.commands import Command
 from dbtool.core.errors import DbtoolError, Refused, UsageError
-from dbtool.core.rules.testdata import read_records, write_records
+from dbtool.core.rules.testdata import record_ends
 
 from .binder import GlobalOptions
 
@@ -29,15 +30,15 @@ def csv_to_test_data(cmd: Command, params: dict, opts: GlobalOptions, send) -> N
     """
     text, source = _csv_source(params)
     try:
-        records = read_records(text)
+        lines, ends = record_ends(text)
     except ValueError as err:
         raise Refused(f"bad CSV in {source}: {err}; nothing was stored") from None
     base = {name: params[name] for name in ("test_id", "run_id") if params.get(name) is not None}
-    total = len(records)
+    total = len(ends)
     progress = Progress("csv-to-test-data", total) if _show_progress(total) else None
     sent = 0
     try:
-        for rows, chunk in _chunks(records) if records else [(0, "")]:
+        for rows, chunk in _chunks(lines, ends) if ends else [(0, "")]:
             send({**base, "csv": chunk})
             sent += rows
             if progress is not None:
@@ -78,17 +79,21 @@ def _decode(data: bytes, source: str) -> str:
         raise UsageError(f"{source} is not UTF-8 text (byte {err.start}); convert it, e.g. with iconv") from None
 
 
-def _chunks(records: list[list[str]]) -> Iterator[tuple[int, str]]:
-    """(number of rows, CSV text) per request: at most CHUNK_ROWS rows and about CHUNK_CHARS characters."""
-    start = 0
-    while start < len(records):
-        count = min(CHUNK_ROWS, len(records) - start)
-        text = write_records(records[start : start + count])
-        while len(text) > CHUNK_CHARS and count > 1:
+def _chunks(
+    lines: list[str], ends: list[int], max_rows: int = CHUNK_ROWS, max_chars: int = CHUNK_CHARS
+) -> Iterator[tuple[int, str]]:
+    """(number of records, CSV text) per request: the input's own lines, cut at record ends, at most
+    ``max_rows`` records and about ``max_chars`` characters (one longer record is sent alone)."""
+    offsets = [0, *accumulate(map(len, lines))]  # characters before each line
+    done = 0  # records sent
+    first = 0  # the first line not sent
+    while done < len(ends):
+        count = min(max_rows, len(ends) - done)
+        while count > 1 and offsets[ends[done + count - 1]] - offsets[first] > max_chars:
             count //= 2
-            text = write_records(records[start : start + count])
-        yield count, text
-        start += count
+        last = ends[done + count - 1] if done + count < len(ends) else len(lines)  # the tail's blank lines too
+        yield count, "".join(lines[first:last])
+        done, first = done + count, last
 
 
 def _watched() -> bool:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import subprocess
 import sys
 
 import pytest
 from conftest import dbtool_argv, run_in_pty
+from dbtool.cli import drivers
 from dbtool.core.errors import NotFound, Refused
-from dbtool.core.rules.testdata import cell, judge, latest_per_key, read_records, rollup_status, write_records
+from dbtool.core.rules import testdata
+from dbtool.core.rules.numbers import parse_number
+from dbtool.core.rules.testdata import cell, judge, latest_per_key, read_records, record_ends, rollup_status
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # -- rules: parsing ----------------------------------------------------------------------------------
 
@@ -51,13 +57,47 @@ def test_a_bad_line_is_named_by_its_number(text, line, why):
         read_records(text)
 
 
-def test_write_records_reads_back_identically():
-    records = [
-        ["", "v", "1", "", "", "", "", "", ""],
-        ["c", 'q"uote', "a,b", "", "", "", "multi\nline\r\nend", "", ""],
-        ["c", "w", "", "", "", "", "", "", "t"],
-    ]
-    assert read_records(write_records(records)) == records
+# CSV texts made of the characters that matter to the parser (and a few that must not).
+CSV_TEXT = st.text(alphabet=st.sampled_from('ab ,,,"\n\r\t\x00\u2028é'), max_size=60)
+
+
+def _csv_module_records(text: str) -> list[list[str]] | str:
+    """What the csv module reads (the reference for the split-at-commas path), or the error."""
+    try:
+        return [record for record, _ in testdata._csv_records(testdata._lines(text))]
+    except ValueError as err:
+        return str(err)
+
+
+def _read(text: str) -> list[list[str]] | str:
+    try:
+        return read_records(text)
+    except ValueError as err:
+        return str(err)
+
+
+@settings(max_examples=400, deadline=None)
+@given(CSV_TEXT)
+def test_plain_lines_are_read_as_the_csv_module_reads_them(text):
+    assert _read(text) == _csv_module_records(text)
+    assert _read(text.replace('"', "")) == _csv_module_records(text.replace('"', ""))
+
+
+@settings(max_examples=400, deadline=None)
+@given(CSV_TEXT, st.integers(min_value=1, max_value=4), st.integers(min_value=1, max_value=40))
+def test_text_cut_at_record_ends_reads_as_the_same_records(text, rows, chars):
+    expected = _read(text)
+    try:
+        lines, ends = record_ends(text)
+    except ValueError as err:
+        assert str(err) == expected  # the same first bad line as the server would name
+        return
+    assert len(ends) == len(expected)
+    chunks = list(drivers._chunks(lines, ends, rows, chars)) if ends else []  # small limits: many cuts
+    assert "".join(chunk for _, chunk in chunks) == (text if ends else "")
+    assert sum(count for count, _ in chunks) == len(ends)
+    assert [record for _, chunk in chunks for record in read_records(chunk)] == expected
+    assert all(len(read_records(chunk)) == count for count, chunk in chunks)
 
 
 # -- rules: numbers and pass/fail -----------------------------------------------------------------------
@@ -85,6 +125,19 @@ def test_write_records_reads_back_identically():
 def test_cells_are_numbers_when_they_spell_one(text, stored):
     value = cell(text)
     assert value == stored and type(value) is type(stored)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet=st.sampled_from("0123456789+-.eE_x٣ "), min_size=1, max_size=8))
+def test_cells_follow_parse_number(text):
+    text = text.strip()
+    number = parse_number(text)
+    if number is None or (isinstance(number, float) and not math.isfinite(number)):
+        assert cell(text) == (text or None)
+    elif isinstance(number, int) and not -(2**63) <= number < 2**63:
+        assert cell(text) == float(number) and type(cell(text)) is float
+    else:
+        assert cell(text) == number and type(cell(text)) is type(number)
 
 
 def _judge(value: str, expected: str, tol: str) -> str | None:
@@ -137,12 +190,12 @@ def test_pass_fail_rules(value, expected, tol, status):
 
 def test_last_line_of_a_key_wins_in_order_of_last_occurrence():
     rows = [
-        {"category": "c", "variable": "a", "n": 1},
-        {"category": "c", "variable": "b", "n": 2},
-        {"category": "d", "variable": "a", "n": 3},
-        {"category": "c", "variable": "a", "n": 4},
+        ("c", "a", 1),
+        ("c", "b", 2),
+        ("d", "a", 3),
+        ("c", "a", 4),
     ]
-    assert [r["n"] for r in latest_per_key(rows)] == [2, 3, 4]
+    assert [r[2] for r in latest_per_key(rows)] == [2, 3, 4]
 
 
 @pytest.mark.parametrize(
@@ -184,7 +237,7 @@ def _run_with_db(hdb, fn, *args):
     with activate(ctx), hdb.engine.connect() as conn, conn.begin():
         db = Db(conn, hdb.schema, ctx, hdb.config)
         result = fn(db, *args)
-    hdb.events.extend(db.events)
+    hdb.keep_events(db.events)
     return result
 
 
@@ -250,6 +303,9 @@ def test_same_category_and_variable_is_replaced_with_a_new_id(hdb):
     assert len(hdb("read-test-data", test_id=t)) == 3  # d/a is another key
     event = hdb.events[-1]
     assert (event["cmd"], event["test_id"], event["data"]) == ("csv->test-data", t, {"rows": 1, "replaced": 1})
+    hdb("csv-to-test-data", test_id=t, csv="c,b,5\nc,new,1\nd,a,2\n")  # two keys it has, one new
+    assert hdb.events[-1]["data"] == {"rows": 3, "replaced": 2}
+    assert len(hdb("read-test-data", test_id=t)) == 4
 
 
 def test_a_bad_line_refuses_the_whole_request(hdb):

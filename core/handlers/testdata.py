@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
 from ..db.dialect import like
 from ..errors import NotFound, Refused
-from ..rules.testdata import data_rows, latest_per_key, read_records, rollup_status
+from ..rules.testdata import FIELDS, data_rows, latest_per_key, read_records, rollup_status
 from .common import find_test, require_test
 
 DELETED = "DELETED"  # the status of a soft-deleted data row
-DELETE_BATCH = 5000  # variables per DELETE statement (well under SQLite's bound-parameter limit)
 
 
 def _emit_for_test(db: Db, test: dict, **data: object) -> None:
@@ -42,34 +39,51 @@ def csv_to_test_data(db: Db, *, test_id: int, run_id: int | None = None, csv: st
         records = read_records(csv)
     except ValueError as err:
         raise Refused(f"bad CSV for test {test_id}: {err}; nothing was stored") from None
-    rows = latest_per_key(data_rows(records))
+    rows = data_rows(latest_per_key(records), (test_id,))
     if not rows:
         return
-    replaced = _delete_same_keys(db, test_id, rows)
-    db.conn.execute(insert(db.t.test_data).values(test_id=test_id), rows)  # one executemany
+    replaced = _store_rows(db, test_id, rows)
     _emit_for_test(db, test, rows=len(rows), replaced=replaced)
 
 
-def _delete_same_keys(db: Db, test_id: int, rows: list[dict]) -> int:
-    """Delete the test's rows with the (category, variable) of ``rows``; returns how many went.
+INSERT_NAMES = ("test_id", *FIELDS)  # a test_data row as csv-to-test-data stores it (id, last_update: defaults)
+KEY_NAMES = INSERT_NAMES[:3]  # test_id, category, variable: the unique key
 
-    One statement per category and batch of variables, so each uses the unique index
-    (test_id, category, variable); a row-value IN over both columns would scan the test's rows.
+
+def _store_rows(db: Db, test_id: int, rows: list[tuple]) -> int:
+    """Insert rows (INSERT_NAMES); a (category, variable) the test has is replaced: deleted, then
+    inserted with a new id. Returns how many were replaced.
+
+    SQLite: INSERT OR IGNORE stores the new keys (usually all of them: one statement, no lookups);
+    when some were there already, INSERT OR REPLACE stores every row again, each under a new id.
+    Other databases delete the test's rows with these keys (unique index), then insert.
     """
-    variables_by_category: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        variables_by_category[row["category"]].append(row["variable"])
-    data = db.t.test_data.c
-    deleted = 0
-    for category, variables in variables_by_category.items():
-        for start in range(0, len(variables), DELETE_BATCH):
-            batch = variables[start : start + DELETE_BATCH]
-            deleted += db.conn.execute(
-                delete(db.t.test_data).where(
-                    data.test_id == test_id, data.category == category, data.variable.in_(batch)
-                )
-            ).rowcount
-    return deleted
+    data = db.t.test_data
+    values = {name: bindparam(name) for name in INSERT_NAMES}
+    fast = db.fast
+    if db.dialect == "sqlite":
+        added = fast.execute_tuples(
+            "insert_new_data",
+            lambda: insert(data).values(values).prefix_with("OR IGNORE", dialect="sqlite"),
+            INSERT_NAMES,
+            rows,
+        )
+        if added < len(rows):
+            fast.execute_tuples(
+                "replace_data",
+                lambda: insert(data).values(values).prefix_with("OR REPLACE", dialect="sqlite"),
+                INSERT_NAMES,
+                rows,
+            )
+        return len(rows) - added
+    replaced = fast.execute_tuples(
+        "delete_data_keys",
+        lambda: delete(data).where(*(data.c[name] == bindparam(name) for name in KEY_NAMES)),
+        KEY_NAMES,
+        [row[:3] for row in rows],
+    )
+    fast.execute_tuples("insert_data", lambda: insert(data).values(values), INSERT_NAMES, rows)
+    return replaced
 
 
 def soft_delete_data(db: Db, test_id: int) -> int:
@@ -157,7 +171,7 @@ def _read(db: Db, test_id: int, category: str, variable: str | None, include_del
     if not include_deleted:
         query = query.where(_not_deleted(db))
     query = query.order_by(d.category, d.variable, d.id)
-    return [dict(row._mapping) for row in db.conn.execute(query)]
+    return db.records(query)
 
 
 def read_test_data(

@@ -1,7 +1,8 @@
 """Test data from CSV (reference C.4, SPEC 9.7): lines into rows, the pass/fail rule, the test's roll-up.
 
-Standard library only: the CLI's csv-to-test-data driver validates a whole input with
-``read_records`` before it sends anything, and the server checks every request again.
+Standard library only: the CLI's csv-to-test-data driver checks a whole input with
+``record_ends`` before it sends anything (then sends it in parts cut at record ends), and the
+server reads every request with ``read_records``, checking it again.
 
 Each CSV line is ``category,variable,value,expected,tol,units,comment,status,type``: standard CSV
 (quotes allowed, a quoted field may span lines, spaces after a comma skipped), each field stripped
@@ -25,10 +26,15 @@ import csv
 import io
 import math
 import operator
+import re
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
-from .numbers import parse_number
+from .numbers import NUMBER_PATTERN
+
+# parse_number's numbers, group 1 when an int (no fraction, no exponent)
+_CELL_NUMBER = re.compile(rf"([+-]?\d+)|({NUMBER_PATTERN})")
+_NUMBER_CHARS = "0123456789+-.eE"  # the ASCII characters of a number
 
 FIELDS = ("category", "variable", "value", "expected", "tol", "units", "comment", "status", "type")
 WIDTH = len(FIELDS)
@@ -42,54 +48,129 @@ ROLLUP_KEEP_STATUSES = ("WARN", "FAIL")  # a PASS from the data does not hide th
 
 def read_records(text: str) -> list[list[str]]:
     """The data lines of ``text`` as lists of nine stripped fields; ValueError names the first bad line."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
-    records: list[list[str]] = []
+    lines = _lines(text)
+    if not _plain(text, lines):
+        return [record for record, _ in _csv_records(lines)]
+    records = list(csv.reader(lines))  # plain text: one line, one record
+    if not _edge_space(text) and set(map(len, records)) == {WIDTH} and all(map(_VARIABLE, records)):
+        return records  # nine fields each, none to strip, every line names a variable: the usual file
+    kept: list[list[str]] = []
+    for number, fields in enumerate(records, 1):
+        record = list(map(str.strip, fields[:WIDTH]))
+        if len(record) < WIDTH:
+            record.extend(_PAD[len(record) :])
+        if record[1]:
+            kept.append(record)
+        elif any(record):
+            raise _no_variable(number)
+    return kept
+
+
+def record_ends(text: str) -> tuple[list[str], list[int]]:
+    """The lines of ``text`` and, per data record, the number of lines up to its end: the places
+    where the text can be cut into parts that ``read_records`` reads as the same records.
+
+    Checks every line as ``read_records`` does (ValueError names the first bad line) without
+    building the records: the client's check of a whole file before it sends any of it.
+    """
+    lines = _lines(text)
+    if not _plain(text, lines):
+        return lines, [end for _, end in _csv_records(lines)]
+    ends: list[int] = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split(",", 2)
+        if len(fields) > 1 and fields[1].strip():
+            ends.append(number)
+        elif any(map(str.strip, line.split(",", WIDTH)[:WIDTH])):
+            raise _no_variable(number)
+    return lines, ends
+
+
+_PAD = [""] * WIDTH
+_KEY = operator.itemgetter(0, 1)  # (category, variable) of a record
+_VARIABLE = operator.itemgetter(1)
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as the csv module sees them: ended by \\n, \\r or \\r\\n, the ending kept."""
+    return io.StringIO(text, newline="").readlines()
+
+
+def _plain(text: str, lines: list[str]) -> bool:
+    """No quote and no line over the field size limit: then every line is one record whose fields
+    are the text between commas, and splitting at commas reads what the csv module reads."""
+    return '"' not in text and max(map(len, lines), default=0) <= csv.field_size_limit()
+
+
+_ASCII_SPACE = " \t\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.strip strips in ASCII, besides \r and \n
+
+
+def _edge_space(text: str) -> bool:
+    """Whether a field of plain text may start or end with whitespace (False: no field needs
+    stripping). Cheaper than stripping 900,000 fields: a few scans of the text for the rare pairs."""
+    if not text.isascii():
+        return True
+    for space in _ASCII_SPACE:
+        if space in text:
+            if text[0] == space or text[-1] == space:
+                return True
+            if any(
+                pair in text
+                for pair in (space + ",", "," + space, space + "\n", "\n" + space, space + "\r", "\r" + space)
+            ):
+                return True
+    return False
+
+
+def _no_variable(line: int) -> ValueError:
+    return ValueError(f"line {line}: no variable name (the second field is empty)")
+
+
+def _csv_records(lines: list[str]) -> Iterator[tuple[list[str], int]]:
+    """Each data record (nine stripped fields) with the number of lines read to its end."""
+    reader = csv.reader(lines, strict=True, skipinitialspace=True)
     start = 1  # the line where the current record begins (a quoted field may span lines)
     try:
         for fields in reader:
             record = list(map(str.strip, fields[:WIDTH]))
             if len(record) < WIDTH:
-                record.extend([""] * (WIDTH - len(record)))
+                record.extend(_PAD[len(record) :])
             if record[1]:
-                records.append(record)
+                yield record, reader.line_num
             elif any(record):
-                raise ValueError(f"line {start}: no variable name (the second field is empty)")
+                raise _no_variable(start)
             start = reader.line_num + 1
     except csv.Error as err:
         raise ValueError(
             f"line {start}: not valid CSV ({err}); quote a whole field, with nothing between the closing "
             "quote and the next comma"
         ) from None
-    return records
-
-
-def write_records(records: Iterable[list[str]]) -> str:
-    """CSV text that ``read_records`` reads back as the same records (trailing empty fields dropped)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    for record in records:
-        end = len(record)
-        while end > 2 and not record[end - 1]:
-            end -= 1
-        writer.writerow(record[:end])
-    return out.getvalue()
 
 
 def cell(text: str) -> int | float | str | None:
-    """A value/expected/tol field as stored: the number it spells (SPEC 9.7), else its text; None
-    when empty. Non-finite results (``1e999``) stay text; an int beyond 64 bits becomes a float."""
+    """A value/expected/tol field (stripped, as ``read_records`` gives it) as stored: the number it
+    spells (SPEC 9.7, ``parse_number``), else its text; None when empty. Non-finite results
+    (``1e999``) stay text; an int beyond 64 bits becomes a float."""
     if not text:
         return None
-    value = parse_number(text)
-    if value is None:
+    if text.strip(_NUMBER_CHARS):  # another character: unicode digits, or text (parse_number's rule)
+        match = _CELL_NUMBER.fullmatch(text)
+        if match is None:
+            return text
+        integer = match.lastindex == 1
+    else:  # ASCII digits, signs, points, exponents only: a number exactly when int/float reads it
+        integer = "." not in text and "e" not in text and "E" not in text
+    try:
+        if integer:
+            value = int(text)
+            return value if -INT64 <= value < INT64 else float(value)
+        number = float(text)
+    except ValueError:  # "+-5", "1e", "."
         return text
-    if isinstance(value, float):
-        return value if math.isfinite(value) else text
-    return value if -INT64 <= value < INT64 else float(value)
+    return number if math.isfinite(number) else text
 
 
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float))
+NUMBER_TYPES = (int, float)
 
 
 def _decimal(x: int | float) -> Decimal:
@@ -106,11 +187,11 @@ def judge(value: object, expected: object, tol: object) -> str | None:
     pass iff value OP expected; tol empty → pass iff value equals expected; any other tol →
     ``ERROR: bad tol comparator <tol>``.
     """
-    if not (_is_number(value) and _is_number(expected)):
+    if not (isinstance(value, NUMBER_TYPES) and isinstance(expected, NUMBER_TYPES)):
         return None
     if tol is None:
         return "pass" if value == expected else "fail"
-    if _is_number(tol):
+    if isinstance(tol, NUMBER_TYPES):
         return "pass" if _within(value, expected, tol) else "fail"
     compare = COMPARATORS.get(tol)
     if compare is None:
@@ -133,9 +214,11 @@ def _within(value: float, expected: float, tol: float) -> bool:
     return wanted - margin <= measured <= wanted + margin
 
 
-def data_rows(records: Iterable[list[str]]) -> Iterator[dict]:
-    """The stored rows of records from ``read_records``: numbers parsed, status given or judged."""
+def data_rows(records: Iterable[list[str]], lead: tuple = ()) -> list[tuple]:
+    """The stored rows of records from ``read_records``: ``lead`` (e.g. the test id) and the
+    ``FIELDS`` — numbers parsed, units NULL when empty, status given or judged."""
     cells: dict[str, object] = {}  # expected and tol repeat from line to line: convert each text once
+    rows = []
     for category, variable, value, expected, tol, units, comment, status, type_ in records:
         value = cell(value)
         if expected not in cells:
@@ -145,27 +228,20 @@ def data_rows(records: Iterable[list[str]]) -> Iterator[dict]:
         expected, tol = cells[expected], cells[tol]
         if status in NOT_GIVEN_STATUS:
             status = judge(value, expected, tol)
-        yield {
-            "category": category,
-            "variable": variable,
-            "value": value,
-            "expected": expected,
-            "tol": tol,
-            "units": units or None,
-            "comment": comment,
-            "status": status,
-            "type": type_,
-        }
+        rows.append((*lead, category, variable, value, expected, tol, units or None, comment, status, type_))
+    return rows
 
 
-def latest_per_key(rows: Iterable[dict]) -> list[dict]:
-    """One row per (category, variable): the last one given, in the order of the last occurrences
-    (as if each line were upserted in turn)."""
-    latest: dict[tuple[str, str], dict] = {}
-    for row in rows:
-        key = (row["category"], row["variable"])
+def latest_per_key(records: list) -> list:
+    """One record per (category, variable) — the first two fields: the last one given, in the order
+    of the last occurrences (as if each line were upserted in turn)."""
+    if len(set(map(_VARIABLE, records))) == len(records) or len(set(map(_KEY, records))) == len(records):
+        return records  # no key repeats (the usual case; the first test is the cheaper one)
+    latest: dict[tuple, list] = {}
+    for record in records:
+        key = _KEY(record)
         latest.pop(key, None)
-        latest[key] = row
+        latest[key] = record
     return list(latest.values())
 
 
