@@ -120,6 +120,7 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
             raise Refused(cmd.dead)
         from dbtool.core.area import find_area
         from dbtool.core.client import call
+        from dbtool.core.protocol import plain
 
         area = find_area(opts.area)
         timeout = default_timeout(opts)
@@ -128,7 +129,7 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
             reply = call(area, cmd, request_params, timeout=timeout, trace=opts.trace)
             if opts.trace:
                 print_log(reply.log)
-            return reply.result
+            return plain(reply.result)
 
         result = run_driver(cmd, params, opts, send) if cmd.driver else send(params)
     except DbtoolError as err:

@@ -12,6 +12,7 @@ from .area import Area, load_config
 from .client import Reply, client_identity
 from .commands import Command
 from .errors import DbtoolError, Internal, Refused
+from .protocol import plain
 from .request import RequestContext, activate
 
 
@@ -41,4 +42,4 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
         raise Internal(f"internal error in {cmd.name} (direct read): {type(err).__name__}: {err}") from err
     finally:
         engine.dispose()
-    return Reply(result, ctx.log, ctx.id)
+    return Reply(plain(result), ctx.log, ctx.id)

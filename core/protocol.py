@@ -68,25 +68,78 @@ def verify(key_hex: str, nonce: str, proof: object) -> bool:
     return hmac.compare_digest(sign(key_hex, nonce), proof)
 
 
+class Records:
+    """The rows of a query as a handler returns them: column names and row tuples, the way the
+    database driver gives them. Read as a sequence of dicts (built on access). The server sends
+    them packed to a client that asked (``pack_records``), as a list of dicts otherwise
+    (``plain``): no dict per row on the way out, and none at all for a packing client.
+    """
+
+    __slots__ = ("columns", "rows")
+
+    def __init__(self, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        self.columns = columns
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return map(dict, map(zip, repeat(self.columns), self.rows))
+
+    def __getitem__(self, index: int | slice) -> dict | list[dict]:
+        if isinstance(index, slice):
+            return [dict(zip(self.columns, row, strict=True)) for row in self.rows[index]]
+        return dict(zip(self.columns, self.rows[index], strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == (list(other) if isinstance(other, Records) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Records({list(self)!r})"
+
+    def to_list(self) -> list[dict]:
+        return list(self)
+
+
+def plain(result: object) -> object:
+    """A handler's result as JSON can carry it: Records become a list of dicts."""
+    return result.to_list() if type(result) is Records else result
+
+
 def pack_records(response: dict) -> dict:
     """For a client that asked ``"pack": true``: a result that is a list of records with the same
     fields, in the same order, goes as ``"records": {"columns": [...], "rows": [[...], ...]}``
     instead of ``"result"`` — the field names once instead of once per row, which halves the
     bytes and the JSON work on both sides for a few thousand rows. Anything else is unchanged."""
     result = response.get("result")
-    if type(result) is not list or len(result) < 2 or type(result[0]) is not dict:
-        return response
-    columns = tuple(result[0])
-    for record in result:
-        if type(record) is not dict or tuple(record) != columns:
+    if type(result) is Records:
+        columns, rows = result.columns, result.rows
+    else:
+        if type(result) is not list or len(result) < 2 or type(result[0]) is not dict:
             return response
+        columns = tuple(result[0])
+        for record in result:
+            if type(record) is not dict or tuple(record) != columns:
+                return response
+        rows = [list(record.values()) for record in result]
     packed = {k: v for k, v in response.items() if k != "result"}
-    packed["records"] = {"columns": list(columns), "rows": [list(record.values()) for record in result]}
+    packed["records"] = {"columns": list(columns), "rows": rows}
     return packed
 
 
+def plain_response(response: dict) -> dict:
+    """For a client that did not ask to pack: the response with a Records result as a list of dicts."""
+    if type(response.get("result")) is Records:
+        response["result"] = response["result"].to_list()
+    return response
+
+
 def unpack_records(response: dict) -> object:
-    """The result of a response, packed (see pack_records) or not."""
+    """The result of a response: packed records (see pack_records) as Records — a sequence of dicts,
+    each built when it is read — or the plain result."""
     packed = response.get("records")
     if type(packed) is not dict:
         return response.get("result")
@@ -94,10 +147,11 @@ def unpack_records(response: dict) -> object:
     if (
         type(columns) is not list
         or type(rows) is not list
-        or any(type(row) is not list or len(row) != len(columns) for row in rows)
+        or not set(map(type, rows)) <= {list}
+        or not set(map(len, rows)) <= {len(columns)}
     ):
         raise ValueError("malformed packed records")
-    return list(map(dict, map(zip, repeat(columns), rows)))
+    return Records(tuple(columns), rows)
 
 
 def ok(req_id: object, request_id: str, result: object) -> dict:

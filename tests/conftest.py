@@ -222,6 +222,7 @@ class HandlerDb:
         from dbtool.core.commands import lookup
         from dbtool.core.db.context import Db
         from dbtool.core.handlers import resolve
+        from dbtool.core.protocol import plain
         from dbtool.core.request import RequestContext, activate
 
         cmd = lookup(name)
@@ -234,7 +235,7 @@ class HandlerDb:
                 result = resolve(cmd.handler)(db, **bound)
             db.run_after_commit()
         self.keep_events(db.events)
-        return result
+        return plain(result)  # as the server sends it
 
     def keep_events(self, events: list[dict]) -> None:
         """Record a request's events, their data decoded (the stored form holds it as JSON text)."""

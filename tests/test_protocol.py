@@ -6,7 +6,19 @@ import hashlib
 import hmac
 
 import pytest
-from dbtool.core.protocol import decode, encode, hmac_sha256, pack_records, sign, unpack_records, verify
+from dbtool.core.protocol import (
+    Records,
+    decode,
+    encode,
+    hmac_sha256,
+    pack_records,
+    plain,
+    plain_response,
+    sign,
+    unpack_records,
+    verify,
+)
+from dbtool.core.server.session import server_encoder
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -67,3 +79,36 @@ def test_packed_records_halve_the_bytes():
     rows = [{"id": i, "testname": f"t{i}", "item_path": "", "state": "COMPLETED", "status": "PASS"} for i in range(100)]
     response = {"id": 1, "request_id": "r", "ok": True, "result": rows}
     assert len(encode(pack_records(response))) < len(encode(response)) / 2
+
+
+def test_records_read_as_dicts_and_go_out_packed_or_plain():
+    table = Records(("id", "name"), [(1, "a"), (2, "b"), (3, None)])
+    as_dicts = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": None}]
+    assert len(table) == 3 and list(table) == as_dicts and table == as_dicts and plain(table) == as_dicts
+    assert table[1] == as_dicts[1] and table[-1] == as_dicts[-1] and table[:2] == as_dicts[:2]
+    assert plain([1]) == [1] and plain(None) is None
+    for rows in ([], [(7, "x")], table.rows):  # packed whatever the number of rows
+        response = {"id": 1, "ok": True, "result": Records(("id", "name"), rows)}
+        packed = decode(encode(pack_records(dict(response))))
+        assert "result" not in packed
+        assert unpack_records(packed) == [dict(zip(("id", "name"), row, strict=True)) for row in rows]
+        assert decode(encode(plain_response(dict(response))))["result"] == unpack_records(packed)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)  # beyond 64 bits too: orjson's limit
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(blacklist_categories=("Cs",))),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(JSON_VALUES)
+def test_the_server_encoder_reads_back_as_encode_does(value):
+    message = {"id": 1, "ok": True, "result": value}
+    line = server_encoder()(message)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode(line) == decode(encode(message))

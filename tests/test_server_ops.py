@@ -237,6 +237,14 @@ def test_list_results_are_packed_only_for_clients_that_ask(area):
     assert bad["error"]["code"] == "bad_request" and "pack" in bad["error"]["message"]
     # the CLI asks for packed records and prints the same records
     assert [t["testname"] for t in area.ok("get-tests-for-run", "--run-id", run_id, "--json").json] == ["a", "b", "c"]
+    with Raw(area) as raw:  # one row or none: packed too, and read back the same
+        one = raw.request("get-tests-for-run", {"run_id": int(run_id), "testpatt": "b"}, pack=True)
+        none = raw.request("get-tests-for-run", {"run_id": int(run_id), "testpatt": "zz"}, pack=True)
+    assert [dict(zip(columns, row, strict=True)) for row in one["records"]["rows"]] == plain["result"][1:2]
+    assert (
+        none["records"]["rows"] == []
+        and area.ok("get-tests-for-run", "--run-id", run_id, "--testpatt", "zz", "--json").json == []
+    )
 
 
 def test_watcher_limit_is_a_clear_refusal(area):

@@ -19,6 +19,8 @@ from sqlalchemy import Float, Integer, String
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeDecorator
 
+from ..protocol import Records
+
 # Column types whose values the driver returns as they are stored (no result processing).
 PLAIN_TYPES = (Integer, String, Float)
 
@@ -64,16 +66,21 @@ class Statements:
         self.cursor = conn.connection.driver_connection.cursor()
 
     def records(self, query: Any) -> list[dict]:
-        """The rows of a SELECT as dicts (column label -> value), as ``dict(row._mapping)`` gives.
+        """The rows of a SELECT as dicts (column label -> value), as ``dict(row._mapping)`` gives."""
+        return self.table(query).to_list()
 
-        A one-off query (its filters vary per request): compiled here, run by the driver, the
-        rows zipped with the column labels. That skips SQLAlchemy's per-row objects, which cost
-        more than the query itself for a few thousand rows. A query with a column that needs
-        type processing (a TypeDecorator, an untyped expression) goes through SQLAlchemy.
+    def table(self, query: Any) -> Records:
+        """The rows of a SELECT as Records: the column labels and the driver's row tuples.
+
+        A one-off query (its filters vary per request): compiled here, run by the driver. That
+        skips SQLAlchemy's per-row objects, which cost more than the query itself for a few
+        thousand rows. A query with a column that needs type processing (a TypeDecorator, an
+        untyped expression) goes through SQLAlchemy.
         """
         columns = query.selected_columns
         if not all(isinstance(c.type, PLAIN_TYPES) and not isinstance(c.type, TypeDecorator) for c in columns):
-            return [dict(row._mapping) for row in self.conn.execute(query)]
+            result = self.conn.execute(query)
+            return Records(tuple(result.keys()), [tuple(row) for row in result])
         dialect = self.dialect
         compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
         params = compiled.params
@@ -82,8 +89,7 @@ class Statements:
             cursor.execute(compiled.string, tuple(map(params.__getitem__, compiled.positiontup)))
         else:
             cursor.execute(compiled.string, params)
-        names = tuple(columns.keys())
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return Records(tuple(columns.keys()), cursor.fetchall())
 
     def execute(self, key: object, build: Callable[[], Any], params: dict | None = None) -> Any:
         """Run the statement ``build()`` (compiled once per ``key``) with these bound values."""

@@ -172,6 +172,8 @@ def _tests() -> type[SQLModel]:
         __table_args__ = (
             UniqueConstraint("run_id", "testname", "item_path", name="tests_unique"),
             Index("tests_state", "state", "run_id"),
+            # a run's tests in id order (the rowid follows run_id in the index): no sort for get-tests-for-run
+            Index("tests_run", "run_id"),
             Index("tests_last_update", "last_update"),
             Index("tests_testname", "testname", "item_path"),
         )

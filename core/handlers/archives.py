@@ -59,4 +59,4 @@ def archive_get_allocations(db: Db, *, testname: str, item_path: str = "", dneed
         .distinct()
         .order_by(b.id)
     )
-    return db.records(query)
+    return db.table(query)

@@ -60,4 +60,4 @@ def get_process_options(db: Db, *, purpose: str, dbname: str = "") -> list[dict]
     query = select(p.host, p.port, p.pid, p.starttime, p.endtime, p.status, p.mtversion.label("version")).where(
         p.purpose == purpose, p.dbname == dbname, p.status.in_(LIVE_STATUSES)
     )
-    return db.records(query.order_by(p.starttime, p.id))
+    return db.table(query.order_by(p.starttime, p.id))

@@ -40,7 +40,7 @@ def get_targets(db: Db, *, include_deleted: bool = False) -> list[dict]:
     query = select(target_expr(db).label("target"), *db.t.key_columns).distinct().order_by(*db.t.key_columns)
     if not include_deleted:
         query = query.where(not_deleted_run(db))
-    return db.records(query)
+    return db.table(query)
 
 
 def get_key_vals(db: Db, *, run_id: int) -> list[str]:
@@ -146,7 +146,7 @@ def get_runs(
     """Runs matching the run-name and target pattern lists, newest first."""
     query = select(*run_columns(db)).order_by(*_newest_first(db))
     query = _run_filters(db, query, runname, target, include_deleted)
-    return db.records(_page(query, limit, offset))
+    return db.table(_page(query, limit, offset))
 
 
 def _run_filters(db: Db, query, runname: str | None, target: str | None, include_deleted: bool):
@@ -174,7 +174,7 @@ def simple_get_runs(
     query = _run_filters(db, query, runname, None, include_deleted)
     if target:
         query = query.where(pattern_cond(db, target_expr(db), LIKE, target))
-    return db.records(_page(query, limit, offset))
+    return db.table(_page(query, limit, offset))
 
 
 def _by_patt_filter(db: Db, runname: str | None, target: str | None) -> list[ColumnElement]:
@@ -216,7 +216,7 @@ def get_runs_by_patt(
     if last_update is not None:
         query = query.where(runs.c.last_update >= last_update)
     query = query.order_by(runs.c.event_time, runs.c.id)
-    return db.records(_page(query, limit, offset))
+    return db.table(_page(query, limit, offset))
 
 
 def get_runs_cnt_by_patt(db: Db, *, runname: str | None = None, target: str | None = None) -> int:
@@ -466,7 +466,7 @@ def get_main_run_stats(db: Db, *, run_id: int) -> list[dict]:
         raise NotFound(f"run {run_id} is deleted")
     rs = db.t.run_stats.c
     query = select(rs.state, rs.status, rs["count"]).where(rs.run_id == run_id).order_by(rs.state, rs.status)
-    return db.records(query)
+    return db.table(query)
 
 
 def get_run_stats(db: Db, *, include_deleted: bool = False) -> list[dict]:
@@ -534,4 +534,4 @@ def get_test_times(db: Db, *, runname: str, target: str, include_deleted: bool =
     )
     if not include_deleted:
         query = query.where(not_deleted_run(db), t.state != "DELETED")
-    return db.records(query)
+    return db.table(query)

@@ -71,4 +71,4 @@ def find_task_queue_records(
         like(db.dialect, q.action, actionpatt),
         like(db.dialect, q.testpatt, testpatt),
     )
-    return db.records(query.order_by(q.id))
+    return db.table(query.order_by(q.id))

@@ -310,7 +310,7 @@ def get_tests_for_run(
         query = query.limit(limit)
     if offset:
         query = query.offset(offset)
-    return db.records(query)
+    return db.table(query)
 
 
 # -- plain writes (C.3, C.6, D.2) --------------------------------------------------------------------
@@ -604,7 +604,7 @@ def test_get_records_for_index_file(db: Db, *, run_id: int, testname: str, inclu
     )
     if not include_deleted:
         query = query.where(t.state != "DELETED")
-    return db.records(query.order_by(t.item_path))
+    return db.table(query.order_by(t.item_path))
 
 
 def test_toplevel_num_items(db: Db, *, run_id: int, testname: str) -> int:
@@ -708,7 +708,7 @@ def get_tests_for_run_state_status(
         query = query.where(t.last_update >= last_update)
     if not include_deleted:
         query = query.where(t.state != "DELETED")
-    return db.records(query.order_by(t.id))
+    return db.table(query.order_by(t.id))
 
 
 def get_previous_test_run_record(db: Db, *, run_id: int, testname: str, item_path: str = "") -> dict:

@@ -17,18 +17,42 @@ import secrets
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import PROTOCOL, __version__
 from ..commands import LOCAL, SERVER, lookup
 from ..errors import BadRequest, DbtoolError, Internal
-from ..protocol import MAX_LINE, decode, encode, error, ok, pack_records, verify
+from ..protocol import MAX_LINE, decode, encode, error, ok, pack_records, plain_response, verify
 from ..request import RequestContext
 from .events import Subscriber, wire_event
 
 if TYPE_CHECKING:
     from .app import Server
 
+
+def server_encoder() -> Callable[[dict], bytes]:
+    """The protocol's ``encode`` for the server: orjson's when it is installed — a tenth of the time for a few
+    thousand rows — else ``encode`` itself. Its import (~30 ms) is paid once by the server, never by
+    a client. A message orjson cannot encode (an int beyond 64 bits) goes through ``encode``.
+    Floats may be spelled differently (``1e16`` for ``1e+16``); they read back as the same number.
+    """
+    try:
+        import orjson
+    except ImportError:
+        return encode
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+
+    def encode_line(message: dict) -> bytes:
+        try:
+            return dumps(message, option=newline)
+        except TypeError:  # orjson.JSONEncodeError
+            return encode(message)
+
+    return encode_line
+
+
+_encode = server_encoder()
 log = logging.getLogger("dbtool.server")
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a new connection has to authenticate
@@ -132,7 +156,7 @@ class Session(asyncio.Protocol):
         if self.closed:
             return
         try:
-            data = encode(message)
+            data = _encode(message)
         except (TypeError, ValueError) as err:
             log.error("response of request %s is not JSON: %s", message.get("request_id"), err)
             text = f"unserialisable result: {err}"
@@ -263,7 +287,7 @@ class Session(asyncio.Protocol):
         self.server.finished(ctx, response)
         if trace:
             response["log"] = ctx.log
-        self.send(pack_records(response) if pack else response)
+        self.send(pack_records(response) if pack else plain_response(response))
 
     # -- watch ----------------------------------------------------------------------------------------------
     def _start_watch(self, req_id: object, ctx: RequestContext, params: dict) -> None:

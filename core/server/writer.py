@@ -34,6 +34,7 @@ from ..db.fast import Statements
 from ..db.schema import Schema
 from ..errors import Busy, DbtoolError, Internal, Refused
 from ..handlers import resolve
+from ..protocol import plain
 from ..request import RequestContext, activate
 
 log = logging.getLogger("dbtool.server")
@@ -306,7 +307,7 @@ class Writer:
             job.error = _job_error(job, err, self.dbapi)
         else:
             cursor.execute("RELEASE SAVEPOINT request")
-            job.result = result
+            job.result = plain(result)  # JSON-ready: it is also stored with the idempotency key
             job.events = db.events
             job.after = db if db.after else None
 
