@@ -146,6 +146,8 @@ def main() -> None:
         {"machine": machine(), "db_mb": size_mb, "rss_mb": rss, "rss_peak_mb": peak, "generated": made},
     )
     print(f"database {size_mb:.0f} MB; server RSS {rss:.0f} MB now, {peak:.0f} MB peak (target <= 150 MB)")
+    slowest = max(rows, key=lambda r: float(r["p50 ms"]))
+    print(f"slowest read: {slowest['read']}, p50 {slowest['p50 ms']} ms (target <= 20 ms)")
     print("query plans (EXPLAIN QUERY PLAN):")
     for name, statements in plans.items():
         for sql, plan in statements:

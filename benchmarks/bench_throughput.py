@@ -152,16 +152,8 @@ def main() -> None:
     parser.add_argument("--clients", default="8,32,64")
     args = parser.parse_args()
     check_installed()
-    ceiling = direct_ceiling(args.seconds)
-    rows = [
-        {
-            "clients": "direct",
-            "writes/s": f"{ceiling['writes_s']:.0f}",
-            "p50 ms": f"{ceiling['p50_ms']:.2f}",
-            "p99 ms": f"{ceiling['p99_ms']:.2f}",
-            "ratio": "1.00",
-        }
-    ]
+    before = direct_ceiling(args.seconds / 2)  # measured before and after the server's runs, averaged:
+    rows: list[dict] = []  # the disk's fsync rate drifts on a shared machine
     with temp_area(**{"server.idle_timeout": "0"}) as root:
         ids = prepare(root)
         for clients in (int(c) for c in args.clients.split(",")):
@@ -172,9 +164,26 @@ def main() -> None:
                     "writes/s": f"{result['writes_s']:.0f}",
                     "p50 ms": f"{result['p50_ms']:.2f}",
                     "p99 ms": f"{result['p99_ms']:.2f}",
-                    "ratio": f"{result['writes_s'] / ceiling['writes_s']:.2f}",
                 }
             )
+    after = direct_ceiling(args.seconds / 2)
+    ceiling = {
+        "writes_s": (before["writes_s"] + after["writes_s"]) / 2,
+        "p50_ms": (before["p50_ms"] + after["p50_ms"]) / 2,
+        "p99_ms": max(before["p99_ms"], after["p99_ms"]),
+    }
+    for row in rows:
+        row["ratio"] = f"{float(row['writes/s']) / ceiling['writes_s']:.2f}"
+    rows.insert(
+        0,
+        {
+            "clients": "direct (one commit per write)",
+            "writes/s": f"{ceiling['writes_s']:.0f}",
+            "p50 ms": f"{ceiling['p50_ms']:.2f}",
+            "p99 ms": f"{ceiling['p99_ms']:.2f}",
+            "ratio": "1.00",
+        },
+    )
     report(
         "server throughput: test-set-state-status-by-id over persistent connections, synchronous=FULL",
         rows,

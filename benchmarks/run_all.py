@@ -69,7 +69,7 @@ def main() -> None:
         print(f"(benchmark {number} took {time.monotonic() - start:.0f} s)")
         if proc.returncode != 0:
             failed.append(number)
-        verdicts += [f"{number}: {line.strip()}" for line in proc.stdout.splitlines() if "target" in line]
+        verdicts += [f"{number}: {line.strip()}" for line in proc.stdout.splitlines() if "(target" in line]
     print("\n##### verdicts")
     print("\n".join(verdicts) or "(none)")
     if failed:

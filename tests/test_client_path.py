@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 PROBE = r"""
 import json, sys
@@ -60,3 +63,24 @@ def test_direct_read_without_server_uses_the_database_layer(area):
     assert got["codes"] == [0]
     assert "sqlalchemy" in got["heavy"]
     assert area.server_pids() == []
+
+
+def test_the_installed_command_starts_without_re(area):
+    """The dbtool command (bin/dbtool) imports only what a call needs: not even ``re``."""
+    import dbtool.core
+
+    if "site-packages" not in Path(dbtool.core.__file__).resolve().parts:
+        pytest.skip("an editable install's import hook loads re itself; CI installs the package")
+    area.ok("set-var", "x", "0")  # server up
+    script = Path(sys.executable).parent / "dbtool"
+    assert script.exists(), f"no dbtool command next to {sys.executable}: install the package"
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", str(script), "--area", str(area.root), "set-var", "x", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "dbtool.cli.main" in imported
+    assert not imported & {"re", "typer", "asyncio", "json", "sqlalchemy"}, sorted(imported)
