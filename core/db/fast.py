@@ -106,14 +106,6 @@ class Statements:
         cursor.execute(sql, values)
         return cursor
 
-    def execute_many(self, key: object, build: Callable[[], Any], rows: list[dict]) -> None:
-        """Run the statement once per row (executemany): bulk inserts."""
-        sql, order, defaults = _compile(self.dialect, key, build)
-        if order is not None:
-            self.cursor.executemany(sql, [tuple({**defaults, **row}[name] for name in order) for row in rows])
-        else:
-            self.cursor.executemany(sql, [{**defaults, **row} for row in rows])
-
     def execute_tuples(self, key: object, build: Callable[[], Any], names: tuple[str, ...], rows: list[tuple]) -> int:
         """Run the statement once per row, each row the values of its parameters ``names`` in that
         order; returns the rows it changed. For many rows (a bulk load): no dict per row, and the

@@ -39,6 +39,9 @@ from ..request import RequestContext, activate
 
 log = logging.getLogger("dbtool.server")
 
+EVENT_COLUMNS = ("seq", *EVENT_FIELDS)  # an events row as the writer stores it
+IDEM_COLUMNS = ("idem", "response", "created")
+
 IDEMPOTENCY_TTL = 24 * 3600  # seconds a write's idempotency key is remembered
 LOCK_WAIT = 10.0  # seconds to wait for a write lock held by another process
 BUSY_TIMEOUT_MS = 10_000
@@ -263,17 +266,15 @@ class Writer:
                 rows.append(event)
         if rows:
             events = self.schema.events
-            fields = ("seq", *EVENT_FIELDS)
-            statements.execute_many("events", lambda: insert(events).values({k: bindparam(k) for k in fields}), rows)
-        keys = [
-            {"idem": job.idem, "response": json.dumps(job.result), "created": job.ctx.now}
-            for job in done
-            if job.idem is not None
-        ]
+            build = lambda: insert(events).values({k: bindparam(k) for k in EVENT_COLUMNS})  # noqa: E731
+            statements.execute_tuples(
+                "events", build, EVENT_COLUMNS, [tuple(map(row.get, EVENT_COLUMNS)) for row in rows]
+            )
+        keys = [(job.idem, json.dumps(job.result), job.ctx.now) for job in done if job.idem is not None]
         if keys:
             t = self.schema.idempotency
-            build = lambda: insert(t).values({k: bindparam(k) for k in ("idem", "response", "created")})  # noqa: E731
-            statements.execute_many("idem_put", build, keys)
+            build = lambda: insert(t).values({k: bindparam(k) for k in IDEM_COLUMNS})  # noqa: E731
+            statements.execute_tuples("idem_put", build, IDEM_COLUMNS, keys)
         return seq
 
     def _commit(self) -> None:
