@@ -6,6 +6,7 @@ from sqlalchemy import insert, select, update
 
 from ..db.context import Db
 from ..errors import NotFound, Refused
+from ..protocol import Records
 
 
 def archive_register_disk(db: Db, *, disk_name: str, disk_path: str, df: int = -1) -> int:
@@ -48,7 +49,7 @@ def test_get_archive_block_info(db: Db, *, block_id: int) -> dict:
     return dict(row._mapping)
 
 
-def archive_get_allocations(db: Db, *, testname: str, item_path: str = "", dneeded: int = 0) -> list[dict]:
+def archive_get_allocations(db: Db, *, testname: str, item_path: str = "", dneeded: int = 0) -> Records:
     """Blocks already holding this test/item, on disks with more than ``dneeded`` free (reference H)."""
     a, b, d = db.t.archive_allocations.c, db.t.archive_blocks.c, db.t.archive_disks.c
     query = (

@@ -6,6 +6,7 @@ from sqlalchemy import delete, insert, select, update
 
 from ..db.context import Db
 from ..errors import Refused
+from ..protocol import Records
 
 LIVE_STATUSES = ("starting", "running")
 
@@ -55,7 +56,7 @@ def set_process_done(db: Db, *, host: str, pid: int, reason: str = "") -> None:
     _update(db, host, pid, {"status": "done", "endtime": db.now, "reason": reason})
 
 
-def get_process_options(db: Db, *, purpose: str, dbname: str = "") -> list[dict]:
+def get_process_options(db: Db, *, purpose: str, dbname: str = "") -> Records:
     p = db.t.processes.c
     query = select(p.host, p.port, p.pid, p.starttime, p.endtime, p.status, p.mtversion.label("version")).where(
         p.purpose == purpose, p.dbname == dbname, p.status.in_(LIVE_STATUSES)

@@ -10,6 +10,7 @@ from sqlalchemy.sql import ColumnElement
 from ..db.context import Db
 from ..db.dialect import insert_ignore
 from ..errors import NotFound, Refused
+from ..protocol import Records
 from ..rules.patterns import LIKE, element_kind
 from ..rules.rollup import roll_up
 from .common import (
@@ -35,7 +36,7 @@ def get_target(db: Db, *, run_id: int) -> str:
     return lookup_run(db, run_id)["target"]
 
 
-def get_targets(db: Db, *, include_deleted: bool = False) -> list[dict]:
+def get_targets(db: Db, *, include_deleted: bool = False) -> Records:
     """Distinct key-value combinations of the runs, each with its target."""
     query = select(target_expr(db).label("target"), *db.t.key_columns).distinct().order_by(*db.t.key_columns)
     if not include_deleted:
@@ -142,7 +143,7 @@ def get_runs(
     limit: int | None = None,
     offset: int = 0,
     include_deleted: bool = False,
-) -> list[dict]:
+) -> Records:
     """Runs matching the run-name and target pattern lists, newest first."""
     query = select(*run_columns(db)).order_by(*_newest_first(db))
     query = _run_filters(db, query, runname, target, include_deleted)
@@ -167,7 +168,7 @@ def simple_get_runs(
     limit: int | None = None,
     offset: int = 0,
     include_deleted: bool = False,
-) -> list[dict]:
+) -> Records:
     r = db.t.runs.c
     columns = [target_expr(db).label("target"), r.id, r.runname, r.state, r.status, r.owner, r.event_time]
     query = select(*columns).order_by(*_newest_first(db))
@@ -203,7 +204,7 @@ def get_runs_by_patt(
     fields: list[str] | None = None,
     last_update: int | None = None,
     include_deleted: bool = False,
-) -> list[dict]:
+) -> Records:
     runs = db.t.runs
     names = fields or DEFAULT_RUN_FIELDS
     unknown = [f for f in names if f not in runs.c]
@@ -460,7 +461,7 @@ def _parse_stat(text: str) -> tuple[str, str, int]:
         raise Refused(f"--stat {text!r}: COUNT must be an integer") from None
 
 
-def get_main_run_stats(db: Db, *, run_id: int) -> list[dict]:
+def get_main_run_stats(db: Db, *, run_id: int) -> Records:
     run = lookup_run(db, run_id)
     if run["state"] in ("deleted", "DELETED"):
         raise NotFound(f"run {run_id} is deleted")
@@ -524,7 +525,7 @@ def get_run_times(db: Db, *, runname: str = "%", target: str = "%", include_dele
     ]
 
 
-def get_test_times(db: Db, *, runname: str, target: str, include_deleted: bool = False) -> list[dict]:
+def get_test_times(db: Db, *, runname: str, target: str, include_deleted: bool = False) -> Records:
     runs, t = db.t.runs.c, db.t.tests.c
     query = (
         select(t.testname, t.item_path, t.run_duration)

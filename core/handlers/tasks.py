@@ -7,6 +7,7 @@ from sqlalchemy import insert, select, update
 from ..db.context import Db
 from ..db.dialect import like
 from ..errors import NotFound, Refused
+from ..protocol import Records
 
 TASK_STATES = ("new", "waiting", "reset", "inprogress", "running", "done", "killed")
 TASK_FIELDS = ("id", "action", "owner", "state", "target", "name", "testpatt", "keylock", "params")
@@ -62,7 +63,7 @@ def tasks_get_last(db: Db, *, target: str, runname: str) -> dict:
 
 def find_task_queue_records(
     db: Db, *, target: str, runname: str, testpatt: str = "%", statepatt: str = "%", actionpatt: str = "%"
-) -> list[dict]:
+) -> Records:
     q = db.t.tasks_queue.c
     query = select(*(q[f] for f in TASK_FIELDS), q.creation_time, q.execution_time).where(
         q.target == target,

@@ -9,6 +9,7 @@ from sqlalchemy import Text, and_, bindparam, cast, delete, func, insert, or_, s
 from ..db.context import Db
 from ..db.dialect import insert_ignore, like, regexp
 from ..errors import NotFound, Refused
+from ..protocol import Records
 from ..rules.deadjobs import CANDIDATE_STATES, DEAD_STATE, DEAD_STATUS, classify
 from ..rules.rollup import legacy_pf_rollup, merge_item, roll_up
 from ..rules.vocab import COUNTED_RUNNING_STATES
@@ -270,7 +271,7 @@ def get_tests_for_run(
     fields: list[str] | None = None,
     match: list[str] | None = None,
     include_deleted: bool = False,
-) -> list[dict]:
+) -> Records:
     """D.10 with SPEC 9.5/9.6: the OR-forms parenthesised, results in query order (no reversal).
 
     ``run_id`` may also be a list of run ids or None (every run), for the -mindata variants.
@@ -597,7 +598,7 @@ def test_get_logfile_info(db: Db, *, run_id: int, testname: str) -> dict:
     return dict(row._mapping)
 
 
-def test_get_records_for_index_file(db: Db, *, run_id: int, testname: str, include_deleted: bool = False) -> list[dict]:
+def test_get_records_for_index_file(db: Db, *, run_id: int, testname: str, include_deleted: bool = False) -> Records:
     t = db.t.tests.c
     query = select(t.id, t.item_path, t.state, t.status, t.run_duration, t.final_logf, t.comment).where(
         t.run_id == run_id, t.testname == testname, t.item_path != ""
@@ -657,7 +658,7 @@ def get_tests_for_run_mindata(
     statuses: list[str] | None = None,
     not_in: bool = False,
     include_deleted: bool = False,
-) -> list[dict]:
+) -> Records:
     return get_tests_for_run(
         db,
         run_id=run_id,
@@ -679,7 +680,7 @@ def get_tests_for_runs_mindata(
     statuses: list[str] | None = None,
     not_in: bool = False,
     include_deleted: bool = False,
-) -> list[dict]:
+) -> Records:
     try:
         ids = [int(i) for i in run_ids] if run_ids else None
     except ValueError:
@@ -699,7 +700,7 @@ def get_tests_for_runs_mindata(
 
 def get_tests_for_run_state_status(
     db: Db, *, run_id: int, testpatt: str | None = None, last_update: int | None = None, include_deleted: bool = False
-) -> list[dict]:
+) -> Records:
     t = db.t.tests.c
     query = select(*(t[f] for f in SHORT_FIELDS)).where(t.run_id == run_id)
     if testpatt:
