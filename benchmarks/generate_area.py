@@ -64,7 +64,7 @@ def test_rows(run_id: int, count: int, live: bool, rng: random.Random):
             else:
                 state, status = "COMPLETED", ("FAIL" if rng.random() < 0.03 else "PASS")
             host = f"node{rng.randrange(200):03d}"
-            rundir = f"/work/r{run_id}/{testname}/{item_path}"
+            rundir = f"/farm/runs/r{run_id}/{testname}/{item_path}"
             duration = rng.randrange(1, 3600)
             yield (
                 run_id, testname, item_path, state, status, host, "Linux x86_64", rundir, f"r{run_id}/{testname}",
