@@ -112,3 +112,11 @@ def test_the_server_encoder_reads_back_as_encode_does(value):
     line = server_encoder()(message)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert decode(line) == decode(encode(message))
+
+
+def test_the_server_encodes_with_orjson_and_falls_back_beyond_it():
+    pytest.importorskip("orjson")  # a dependency; without it the server uses encode itself
+    fast = server_encoder()
+    assert fast is not encode
+    huge = {"id": 1, "ok": True, "result": 2**70}  # beyond orjson's 64-bit ints
+    assert fast(huge) == encode(huge)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, false, func, literal, or_, select
+from sqlalchemy import Table, and_, bindparam, false, func, literal, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
@@ -13,6 +13,7 @@ from ..errors import NotFound, Refused
 from ..rules.patterns import GLOB, field_patterns, parse_testpatt
 
 NA = "-na-"  # how a NULL key value renders in a target (reference A.17)
+DELETED = "DELETED"  # the status of a soft-deleted step or data row
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -131,3 +132,38 @@ def testpatt_filter(db: Db, testpatt: str) -> ColumnElement:
         test_cond = pattern_cond(db, t.testname, t_kind, t_patt)
         conditions.append(test_cond if item is None else and_(test_cond, pattern_cond(db, t.item_path, *item)))
     return or_(*conditions) if conditions else false()
+
+
+# -- a test's steps and data ------------------------------------------------------------------------
+
+
+def emit_for_test(db: Db, test: dict, **data: object) -> None:
+    """An event about a test's steps or data: the test's ids and names, the rest in its data (an
+    event's state and status are the test's, so a step's own go in the data)."""
+    db.emit(run_id=test["run_id"], test_id=test["id"], testname=test["testname"], item_path=test["item_path"], **data)
+
+
+def status_not_deleted(table: Table) -> ColumnElement:
+    """Rows of a steps or data table that are not soft-deleted (a NULL status counts as live)."""
+    return func.coalesce(table.c.status, "") != DELETED
+
+
+def soft_delete_rows(db: Db, table: Table, test_id: int, cmd: str, counted_as: str) -> int:
+    """Mark the test's live rows of ``table`` DELETED; returns how many changed. One event
+    (``cmd``, ``{counted_as: count}``) when any did."""
+    count = db.conn.execute(
+        update(table).where(table.c.test_id == test_id, status_not_deleted(table)).values(status=DELETED)
+    ).rowcount
+    test = find_test(db, test_id) if count else None
+    if test is not None:
+        emit_for_test(db, test, cmd=cmd, **{counted_as: count})
+    return count
+
+
+def page(query, limit: int | None, offset: int):
+    """The query with --limit/--offset applied (none when not given)."""
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    return query

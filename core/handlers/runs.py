@@ -17,6 +17,7 @@ from .common import (
     field_filter,
     lookup_run,
     not_deleted_run,
+    page,
     pattern_cond,
     require_run,
     run_columns,
@@ -127,14 +128,6 @@ def _newest_first(db: Db) -> list:
     return [db.t.runs.c.event_time.desc(), db.t.runs.c.id.desc()]
 
 
-def _page(query, limit: int | None, offset: int):
-    if limit is not None:
-        query = query.limit(limit)
-    if offset:
-        query = query.offset(offset)
-    return query
-
-
 def get_runs(
     db: Db,
     *,
@@ -147,7 +140,7 @@ def get_runs(
     """Runs matching the run-name and target pattern lists, newest first."""
     query = select(*run_columns(db)).order_by(*_newest_first(db))
     query = _run_filters(db, query, runname, target, include_deleted)
-    return db.table(_page(query, limit, offset))
+    return db.table(page(query, limit, offset))
 
 
 def _run_filters(db: Db, query, runname: str | None, target: str | None, include_deleted: bool):
@@ -175,7 +168,7 @@ def simple_get_runs(
     query = _run_filters(db, query, runname, None, include_deleted)
     if target:
         query = query.where(pattern_cond(db, target_expr(db), LIKE, target))
-    return db.table(_page(query, limit, offset))
+    return db.table(page(query, limit, offset))
 
 
 def _by_patt_filter(db: Db, runname: str | None, target: str | None) -> list[ColumnElement]:
@@ -217,7 +210,7 @@ def get_runs_by_patt(
     if last_update is not None:
         query = query.where(runs.c.last_update >= last_update)
     query = query.order_by(runs.c.event_time, runs.c.id)
-    return db.table(_page(query, limit, offset))
+    return db.table(page(query, limit, offset))
 
 
 def get_runs_cnt_by_patt(db: Db, *, runname: str | None = None, target: str | None = None) -> int:

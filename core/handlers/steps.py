@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
 from ..errors import NotFound, Refused
-from .common import find_test, require_test
-
-DELETED = "DELETED"  # the status of a soft-deleted step
+from .common import emit_for_test, require_test, soft_delete_rows, status_not_deleted
 
 
 def _step_columns(db: Db, *, with_comment: bool = True) -> list[ColumnElement]:
@@ -27,22 +25,6 @@ def _step_columns(db: Db, *, with_comment: bool = True) -> list[ColumnElement]:
     if with_comment:
         columns.append(func.coalesce(s.comment, "").label("comment"))
     return columns
-
-
-def _not_deleted(db: Db) -> ColumnElement:
-    return func.coalesce(db.t.test_steps.c.status, "") != DELETED
-
-
-def _emit_for_test(db: Db, test: dict, **data: object) -> None:
-    """An event about a test's steps; the step's own state and status go in its data, since an
-    event's state and status are the test's."""
-    db.emit(
-        run_id=test["run_id"],
-        test_id=test["id"],
-        testname=test["testname"],
-        item_path=test["item_path"],
-        **data,
-    )
 
 
 def teststep_set_status(
@@ -81,22 +63,12 @@ def teststep_set_status(
             logfile=logfile or "",
         )
     ).inserted_primary_key[0]
-    _emit_for_test(db, test, step_id=step_id, stepname=stepname, step_state=state, step_status=status)
+    emit_for_test(db, test, step_id=step_id, stepname=stepname, step_state=state, step_status=status)
 
 
 def soft_delete_steps(db: Db, test_id: int) -> int:
-    """Mark every step of the test DELETED (hidden from the step readers); returns how many changed.
-
-    Emits one event when any step changed.
-    """
-    test = find_test(db, test_id)
-    steps = db.t.test_steps
-    count = db.conn.execute(
-        update(steps).where(steps.c.test_id == test_id, _not_deleted(db)).values(status=DELETED)
-    ).rowcount
-    if count and test is not None:
-        _emit_for_test(db, test, cmd="delete-steps-for-test", steps=count)
-    return count
+    """Mark every step of the test DELETED (hidden from the step readers); returns how many changed."""
+    return soft_delete_rows(db, db.t.test_steps, test_id, "delete-steps-for-test", "steps")
 
 
 def delete_steps_for_test(db: Db, *, test_id: int, run_id: int | None = None) -> None:
@@ -108,7 +80,7 @@ def _steps(db: Db, test_id: int, include_deleted: bool, with_comment: bool) -> l
     s = db.t.test_steps.c
     query = select(*_step_columns(db, with_comment=with_comment)).where(s.test_id == test_id).order_by(s.id)
     if not include_deleted:
-        query = query.where(_not_deleted(db))
+        query = query.where(status_not_deleted(db.t.test_steps))
     return db.records(query)
 
 

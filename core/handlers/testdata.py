@@ -9,20 +9,7 @@ from ..db.context import Db
 from ..db.dialect import like
 from ..errors import NotFound, Refused
 from ..rules.testdata import FIELDS, data_rows, latest_per_key, read_records, rollup_status
-from .common import find_test, require_test
-
-DELETED = "DELETED"  # the status of a soft-deleted data row
-
-
-def _emit_for_test(db: Db, test: dict, **data: object) -> None:
-    db.emit(
-        run_id=test["run_id"],
-        test_id=test["id"],
-        testname=test["testname"],
-        item_path=test["item_path"],
-        **data,
-    )
-
+from .common import emit_for_test, find_test, require_test, soft_delete_rows, status_not_deleted
 
 # -- writing ----------------------------------------------------------------------------------------
 
@@ -43,7 +30,7 @@ def csv_to_test_data(db: Db, *, test_id: int, run_id: int | None = None, csv: st
     if not rows:
         return
     replaced = _store_rows(db, test_id, rows)
-    _emit_for_test(db, test, rows=len(rows), replaced=replaced)
+    emit_for_test(db, test, rows=len(rows), replaced=replaced)
 
 
 INSERT_NAMES = ("test_id", *FIELDS)  # a test_data row as csv-to-test-data stores it (id, last_update: defaults)
@@ -87,15 +74,8 @@ def _store_rows(db: Db, test_id: int, rows: list[tuple]) -> int:
 
 
 def soft_delete_data(db: Db, test_id: int) -> int:
-    """Mark every data row of the test DELETED; returns how many changed. Emits one event when any did."""
-    test = find_test(db, test_id)
-    data = db.t.test_data
-    count = db.conn.execute(
-        update(data).where(data.c.test_id == test_id, _not_deleted(db)).values(status=DELETED)
-    ).rowcount
-    if count and test is not None:
-        _emit_for_test(db, test, cmd="delete-test-data-records", rows=count)
-    return count
+    """Mark every data row of the test DELETED; returns how many changed."""
+    return soft_delete_rows(db, db.t.test_data, test_id, "delete-test-data-records", "rows")
 
 
 def rollup_test_data(db: Db, test_id: int) -> None:
@@ -123,7 +103,7 @@ def rollup_test_data(db: Db, test_id: int) -> None:
     if all(test[name] == value for name, value in values.items()):
         return
     db.conn.execute(update(tests).where(tests.c.id == test_id).values(values))
-    _emit_for_test(
+    emit_for_test(
         db,
         test,
         cmd="test-data-rollup",
@@ -159,17 +139,13 @@ def _data_columns(db: Db) -> list[ColumnElement]:
     ]
 
 
-def _not_deleted(db: Db) -> ColumnElement:
-    return func.coalesce(db.t.test_data.c.status, "") != DELETED
-
-
 def _read(db: Db, test_id: int, category: str, variable: str | None, include_deleted: bool) -> list[dict]:
     d = db.t.test_data.c
     query = select(*_data_columns(db)).where(d.test_id == test_id, like(db.dialect, d.category, category))
     if variable is not None:
         query = query.where(like(db.dialect, d.variable, variable))
     if not include_deleted:
-        query = query.where(_not_deleted(db))
+        query = query.where(status_not_deleted(db.t.test_data))
     query = query.order_by(d.category, d.variable, d.id)
     return db.records(query)
 

@@ -13,7 +13,7 @@ from ..protocol import Records
 from ..rules.deadjobs import CANDIDATE_STATES, DEAD_STATE, DEAD_STATUS, classify
 from ..rules.rollup import legacy_pf_rollup, merge_item, roll_up
 from ..rules.vocab import COUNTED_RUNNING_STATES
-from .common import lookup_run, lookup_test, require_run, require_test, test_record, testpatt_filter
+from .common import lookup_run, lookup_test, page, require_run, require_test, test_record, testpatt_filter
 
 DEFAULT_DEADTIME = 7200  # SPEC 9.8
 MAX_MATCH_PATTERN = 256  # characters in a --match regular expression
@@ -307,11 +307,7 @@ def get_tests_for_run(
         query = query.order_by(order(t.state), t.status, t.id)
     else:
         query = query.order_by(order(_column(db, sort_by, "sort field")), t.id)
-    if limit is not None:
-        query = query.limit(limit)
-    if offset:
-        query = query.offset(offset)
-    return db.table(query)
+    return db.table(page(query, limit, offset))
 
 
 # -- plain writes (C.3, C.6, D.2) --------------------------------------------------------------------
