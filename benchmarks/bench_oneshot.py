@@ -17,6 +17,7 @@ import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,6 +35,13 @@ except sqlite3.OperationalError as err:
     print(err, file=sys.stderr)
     sys.exit(1)
 """
+
+
+def finish(started: tuple[float, subprocess.Popen]) -> tuple[float, int, bytes]:
+    """Wait for one process: its wall time (ms) from just before it was started, exit code, stderr."""
+    t0, proc = started
+    _, err = proc.communicate()
+    return (time.perf_counter() - t0) * 1000, proc.returncode, err
 
 
 class Caller:
@@ -56,12 +64,12 @@ class Caller:
             t0 = time.perf_counter()
             proc = subprocess.Popen(self.make_argv(r, p), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             procs.append((t0, proc))
-        for t0, proc in procs:
-            _, err = proc.communicate()
-            self.latencies.append((time.perf_counter() - t0) * 1000)
-            if proc.returncode != 0:
-                lines = err.decode(errors="replace").strip().splitlines()
-                self.errors.append(lines[-1] if lines else str(proc.returncode))
+        with ThreadPoolExecutor(processes) as pool:  # each exit timed when it happens, not in start order
+            for ms, returncode, err in pool.map(finish, procs):
+                self.latencies.append(ms)
+                if returncode != 0:
+                    lines = err.decode(errors="replace").strip().splitlines()
+                    self.errors.append(lines[-1] if lines else str(returncode))
         self.seconds += time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.cpu += (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -4,7 +4,12 @@ Each client keeps one authenticated connection and writes test status through th
 (`test-set-state-status-by-id`, with an idempotency key, as the CLI sends it), one request at a
 time. Baseline, in the same run: one process doing the same status update directly on the same
 kind of SQLite database, one transaction (and fsync) per write, synchronous=FULL — the ceiling
-without group commit. Reports acknowledged writes/s, p50/p99 latency, and the ratio.
+without group commit. Reports acknowledged writes/s, p50/p99 latency, the ratio, and the CPU the
+server and the load generator spend per write.
+
+A second reference row: the same clients against an asyncio server that answers every line at
+once, with no database (`echo_server`) — the floor of any Python asyncio server on this machine,
+what its event loop, sockets and JSON cost before the first line of dbtool runs.
 
     python benchmarks/bench_throughput.py [--seconds 5] [--clients 8,32,64]
 """
@@ -12,10 +17,11 @@ without group commit. Reports acknowledged writes/s, p50/p99 latency, and the ra
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
 import os
+import select
+import socket
 import sqlite3
 import sys
 import time
@@ -24,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DBTOOL, check_installed, machine, percentile, report, run, temp_area
 
-PROCESSES = 2  # client processes (asyncio inside), so the clients are not one CPU's worth of Python
+PROCESSES = 2  # client processes (one epoll loop each), so the clients are not one CPU's worth of Python
 TESTS = 2000
 
 
@@ -44,57 +50,86 @@ def prepare(root: Path) -> list[int]:
     return ids
 
 
-async def one_client(info: dict, test_ids: list[int], start_at: float, stop_at: float, tag: str, out: list) -> int:
-    from dbtool.core import PROTOCOL
-    from dbtool.core.protocol import encode, sign
+class Client:
+    """One persistent, authenticated connection writing one status at a time (non-blocking socket)."""
 
-    reader, writer = await asyncio.open_connection(info["host"], info["port"])
-    hello = json.loads(await reader.readline())
-    writer.write(encode({"auth": sign(info["key"], hello["nonce"]), "protocol": PROTOCOL, "client": {"user": "bench"}}))
-    n = 0
-    done = 0
-    while True:
-        now = time.monotonic()
-        if now >= stop_at:
-            break
-        n += 1
-        test_id = test_ids[n % len(test_ids)]
+    def __init__(self, info: dict, test_ids: list[int], tag: str) -> None:
+        from dbtool.core import PROTOCOL
+        from dbtool.core.protocol import encode, sign
+
+        self.sock = socket.create_connection((info["host"], info["port"]))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        hello = json.loads(self.sock.makefile("rb").readline())  # the server sends nothing more unasked
+        auth = {"auth": sign(info["key"], hello["nonce"]), "protocol": PROTOCOL, "client": {"user": "bench"}}
+        self.sock.sendall(encode(auth))
+        self.sock.setblocking(False)
+        self.test_ids = test_ids
+        self.tag = tag
+        self.n = 0
+        self.sent_at = 0.0
+        self.pending = b""
+
+    def send_next(self) -> None:
+        """The next write, as the CLI sends it: command, parameters and an idempotency key."""
+        self.n = n = self.n + 1
         state, status = ("RUNNING", "n/a") if n % 2 else ("COMPLETED", "PASS")
-        msg = {
-            "id": n,
-            "cmd": "test-set-state-status-by-id",
-            "params": {"test_id": test_id, "state": state, "status": status},
-            "idem": f"{tag}-{n}",
-        }
-        t0 = time.perf_counter()
-        writer.write(encode(msg))
-        line = await reader.readline()
-        elapsed = time.perf_counter() - t0
-        if not json.loads(line).get("ok"):
-            raise RuntimeError(line)
-        if now >= start_at:
-            out.append(elapsed * 1000)
-            done += 1
-    writer.close()
-    return done
+        line = (
+            f'{{"id":{n},"cmd":"test-set-state-status-by-id","params":{{"test_id":'
+            f'{self.test_ids[n % len(self.test_ids)]},"state":"{state}","status":"{status}"}},'
+            f'"idem":"{self.tag}-{n}"}}\n'
+        )
+        self.sent_at = time.perf_counter()
+        self.sock.send(line.encode())  # a few dozen bytes into an empty socket buffer: all sent
+
+    def answer(self) -> bool:
+        """Read what arrived; True when the answer to the last write is complete (and was ok)."""
+        data = self.pending + self.sock.recv(65536)
+        end = data.find(b"\n")
+        if end < 0:
+            self.pending = data
+            return False
+        self.pending = data[end + 1 :]
+        if json.loads(data[:end]).get("ok") is not True:
+            raise RuntimeError(data[:end])
+        return True
 
 
 def client_process(info: dict, ids: list[int], clients: int, start_at: float, stop_at: float, queue) -> None:
-    async def main() -> None:
-        latencies: list[float] = []
-        share = len(ids) // clients
-        tasks = [
-            one_client(info, ids[c * share : (c + 1) * share], start_at, stop_at, f"{os.getpid()}-{c}", latencies)
-            for c in range(clients)
-        ]
-        counts = await asyncio.gather(*tasks)
-        queue.put((sum(counts), latencies))
+    """``clients`` connections in one process, driven by one epoll loop: the load generator should
+    spend as little CPU as it can, since it shares the machine with the server it measures."""
+    share = len(ids) // clients
+    conns = {}
+    poll = select.epoll()
+    for c in range(clients):
+        client = Client(info, ids[c * share : (c + 1) * share], f"{os.getpid()}-{c}")
+        conns[client.sock.fileno()] = client
+        poll.register(client.sock.fileno(), select.EPOLLIN)
+    latencies: list[float] = []
+    for client in conns.values():
+        client.send_next()
+    cpu_at_start = None
+    while conns:
+        for fd, _ in poll.poll(1.0):
+            client = conns[fd]
+            if not client.answer():
+                continue
+            now = time.monotonic()
+            if now >= start_at:
+                if cpu_at_start is None:
+                    cpu_at_start = time.process_time()
+                latencies.append((time.perf_counter() - client.sent_at) * 1000)
+            if now < stop_at:
+                client.send_next()
+            else:
+                poll.unregister(fd)
+                client.sock.close()
+                del conns[fd]
+    spent = time.process_time() - cpu_at_start if cpu_at_start is not None else 0.0
+    queue.put((len(latencies), latencies, spent))
 
-    asyncio.run(main())
 
-
-def protocol_load(root: Path, ids: list[int], clients: int, seconds: float) -> dict:
-    info = json.loads((root / ".dbtool" / "server.json").read_text())
+def protocol_load(info: dict, ids: list[int], clients: int, seconds: float) -> dict:
+    """Drive the server that ``info`` (its server.json) describes with ``clients`` connections."""
     procs = min(PROCESSES, clients)
     start_at = time.monotonic() + 1.0  # a second of warm-up: connections made, caches warm
     stop_at = start_at + seconds
@@ -109,12 +144,83 @@ def protocol_load(root: Path, ids: list[int], clients: int, seconds: float) -> d
     ]
     for w in workers:
         w.start()
+    server_cpu = cpu_seconds(info["pid"], start_at, stop_at)
     results = [queue.get(timeout=seconds + 120) for _ in workers]
     for w in workers:
         w.join()
     done = sum(r[0] for r in results)
     latencies = [ms for r in results for ms in r[1]]
-    return {"writes_s": done / seconds, "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+    return {
+        "writes_s": done / seconds,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "server_us": sum(server_cpu) / done * 1e6,
+        "server_sys_us": server_cpu[1] / done * 1e6,
+        "clients_us": sum(r[2] for r in results) / done * 1e6,
+    }
+
+
+def cpu_seconds(pid: int, start_at: float, stop_at: float) -> tuple[float, float]:
+    """User and system CPU time (all threads) process ``pid`` spends between two monotonic instants."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def now() -> tuple[float, float]:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) / tick, int(fields[12]) / tick
+
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    before = now()
+    time.sleep(max(0.0, stop_at - time.monotonic()))
+    after = now()
+    return after[0] - before[0], after[1] - before[1]
+
+
+def echo_server(ready) -> None:
+    """An asyncio server speaking the protocol's framing and nothing else: a hello, then for each
+    line a JSON parse and an ok answer (with the encoder dbtool's server uses). Runs until killed."""
+    import asyncio
+
+    from dbtool.core.server.session import server_encoder
+
+    encode = server_encoder()
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+            self.buffer = b""
+            self.greeted = False
+            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            transport.write(encode({"hello": "echo", "nonce": "0" * 32}))
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while (end := self.buffer.find(b"\n")) >= 0:
+                line, self.buffer = self.buffer[:end], self.buffer[end + 1 :]
+                if not self.greeted:  # the auth line
+                    self.greeted = True
+                    continue
+                msg = json.loads(line)
+                self.transport.write(encode({"id": msg.get("id"), "request_id": "echo", "ok": True, "result": None}))
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0)
+        ready.put(server.sockets[0].getsockname()[1])
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+def echo_floor(ids: list[int], clients: int, seconds: float) -> dict:
+    ready = mp.Queue()
+    server = mp.Process(target=echo_server, args=(ready,), daemon=True)
+    server.start()
+    try:
+        info = {"host": "127.0.0.1", "port": ready.get(timeout=60), "key": "00" * 32, "pid": server.pid}
+        return protocol_load(info, ids, clients, seconds)
+    finally:
+        server.kill()
+        server.join(10)
 
 
 def direct_ceiling(seconds: float) -> dict:
@@ -146,6 +252,16 @@ def direct_ceiling(seconds: float) -> dict:
     return {"writes_s": n / seconds, "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
 
 
+def cells(result: dict) -> dict:
+    return {
+        "writes/s": f"{result['writes_s']:.0f}",
+        "p50 ms": f"{result['p50_ms']:.2f}",
+        "p99 ms": f"{result['p99_ms']:.2f}",
+        "server CPU us/write": f"{result['server_us']:.0f} ({result['server_sys_us']:.0f} sys)",
+        "clients CPU us/write": f"{result['clients_us']:.0f}",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -156,22 +272,20 @@ def main() -> None:
     rows: list[dict] = []  # the disk's fsync rate drifts on a shared machine
     with temp_area(**{"server.idle_timeout": "0"}) as root:
         ids = prepare(root)
+        info = json.loads((root / ".dbtool" / "server.json").read_text())
         for clients in (int(c) for c in args.clients.split(",")):
-            result = protocol_load(root, ids, clients, args.seconds)
-            rows.append(
-                {
-                    "clients": clients,
-                    "writes/s": f"{result['writes_s']:.0f}",
-                    "p50 ms": f"{result['p50_ms']:.2f}",
-                    "p99 ms": f"{result['p99_ms']:.2f}",
-                }
-            )
+            rows.append({"clients": clients, **cells(protocol_load(info, ids, clients, args.seconds))})
+    floor = {
+        "clients": f"echo, no database ({rows[-1]['clients']} clients)",
+        **cells(echo_floor(ids, clients, args.seconds)),
+    }
     after = direct_ceiling(args.seconds / 2)
     ceiling = {
         "writes_s": (before["writes_s"] + after["writes_s"]) / 2,
         "p50_ms": (before["p50_ms"] + after["p50_ms"]) / 2,
         "p99_ms": max(before["p99_ms"], after["p99_ms"]),
     }
+    rows.append(floor)
     for row in rows:
         row["ratio"] = f"{float(row['writes/s']) / ceiling['writes_s']:.2f}"
     rows.insert(
@@ -187,13 +301,14 @@ def main() -> None:
     report(
         "server throughput: test-set-state-status-by-id over persistent connections, synchronous=FULL",
         rows,
-        ["clients", "writes/s", "p50 ms", "p99 ms", "ratio"],
+        ["clients", "writes/s", "p50 ms", "p99 ms", "ratio", "server CPU us/write", "clients CPU us/write"],
         {"machine": machine()},
     )
-    last = rows[-1]
+    last = rows[-2]
     print(
         f"{last['clients']} clients: {last['ratio']} x the one-commit-per-write ceiling (target >= 2.5), "
-        f"p99 {last['p99 ms']} ms (target <= 20)"
+        f"p99 {last['p99 ms']} ms (target <= 20); {float(last['writes/s']) / float(floor['writes/s']):.0%} of the "
+        "echo server's rate (no database)"
     )
 
 

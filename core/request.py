@@ -18,7 +18,19 @@ current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
 
 
 class RequestContext:
-    __slots__ = ("arrived_ns", "client", "client_label", "cmd", "dropped", "fields", "id", "log", "now", "params")
+    __slots__ = (
+        "arrived_ns",
+        "client",
+        "client_label",
+        "cmd",
+        "dropped",
+        "fields",
+        "id",
+        "log",
+        "now",
+        "params",
+        "top_level",
+    )
 
     def __init__(
         self, request_id: str, cmd: str, params: dict, client: dict | None = None, client_label: str = ""
@@ -34,6 +46,7 @@ class RequestContext:
         self.fields: dict = {}
         self.log: list[dict] = []
         self.dropped = 0
+        self.top_level = 0  # the most severe level of the entries in ``log``
 
     # -- fields (get / store / add / drop / data) ------------------------------------------
     def get(self, name: str, default: object = None) -> object:
@@ -65,14 +78,18 @@ class RequestContext:
             "nsecs": ns % 1_000_000_000,
         }
         self.log.append(entry)
+        severity = LEVELS.get(level, 0)
+        if severity > self.top_level:
+            self.top_level = severity
         if len(self.log) > MAX_LOG_ENTRIES:
-            del self.log[0]
+            oldest = self.log.pop(0)
             self.dropped += 1
+            if LEVELS.get(oldest["level"], 0) == self.top_level:  # it may have been the most severe
+                self.top_level = max(LEVELS.get(e["level"], 0) for e in self.log)
 
     def max_level(self) -> int:
-        if not self.log:
-            return 0
-        return max(LEVELS.get(e["level"], 0) for e in self.log)
+        """The most severe level among the entries kept."""
+        return self.top_level
 
     def elapsed_ms(self) -> float:
         return (time.time_ns() - self.arrived_ns) / 1e6

@@ -34,6 +34,7 @@ class Db:
         ctx: RequestContext,
         config: dict | None = None,
         defer_events: bool = False,
+        fast: Statements | None = None,
     ) -> None:
         self.conn = conn
         self.t = schema
@@ -44,7 +45,7 @@ class Db:
         self.events: list[dict] = []
         # The server's writer stores the events of a whole group at once, numbering them itself.
         self.defer_events = defer_events
-        self.fast = Statements(conn)
+        self.fast = fast or Statements(conn)  # the writer shares one cursor among a group's requests
         self.after: list[Callable[[Connection], object]] = []
 
     @property
@@ -86,19 +87,18 @@ class Db:
         **data: object,
     ) -> None:
         """Append a change event, committed in the same transaction as the change itself."""
-        client = self.ctx.client
+        ctx = self.ctx
+        client = ctx.client
         row = {
-            "time_ns": self.ctx.arrived_ns,
-            "cmd": cmd or self.ctx.cmd,
+            "time_ns": ctx.arrived_ns,
+            "cmd": cmd or ctx.cmd,
             "run_id": run_id,
             "test_id": test_id,
             "testname": testname,
             "item_path": item_path,
             "state": state,
             "status": status,
-            "client": f"{client.get('user', '?')}@{client.get('host', '?')}:{client.get('pid', '?')}"
-            if client
-            else None,
+            "client": (ctx.client_label or client_label(client)) if client else None,
             "data": json.dumps(data, separators=(",", ":")) if data else None,
         }
         if not self.defer_events:
@@ -106,3 +106,8 @@ class Db:
             build = lambda: insert(events).values({k: bindparam(k) for k in EVENT_FIELDS}).returning(events.c.seq)  # noqa: E731
             row["seq"] = self.fast.scalar("emit", build, row)
         self.events.append(row)
+
+
+def client_label(client: dict) -> str:
+    """``user@host:pid`` of a client's identity, as logs and events name it."""
+    return f"{client.get('user', '?')}@{client.get('host', '?')}:{client.get('pid', '?')}"

@@ -31,7 +31,7 @@ from .. import PROTOCOL, __version__, spool
 from ..area import Area, ensure_private_dir, load_config, remove_file
 from ..client import describe, ping_info
 from ..commands import READ, SERVER, WRITE, Command, lookup
-from ..db.context import Db
+from ..db.context import Db, client_label
 from ..db.engine import READ as READ_ROLE
 from ..db.engine import WRITE as WRITE_ROLE
 from ..db.engine import checkpoint, create_schema, journal_mode_for, read_keys, sqlite_engine
@@ -331,7 +331,7 @@ class Server:
 
     @staticmethod
     def client_label(client: dict) -> str:
-        return f"{client.get('user', '?')}@{client.get('host', '?')}:{client.get('pid', '?')}" if client else "?"
+        return client_label(client) if client else "?"
 
     def execute(self, cmd: Command, params: dict, ctx: RequestContext, idem: str | None) -> object:
         """Run one command where it belongs: on the loop (its result), or on a reader thread or

@@ -1,10 +1,19 @@
-"""The single writer: group commit with a SAVEPOINT per request, acknowledged only after COMMIT.
+"""The single writer: group commit, each request atomic, acknowledged only after COMMIT.
 
-Requests queue here. The writer takes everything queued (up to ``max_batch``), runs each request
-inside its own savepoint of one transaction, commits, and only then answers the requests. A
-request that fails rolls back its savepoint and nothing else; if the transaction itself cannot
+Requests queue here. The writer takes everything queued (up to ``max_batch``), runs the requests
+one after another in one transaction, commits, and only then answers them. A request that fails
+changes nothing: if it had written nothing yet (a refused write: unknown test, bad value) it is
+simply answered with its error; if it had (a rare conflict or a bug), the group's transaction is
+rolled back and each of its requests is run again alone, so one bad request cannot sink the
+others. Run alone (and on PostgreSQL, where a failed statement spoils the transaction), each
+request has a SAVEPOINT of its own that its failure rolls back. If the transaction itself cannot
 commit (disk full, read-only file), no request of the group is acknowledged, and each is retried
-alone so that one bad request cannot sink the others.
+alone.
+
+On SQLite the group path needs no savepoints: whether a request wrote anything is the
+connection's change counter (``total_changes``: rows inserted, updated or deleted, trigger rows
+included; a failed statement is undone by SQLite and counts none). That saves two of the four
+statements of a status update.
 
 Where the work runs: a group of ordinary requests runs its SQL on the event loop — a few tens of
 microseconds each, with no hand-over between threads — and only the COMMIT (the fsync) goes to the
@@ -80,6 +89,11 @@ class GroupFailed(Exception):
         self.cause = cause
 
 
+class RunAlone(GroupFailed):
+    """A request failed after writing, in a group run without savepoints: roll the group back and
+    run each request alone (the failing one then fails in its own savepoint)."""
+
+
 class Writer:
     def __init__(
         self,
@@ -100,6 +114,8 @@ class Writer:
         self.on_commit = on_commit
         self.max_batch = max_batch
         self.on_loop = on_loop  # False: every group runs in the I/O thread (no WAL: writes may wait)
+        # SQLite counts the rows each statement changed: a group can do without savepoints (see above)
+        self.counted = engine.dialect.name == "sqlite"
         self.last_seq = last_seq  # the single writer numbers the change events itself
         self.queue: deque[Job] = deque()
         self.active = 0  # jobs of the group being committed right now
@@ -183,7 +199,7 @@ class Writer:
                 job.error = storage_error(err)
             return
         try:
-            statements = self._run_jobs(batch)
+            statements = self._run_jobs(batch, savepoints=not self.counted)
             last_seq = self._flush(statements, batch)
         except Exception as err:
             self._abort()
@@ -200,7 +216,10 @@ class Writer:
     async def _retry_alone(self, batch: list[Job], err: Exception) -> None:
         """Each request of a failed group again, alone (checked for a duplicate, see ``_run_job``)."""
         cause = err.cause if isinstance(err, GroupFailed) else err
-        log.warning("group of %d write(s) failed to commit: %s; retrying each alone", len(batch), cause)
+        if isinstance(err, RunAlone):
+            log.info("a request failed after writing (%s); running its group's %d request(s) alone", cause, len(batch))
+        else:
+            log.warning("group of %d write(s) failed to commit: %s; retrying each alone", len(batch), cause)
         for job in batch:
             job.reset()
             await self.loop.run_in_executor(self.io, self._group_in_thread, [job])
@@ -244,10 +263,10 @@ class Writer:
                 job.reset()
                 self._group_in_thread([job])
 
-    def _run_jobs(self, batch: list[Job], check_duplicates: bool = False) -> Statements:
+    def _run_jobs(self, batch: list[Job], check_duplicates: bool = False, savepoints: bool = True) -> Statements:
         statements = Statements(self.conn)
         for job in batch:
-            self._run_job(statements, job, check_duplicates)
+            self._run_job(statements, job, check_duplicates, savepoints)
         return statements
 
     def _flush(self, statements: Statements, batch: list[Job]) -> int:
@@ -270,7 +289,7 @@ class Writer:
             statements.execute_tuples(
                 "events", build, EVENT_COLUMNS, [tuple(map(row.get, EVENT_COLUMNS)) for row in rows]
             )
-        keys = [(job.idem, json.dumps(job.result), job.ctx.now) for job in done if job.idem is not None]
+        keys = [(job.idem, _json(job.result), job.ctx.now) for job in done if job.idem is not None]
         if keys:
             t = self.schema.idempotency
             build = lambda: insert(t).values({k: bindparam(k) for k in IDEM_COLUMNS})  # noqa: E731
@@ -288,7 +307,7 @@ class Writer:
         finally:
             self.conn.rollback()
 
-    def _run_job(self, statements: Statements, job: Job, check_duplicate: bool) -> None:
+    def _run_job(self, statements: Statements, job: Job, check_duplicate: bool, savepoint: bool) -> None:
         if check_duplicate and job.idem is not None:
             t = self.schema.idempotency
             build = lambda: select(t.c.response).where(t.c.idem == bindparam("idem"))  # noqa: E731
@@ -298,16 +317,25 @@ class Writer:
                 job.ctx.note("info", "idempotent", f"write {job.idem} was already applied; returning its result")
                 return
         cursor = statements.cursor
-        cursor.execute("SAVEPOINT request")
-        db = Db(self.conn, self.schema, job.ctx, self.config, defer_events=True)
+        if savepoint:
+            cursor.execute("SAVEPOINT request")
+        else:
+            changes = self.raw.total_changes
+        db = Db(self.conn, self.schema, job.ctx, self.config, defer_events=True, fast=statements)
         try:
             with activate(job.ctx):
                 result = resolve(job.cmd.handler)(db, **job.params)
         except Exception as err:
-            self._roll_back(cursor, err)
+            if savepoint:
+                self._roll_back(cursor, err)
+            elif not self.raw.in_transaction or _spoils_group(err, self.dbapi):
+                raise GroupFailed(err) from err
+            elif self.raw.total_changes != changes:
+                raise RunAlone(err) from err  # it wrote before failing: only a savepoint can undo that
             job.error = _job_error(job, err, self.dbapi)
         else:
-            cursor.execute("RELEASE SAVEPOINT request")
+            if savepoint:
+                cursor.execute("RELEASE SAVEPOINT request")
             job.result = plain(result)  # JSON-ready: it is also stored with the idempotency key
             job.events = db.events
             job.after = db if db.after else None
@@ -320,7 +348,7 @@ class Writer:
             cursor.execute("RELEASE SAVEPOINT request")
         except self.dbapi.Error as lost:  # e.g. "no such savepoint": SQLite rolled back everything
             raise GroupFailed(err) from lost
-        if _is_database_error(err, self.dbapi) and not _is_integrity_error(err, self.dbapi) and _is_storage_error(err):
+        if _spoils_group(err, self.dbapi):
             raise GroupFailed(err)
 
     async def _finish(self, batch: list[Job]) -> None:
@@ -356,6 +384,11 @@ class Writer:
             log.warning("could not prune old idempotency keys: %s", err)
 
 
+def _json(result: object) -> str:
+    """A result as stored with its idempotency key (most writes answer null)."""
+    return "null" if result is None else json.dumps(result)
+
+
 def _settle(batch: list[Job]) -> None:
     """Answer the requests of a finished group."""
     for job in batch:
@@ -373,6 +406,11 @@ def _job_error(job: Job, err: Exception, dbapi) -> DbtoolError:
     if _is_integrity_error(err, dbapi):
         return Refused(f"{job.cmd.name}: conflicts with an existing record ({getattr(err, 'orig', err)})")
     return _internal(job, err)
+
+
+def _spoils_group(err: Exception, dbapi) -> bool:
+    """A failure of the storage (not of the request): the group's transaction cannot stand."""
+    return _is_database_error(err, dbapi) and not _is_integrity_error(err, dbapi) and _is_storage_error(err)
 
 
 def _is_database_error(err: Exception, dbapi) -> bool:

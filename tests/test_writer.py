@@ -1,0 +1,125 @@
+"""The writer's group commit, in-process on a real SQLite file: each request of a group is atomic.
+
+A group runs without per-request savepoints on SQLite; these tests pin what that must not change:
+a request that fails after writing leaves nothing behind and does not sink the others, a request
+refused before writing costs the group nothing, and every request gets its own answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from dbtool.core import handlers
+from dbtool.core.commands import WRITE, Command, Param, lookup
+from dbtool.core.db.context import Db
+from dbtool.core.db.engine import ADMIN, create_schema, sqlite_engine
+from dbtool.core.db.engine import WRITE as WRITE_ROLE
+from dbtool.core.db.schema import schema_for
+from dbtool.core.errors import Refused
+from dbtool.core.request import RequestContext
+from dbtool.core.server.writer import Writer
+
+KEYS = ["RELEASE", "PLATFORM"]
+
+
+def write_then_refuse(db: Db, *, var: str) -> None:
+    """Sets a variable, then refuses: its write must not survive."""
+    handlers.resolve("vars.set_var")(db, var=var, value="partial")
+    raise Refused(f"refused after writing {var}")
+
+
+def write_then_crash(db: Db, *, var: str) -> None:
+    handlers.resolve("vars.set_var")(db, var=var, value="partial")
+    raise RuntimeError("a bug after the first write")
+
+
+def change_nothing_then_refuse(db: Db, *, var: str) -> None:
+    """An UPDATE that matches no row writes nothing: the group need not start over."""
+    db.conn.exec_driver_sql("update metadat set val = 'x' where var = ?", (f"no such {var}",))
+    raise Refused(f"nothing to do for {var}")
+
+
+FAKES = {f.__name__: f for f in (write_then_refuse, write_then_crash, change_nothing_then_refuse)}
+
+
+def fake(name: str) -> Command:
+    handlers._cache[f"fake.{name}"] = FAKES[name]
+    return Command(name.replace("_", "-"), WRITE, f"fake.{name}", "a test double", (Param("var"),), hidden=True)
+
+
+@pytest.fixture
+def writer_area(tmp_path: Path):
+    path = str(tmp_path / "writer.db")
+    admin = sqlite_engine(path, ADMIN)
+    with admin.connect() as conn, conn.begin():
+        create_schema(conn, KEYS, "test")
+    admin.dispose()
+    engine = sqlite_engine(path, WRITE_ROLE)
+    yield engine
+    engine.dispose()
+
+
+def run_group(engine, requests: list[tuple[Command, dict]]) -> tuple[list[object], Writer]:
+    """Queue every request before the writer runs (so they form one group); their outcomes."""
+
+    async def main() -> tuple[list[object], Writer]:
+        loop = asyncio.get_running_loop()
+        published: list[dict] = []
+        writer = Writer(engine, schema_for(KEYS), {}, loop, published.extend, 0)
+        futures = []
+        for i, (cmd, params) in enumerate(requests):
+            ctx = RequestContext(f"r{i}", cmd.api, params, {"user": "u", "host": "h", "pid": 1}, "u@h:1")
+            futures.append(writer.submit(cmd, cmd.bind_wire(params), ctx, f"idem-{i}"))
+        writer.start()
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        await writer.stop()
+        writer.published = published
+        return outcomes, writer
+
+    return asyncio.run(main())
+
+
+def variables(engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return dict(conn.exec_driver_sql("select var, val from metadat where var not like 'DBTOOL_%'").all())
+
+
+@pytest.mark.parametrize("failing", ["write_then_refuse", "write_then_crash"])
+def test_a_request_failing_after_writing_leaves_nothing_and_spares_the_group(writer_area, caplog, failing):
+    set_var = lookup("set-var")
+    requests = [
+        (set_var, {"var": "a", "value": "1"}),
+        (fake(failing), {"var": "b"}),
+        (set_var, {"var": "c", "value": "3"}),
+    ]
+    with caplog.at_level(logging.INFO, logger="dbtool.server"):
+        (first, bad, last), writer = run_group(writer_area, requests)
+    assert first is None and last is None
+    assert isinstance(bad, Refused) if failing == "write_then_refuse" else bad.code == "internal"
+    assert variables(writer_area) == {"a": "1", "c": "3"}  # b's write is gone, a's and c's stand
+    assert [e["cmd"] for e in writer.published] == ["set-var", "set-var"]  # no event of the failed one
+    assert "running its group's 3 request(s) alone" in caplog.text
+    with writer_area.connect() as conn:  # only the requests that succeeded keep their idempotency key
+        assert sorted(r[0] for r in conn.exec_driver_sql("select idem from idempotency")) == ["idem-0", "idem-2"]
+
+
+def test_a_request_refused_before_writing_does_not_restart_the_group(writer_area, caplog):
+    set_var = lookup("set-var")
+    by_id = lookup("test-set-state-status-by-id")
+    requests = [
+        (set_var, {"var": "a", "value": "1"}),
+        (by_id, {"test_id": 999, "state": "RUNNING"}),  # no such test: refused before any write
+        (fake("change_nothing_then_refuse"), {"var": "b"}),
+        (set_var, {"var": "c", "value": "3"}),
+    ]
+    with caplog.at_level(logging.INFO, logger="dbtool.server"):
+        (first, unknown, nothing, last), writer = run_group(writer_area, requests)
+    assert first is None and last is None
+    assert isinstance(unknown, Refused) and "no test with id 999" in unknown.message
+    assert isinstance(nothing, Refused)
+    assert variables(writer_area) == {"a": "1", "c": "3"}
+    assert "alone" not in caplog.text
+    assert (writer.groups, writer.committed) == (1, 2)  # one transaction, two requests in it
