@@ -18,6 +18,16 @@ PYTHON = sys.executable
 TEST_IDLE_TIMEOUT = 120  # a safety net: a server a test forgot stops by itself
 
 
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    """Poll ``predicate`` every 50 ms until it is true (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def dbtool_argv(*args: str) -> list[str]:
     return [PYTHON, "-m", "dbtool.cli", *args]
 

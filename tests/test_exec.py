@@ -11,19 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import dbtool_argv
+from conftest import dbtool_argv, wait_for
 from dbtool.core.errors import Refused
 
 PY = sys.executable
-
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def query(area, sql: str, *args) -> list[tuple]:

@@ -9,17 +9,9 @@ import socket
 import sqlite3
 import time
 
+from conftest import wait_for
 from dbtool.core import PROTOCOL
 from dbtool.core.protocol import sign
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def server_starts(area) -> int:

@@ -14,16 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import Raw, dbtool_argv
-
-
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from conftest import Raw, dbtool_argv, wait_for
 
 
 def log_entries(area) -> list[dict]:

@@ -138,8 +138,8 @@ def testpatt_filter(db: Db, testpatt: str) -> ColumnElement:
 
 
 def emit_for_test(db: Db, test: dict, **data: object) -> None:
-    """An event about a test's steps or data: the test's ids and names, the rest in its data (an
-    event's state and status are the test's, so a step's own go in the data)."""
+    """An event about a test: its ids and names, plus ``state``/``status`` when given (they are the
+    test's, so a step's own go in the data) and the rest as the event's data."""
     db.emit(run_id=test["run_id"], test_id=test["id"], testname=test["testname"], item_path=test["item_path"], **data)
 
 

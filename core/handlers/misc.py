@@ -12,7 +12,7 @@ from ..db.context import Db
 from ..db.engine import checkpoint, create_triggers, drop_triggers
 from ..errors import Refused
 from ..request import log
-from .common import require_run, require_test
+from .common import emit_for_test, require_run, require_test
 
 
 def login(
@@ -92,14 +92,7 @@ Statement = Callable[..., object]
 def _set_test(db: Db, test_id: int, values: dict) -> None:
     test = require_test(db, test_id)
     db.conn.execute(update(db.t.tests).where(db.t.tests.c.id == test_id).values(values))
-    db.emit(
-        run_id=test["run_id"],
-        test_id=test_id,
-        testname=test["testname"],
-        item_path=test["item_path"],
-        state=values.get("state", test["state"]),
-        status=values.get("status", test["status"]),
-    )
+    emit_for_test(db, test, state=values.get("state", test["state"]), status=values.get("status", test["status"]))
 
 
 def _register_test(db: Db, run_id: int, testname: str, item_path: str) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from ..db.context import Db
 from ..db.dialect import upsert
-from .common import lookup_test, require_test
+from .common import emit_for_test, lookup_test, require_test
 
 
 def area_relative(db: Db, path: str) -> str:
@@ -25,14 +25,7 @@ def add_output(db: Db, test: dict, path: str, role: str) -> str:
     stored = area_relative(db, path)
     row = {"test_id": test["id"], "path": stored, "role": role, "created": db.now}
     db.conn.execute(upsert(db.dialect, db.t.test_outputs, row, ("test_id", "path"), ("role",)))
-    db.emit(
-        run_id=test["run_id"],
-        test_id=test["id"],
-        testname=test["testname"],
-        item_path=test["item_path"],
-        output=stored,
-        role=role,
-    )
+    emit_for_test(db, test, output=stored, role=role)
     return stored
 
 

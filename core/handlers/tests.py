@@ -13,7 +13,16 @@ from ..protocol import Records
 from ..rules.deadjobs import CANDIDATE_STATES, DEAD_STATE, DEAD_STATUS, classify
 from ..rules.rollup import legacy_pf_rollup, merge_item, roll_up
 from ..rules.vocab import COUNTED_RUNNING_STATES
-from .common import lookup_run, lookup_test, page, require_run, require_test, test_record, testpatt_filter
+from .common import (
+    emit_for_test,
+    lookup_run,
+    lookup_test,
+    page,
+    require_run,
+    require_test,
+    test_record,
+    testpatt_filter,
+)
 
 DEFAULT_DEADTIME = 7200  # SPEC 9.8
 MAX_MATCH_PATTERN = 256  # characters in a --match regular expression
@@ -103,14 +112,7 @@ def apply_state_status(
     _set_fields(db, test["id"], changes)
     new_state = state if state is not None else test["state"]
     new_status = status if status is not None else test["status"]
-    db.emit(
-        run_id=test["run_id"],
-        test_id=test["id"],
-        testname=test["testname"],
-        item_path=test["item_path"],
-        state=new_state,
-        status=new_status,
-    )
+    emit_for_test(db, test, state=new_state, status=new_status)
     result = {"test_id": test["id"], "state": new_state, "status": new_status}
     if roll and test["item_path"]:
         result["toplevel"] = roll_up_items(
