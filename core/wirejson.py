@@ -9,12 +9,10 @@ it falls back to the ``json`` package.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 _CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
-def _fallback() -> tuple[Callable[[str | bytes], object], Callable[..., str]]:
+def _fallback() -> tuple:  # (loads, dumps); no typing import on the client path
     import json
 
     compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -66,7 +66,8 @@ def test_direct_read_without_server_uses_the_database_layer(area):
 
 
 def test_the_installed_command_starts_without_re(area):
-    """The dbtool command (bin/dbtool) imports only what a call needs: not even ``re``."""
+    """The dbtool command (bin/dbtool) imports only what a call needs: not even ``re`` or ``collections``
+    (about 3 ms of CPU per call, a tenth of it)."""
     import dbtool.core
 
     if "site-packages" not in Path(dbtool.core.__file__).resolve().parts:
@@ -83,4 +84,4 @@ def test_the_installed_command_starts_without_re(area):
     assert proc.returncode == 0, proc.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "dbtool.cli.main" in imported
-    assert not imported & {"re", "typer", "asyncio", "json", "sqlalchemy"}, sorted(imported)
+    assert not imported & {"re", "collections", "typing", "typer", "asyncio", "json", "sqlalchemy"}, sorted(imported)
