@@ -7,6 +7,10 @@ writes/s over the rounds, p50/p99 of the per-process wall time, and errors; also
 "database is locked" count with busy_timeout 0. Targets: throughput ratio ≥ 1.0, dbtool p99 ≤ one
 third of the direct path's, no dbtool errors.
 
+A reference row: 64 concurrent `python -c pass` of the same interpreter — the floor under any
+caller that is a Python process. Where its p99 is above a third of the direct path's, the direct
+path is bound by starting interpreters (CPU), not by the database lock.
+
     python benchmarks/bench_oneshot.py [--rounds 5] [--processes 64]
 """
 
@@ -106,13 +110,15 @@ def main() -> None:
         dbtool = Caller(
             lambda r, p: [DBTOOL, *area, "test-set-state-status-by-id", "--test-id", test_id, "--state", state(r, p)]
         )
+        floor = Caller(lambda r, p: [PYTHON, "-c", "pass"])
         for r in range(args.rounds):  # the paths take turns, so a noisy moment hits all of them
-            for path in (direct, locked, dbtool):
+            for path in (direct, locked, dbtool, floor):
                 path.round(r, args.processes)
     rows = [
         direct.row("direct sqlite3, busy_timeout 5 s"),
         locked.row("direct sqlite3, busy_timeout 0"),
         dbtool.row("dbtool (server up)"),
+        floor.row("python -c pass (no write: the floor)"),
     ]
     report(
         f"{args.processes} concurrent one-shot processes writing the same row, {args.rounds} rounds",
@@ -125,7 +131,8 @@ def main() -> None:
     print(
         f"throughput ratio dbtool/direct: {ratio:.2f} (target >= 1.0); p99 ratio: {p99:.2f} (target <= 0.33); "
         f"dbtool errors: {len(dbtool.errors)} (target 0); "
-        f"'database is locked' at busy_timeout 0: {sum('locked' in e for e in locked.errors)}"
+        f"'database is locked' at busy_timeout 0: {sum('locked' in e for e in locked.errors)}; "
+        f"p99 of bare interpreters / direct: {percentile(floor.latencies, 99) / percentile(direct.latencies, 99):.2f}"
     )
 
 
