@@ -9,9 +9,15 @@ server and the load generator spend per write.
 
 A second reference row: the same clients against an asyncio server that answers every line at
 once, with no database (`echo_server`) — the floor of any Python asyncio server on this machine,
-what its event loop, sockets and JSON cost before the first line of dbtool runs.
+what its event loop, sockets and JSON cost before the first line of dbtool runs. A third: the same
+writes handed straight to dbtool's writer in one process (`writer_alone`), as many in flight as
+there are clients — no sockets, no JSON: what the writer costs without the protocol.
 
-    python benchmarks/bench_throughput.py [--seconds 5] [--clients 8,32,64]
+`--split-bound` instead runs the echo load and the writer alone at the same time, three times: the
+rate a server split into a protocol process and a writer process could reach at most here (the
+smaller of the two, with no cost for passing requests between them).
+
+    python benchmarks/bench_throughput.py [--seconds 5] [--clients 8,32,64] [--split-bound]
 """
 
 from __future__ import annotations
@@ -223,6 +229,117 @@ def echo_floor(ids: list[int], clients: int, seconds: float) -> dict:
         server.join(10)
 
 
+def writer_alone(root: Path, ids: list[int], clients: int, seconds: float, queue) -> None:
+    """``clients`` streams of writes submitted to dbtool's Writer on its own event loop, each
+    stream's next write sent when its last is answered, as Session does for a connection; puts the
+    result (writes/s, latency, this process's CPU per write) on ``queue``."""
+    import asyncio
+
+    from dbtool.core.commands import lookup
+    from dbtool.core.db.engine import WRITE, read_keys, sqlite_engine
+    from dbtool.core.db.schema import schema_for
+    from dbtool.core.request import RequestContext
+    from dbtool.core.server.writer import Writer
+
+    async def main() -> dict:
+        loop = asyncio.get_running_loop()
+        engine = sqlite_engine(str(root / ".dbtool" / "dbtool.db"), WRITE, synchronous="FULL")
+        with engine.connect() as conn:
+            keys = read_keys(conn)
+            last_seq = conn.exec_driver_sql("select coalesce(max(seq), 0) from events").scalar()
+        writer = Writer(engine, schema_for(keys), {}, loop, lambda events: None, last_seq)
+        writer.start()
+        cmd = lookup("test-set-state-status-by-id")
+        client = {"user": "bench", "host": "localhost", "pid": os.getpid()}
+        tag = os.urandom(4).hex()  # idempotency keys unique to this call
+        share = len(ids) // clients
+        start_at = time.monotonic() + 0.5  # a warm-up, as the protocol load has its handshakes
+        stop_at = start_at + seconds
+        latencies: list[float] = []
+        cpu = [0.0]
+        finished = loop.create_future()
+        streams = [clients]
+
+        def send(c: int, n: int) -> None:
+            state, status = ("RUNNING", "n/a") if n % 2 else ("COMPLETED", "PASS")
+            params = {"test_id": ids[c * share + n % share], "state": state, "status": status}
+            ctx = RequestContext(f"w-{c}-{n}", cmd.api, params, client, "bench@localhost")
+            sent_at = time.perf_counter()
+            future = writer.submit(cmd, cmd.bind_wire(params), ctx, f"{tag}-{c}-{n}")
+            future.add_done_callback(lambda f: answered(f, c, n, sent_at))
+
+        def answered(future: asyncio.Future, c: int, n: int, sent_at: float) -> None:
+            future.result()  # a failed write fails the benchmark
+            now = time.monotonic()
+            if now >= start_at:
+                if not latencies:
+                    cpu[0] = time.process_time()
+                latencies.append((time.perf_counter() - sent_at) * 1000)
+            if now < stop_at:
+                return send(c, n + 1)
+            streams[0] -= 1
+            if not streams[0]:
+                finished.set_result(time.process_time() - cpu[0])
+
+        for c in range(clients):
+            send(c, 0)
+        spent = await finished
+        await writer.stop()
+        engine.dispose()
+        return {
+            "writes_s": len(latencies) / seconds,
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+            "server_us": spent / len(latencies) * 1e6,
+            "server_sys_us": 0.0,
+            "clients_us": 0.0,
+        }
+
+    queue.put(asyncio.run(main()))
+
+
+def writer_floor(root: Path, ids: list[int], clients: int, seconds: float) -> dict:
+    """``writer_alone`` in a process of its own, on the area's database (its server stopped)."""
+    run([DBTOOL, "--area", str(root), "server", "stop"])
+    queue = mp.Queue()
+    proc = mp.Process(target=writer_alone, args=(root, ids, clients, seconds, queue), daemon=True)
+    proc.start()
+    try:
+        return queue.get(timeout=seconds + 120)
+    finally:
+        proc.join(30)
+
+
+def split_bound(seconds: float, clients: int = 64, repeats: int = 3) -> None:
+    """Print, per repeat, the one-commit ceiling and the echo and writer-alone rates run together."""
+    import threading
+
+    for _ in range(repeats):
+        ceiling = direct_ceiling(seconds / 2)["writes_s"]
+        with temp_area(**{"server.idle_timeout": "0"}) as root:
+            ids = prepare(root)
+            run([DBTOOL, "--area", str(root), "server", "stop"])
+            queue = mp.Queue()
+            writer = mp.Process(target=writer_alone, args=(root, ids, clients, seconds, queue), daemon=True)
+            echo: dict = {}
+
+            def echo_load(into: dict = echo, test_ids: list[int] = ids) -> None:
+                into.update(echo_floor(test_ids, clients, seconds))
+
+            load = threading.Thread(target=echo_load)
+            writer.start()
+            load.start()
+            alone = queue.get(timeout=seconds + 120)
+            load.join()
+            writer.join(30)
+        bound = min(alone["writes_s"], echo["writes_s"])
+        print(
+            f"one commit per write {ceiling:.0f}/s; together: the writer alone {alone['writes_s']:.0f}/s "
+            f"({alone['server_us']:.0f} us CPU/write), echo {echo['writes_s']:.0f}/s ({echo['server_us']:.0f} us) "
+            f"-> a split server at most {bound / ceiling:.2f} x"
+        )
+
+
 def direct_ceiling(seconds: float) -> dict:
     """One process, one transaction per write, synchronous=FULL, on a database like the area's."""
     import tempfile
@@ -266,8 +383,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", default="8,32,64")
+    parser.add_argument("--split-bound", action="store_true", help="see the module's docstring")
     args = parser.parse_args()
     check_installed()
+    if args.split_bound:
+        return split_bound(args.seconds)
     before = direct_ceiling(args.seconds / 2)  # measured before and after the server's runs, averaged:
     rows: list[dict] = []  # the disk's fsync rate drifts on a shared machine
     with temp_area(**{"server.idle_timeout": "0"}) as root:
@@ -275,6 +395,12 @@ def main() -> None:
         info = json.loads((root / ".dbtool" / "server.json").read_text())
         for clients in (int(c) for c in args.clients.split(",")):
             rows.append({"clients": clients, **cells(protocol_load(info, ids, clients, args.seconds))})
+        alone = {
+            "clients": f"the writer alone, in-process ({clients} in flight)",
+            **cells(writer_floor(root, ids, clients, args.seconds)),
+        }
+        alone["server CPU us/write"] = alone["server CPU us/write"].split(" ")[0]
+        alone["clients CPU us/write"] = ""
     floor = {
         "clients": f"echo, no database ({rows[-1]['clients']} clients)",
         **cells(echo_floor(ids, clients, args.seconds)),
@@ -286,6 +412,7 @@ def main() -> None:
         "p99_ms": max(before["p99_ms"], after["p99_ms"]),
     }
     rows.append(floor)
+    rows.append(alone)
     for row in rows:
         row["ratio"] = f"{float(row['writes/s']) / ceiling['writes_s']:.2f}"
     rows.insert(
@@ -304,11 +431,12 @@ def main() -> None:
         ["clients", "writes/s", "p50 ms", "p99 ms", "ratio", "server CPU us/write", "clients CPU us/write"],
         {"machine": machine()},
     )
-    last = rows[-2]
+    last = rows[-3]
     print(
         f"{last['clients']} clients: {last['ratio']} x the one-commit-per-write ceiling (target >= 2.5), "
         f"p99 {last['p99 ms']} ms (target <= 20); {float(last['writes/s']) / float(floor['writes/s']):.0%} of the "
-        "echo server's rate (no database)"
+        f"echo server's rate (no database); the writer alone, no protocol: {alone['writes/s']} writes/s at "
+        f"{alone['server CPU us/write']} us of CPU per write"
     )
 
 
