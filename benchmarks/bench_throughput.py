@@ -31,6 +31,7 @@ import socket
 import sqlite3
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -298,40 +299,27 @@ def writer_alone(root: Path, ids: list[int], clients: int, seconds: float, queue
     queue.put(asyncio.run(main()))
 
 
-def writer_floor(root: Path, ids: list[int], clients: int, seconds: float) -> dict:
-    """``writer_alone`` in a process of its own, on the area's database (its server stopped)."""
+def writer_floor(root: Path, ids: list[int], clients: int, seconds: float, meanwhile=None) -> tuple[dict, object]:
+    """``writer_alone`` in a process of its own, on the area's database (its server stopped), and
+    what ``meanwhile()`` returns when given (it runs here while the writer does)."""
     run([DBTOOL, "--area", str(root), "server", "stop"])
     queue = mp.Queue()
     proc = mp.Process(target=writer_alone, args=(root, ids, clients, seconds, queue), daemon=True)
     proc.start()
     try:
-        return queue.get(timeout=seconds + 120)
+        other = meanwhile() if meanwhile is not None else None
+        return queue.get(timeout=seconds + 120), other
     finally:
         proc.join(30)
 
 
 def split_bound(seconds: float, clients: int = 64, repeats: int = 3) -> None:
     """Print, per repeat, the one-commit ceiling and the echo and writer-alone rates run together."""
-    import threading
-
     for _ in range(repeats):
         ceiling = direct_ceiling(seconds / 2)["writes_s"]
         with temp_area(**{"server.idle_timeout": "0"}) as root:
             ids = prepare(root)
-            run([DBTOOL, "--area", str(root), "server", "stop"])
-            queue = mp.Queue()
-            writer = mp.Process(target=writer_alone, args=(root, ids, clients, seconds, queue), daemon=True)
-            echo: dict = {}
-
-            def echo_load(into: dict = echo, test_ids: list[int] = ids) -> None:
-                into.update(echo_floor(test_ids, clients, seconds))
-
-            load = threading.Thread(target=echo_load)
-            writer.start()
-            load.start()
-            alone = queue.get(timeout=seconds + 120)
-            load.join()
-            writer.join(30)
+            alone, echo = writer_floor(root, ids, clients, seconds, partial(echo_floor, ids, clients, seconds))
         bound = min(alone["writes_s"], echo["writes_s"])
         print(
             f"one commit per write {ceiling:.0f}/s; together: the writer alone {alone['writes_s']:.0f}/s "
@@ -397,7 +385,7 @@ def main() -> None:
             rows.append({"clients": clients, **cells(protocol_load(info, ids, clients, args.seconds))})
         alone = {
             "clients": f"the writer alone, in-process ({clients} in flight)",
-            **cells(writer_floor(root, ids, clients, args.seconds)),
+            **cells(writer_floor(root, ids, clients, args.seconds)[0]),
         }
         alone["server CPU us/write"] = alone["server CPU us/write"].split(" ")[0]
         alone["clients CPU us/write"] = ""
