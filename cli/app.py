@@ -94,7 +94,7 @@ def _parameter(p: Param) -> inspect.Parameter:
     else:
         info = typer.Option(
             default,
-            p.option,
+            *p.options,
             help=p.help,
             metavar=p.metavar or None,
             callback=_converter(p),
@@ -200,7 +200,9 @@ def build_app(only: Command | None = None) -> typer.Typer:
             continue
         group, name = (server, cmd.name.split(" ", 1)[1]) if cmd.name.startswith("server ") else (app, cmd.name)
         has_server = has_server or group is server
-        extra = {"allow_interspersed_args": False} if any(p.type == "argv" for p in cmd.params) else {}
+        extra: dict = {"allow_interspersed_args": False} if any(p.type == "argv" for p in cmd.params) else {}
+        if any(p.positional and p.type in ("int", "float") for p in cmd.params):
+            extra["ignore_unknown_options"] = True  # `add-var cnt -3`: a negative number is a value
         group.command(name=name, help=cmd.help, context_settings=extra)(_callback_for(cmd))
     if has_server or only is None:
         app.add_typer(server, name="server")

@@ -69,7 +69,7 @@ def take_global(args: list[str], i: int, opts: GlobalOptions) -> int | None:
 
 def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
     """The parameters ``args`` give ``cmd`` (only those given), or None to defer to Typer."""
-    by_option = {p.option: p for p in cmd.params if not p.positional and p.type != "argv"}
+    by_option = {o: p for p in cmd.params if not p.positional and p.type != "argv" for o in p.options}
     positional = [p for p in cmd.params if p.positional]
     rest = next((p for p in cmd.params if p.type == "argv"), None)
     params: dict = {}
@@ -81,7 +81,7 @@ def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
             if arg == "--":
                 words.extend(args[i + 1 :])
                 break
-            if not arg.startswith("-") or arg == "-":
+            if not arg.startswith("-") or arg == "-" or _is_number(arg):
                 if rest is not None:  # like click without interspersed args: words end the options
                     words.extend(args[i:])
                     break
@@ -122,13 +122,19 @@ def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
     if len(words) > len(positional):
         return None
     for p, word in zip(positional, words, strict=False):
-        if word.startswith("-") and word != "-":
+        if word.startswith("-") and word != "-" and not _is_number(word):
             return None
         try:
             params[p.name] = p.from_text(word)
         except ValueError:
             return None
     return params if all(p.name in params for p in cmd.params if p.required) else None
+
+
+def _is_number(word: str) -> bool:
+    """A negative number given as a value (``add-var cnt -3``), not an option."""
+    body = word[1:]
+    return word.startswith("-") and (body[:1].isdigit() or (body[:1] == "." and body[1:2].isdigit()))
 
 
 def compact(cmd: Command, params: dict) -> dict:

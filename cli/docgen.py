@@ -257,6 +257,12 @@ def _option_notes(p: Param) -> str:
         notes.append(f"Default: {_bold(default)}.")
     if p.choices:
         notes.append("One of: " + ", ".join(_typed(c) for c in p.choices) + ".")
+    if p.range_text:
+        notes.append(roff_text(f"Must be {p.range_text}."))
+    if p.nonempty:
+        notes.append("Must not be empty.")
+    if p.aliases:
+        notes.append("Also spelt " + ", ".join(_bold(a) for a in p.aliases) + ".")
     if p.multiple:
         notes.append("May be given more than once.")
     if p.type == "argv":

@@ -242,7 +242,7 @@ def server_log(
         after = reqlog.parse_since(since) if since else None
     except ValueError as err:
         raise UsageError(f"--since: {err}") from None
-    keep = reqlog.matcher(request, cmd, after)
+    keep = reqlog.matcher(request, _spellings(cmd), after)
     entries = reqlog.read_entries(area.logs_dir, keep)
     if limit is not None:
         entries = deque(entries, maxlen=max(0, limit))
@@ -258,6 +258,17 @@ def server_log(
         for entry in reqlog.follow(area.logs_dir, keep):
             emit(_log_line(entry, opts.output))
     return 0
+
+
+def _spellings(name: str | None) -> set[str] | None:
+    """A command's names in the request log: its CLI name (and its Megatest spelling, which older
+    servers logged); an unknown name as it is."""
+    if name is None:
+        return None
+    from dbtool.core.commands import lookup
+
+    cmd = lookup(name)
+    return {name} if cmd is None else {cmd.name, cmd.api, *cmd.aliases}
 
 
 def _log_line(entry: dict, output: str) -> str:

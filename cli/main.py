@@ -112,6 +112,7 @@ def default_timeout(opts: GlobalOptions) -> float:
 def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
     """Route a bound command and print its result; returns the exit code."""
     try:
+        params = cmd.check_cli(params, travel=cmd.kind != LOCAL)
         if cmd.kind == LOCAL:
             from .local import run_local
 

@@ -9,7 +9,7 @@ This module is on the client path, so it imports nothing beyond the standard lib
 
 from __future__ import annotations
 
-from .errors import BadRequest
+from .errors import BadRequest, Refused
 
 # Command kinds.
 READ = "read"  # pure query: a live server, else in-process on a read-only connection
@@ -18,8 +18,7 @@ SERVER = "server"  # answered by the server itself, never queued and never run w
 LOCAL = "local"  # dbtool's own commands that run in the CLI process (init, server start, demo)
 
 PARAM_TYPES = ("str", "int", "float", "bool", "list", "argv", "path")
-
-_MISSING = object()
+INT64 = 2**63  # integers travel and are stored as signed 64-bit values
 
 
 class Param:
@@ -28,16 +27,25 @@ class Param:
     ``type``: ``str``, ``int``, ``float``, ``bool`` (a flag), ``list`` (comma-separated on the
     command line, a JSON array on the wire), ``argv`` (everything after ``--``) or ``path`` (a file
     name, made absolute on the command line so that the server reads it as the caller meant).
+
+    Values are checked (``check_value``) wherever they enter: on the command line and on the wire.
+    ``min``/``max`` bound a number; ``nonempty`` refuses ''; every float must be finite, every
+    integer fit in 64 bits and every text be valid Unicode (a file name that is not UTF-8 travels
+    with its stray bytes written ``\\xNN``). ``aliases`` are more spellings of the option.
     """
 
     __slots__ = (
+        "aliases",
         "choices",
         "client_only",
         "default",
         "help",
+        "max",
         "metavar",
+        "min",
         "multiple",
         "name",
+        "nonempty",
         "positional",
         "required",
         "type",
@@ -56,6 +64,10 @@ class Param:
         choices: tuple[str, ...] = (),
         metavar: str = "",
         client_only: bool = False,
+        min: float | None = None,
+        max: float | None = None,
+        nonempty: bool = False,
+        aliases: tuple[str, ...] = (),
     ) -> None:
         if type not in PARAM_TYPES:
             raise ValueError(f"parameter {name}: unknown type {type!r}")
@@ -69,11 +81,20 @@ class Param:
         self.choices = choices
         self.client_only = client_only
         self.metavar = metavar or (name.upper() if positional else "TEXT" if multiple else _METAVARS[self.type])
+        self.min = min
+        self.max = max
+        self.nonempty = nonempty
+        self.aliases = aliases
 
     @property
     def option(self) -> str:
         """The long option that sets this parameter on the command line."""
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Every spelling of the option: ``option`` first, then the aliases."""
+        return (self.option, *self.aliases)
 
     def with_(self, **changes: object) -> Param:
         """A copy with some attributes changed (shared vocabulary, local variations)."""
@@ -116,23 +137,88 @@ class Param:
         if value is None:
             return None
         if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-            if not -(2**63) <= value < 2**63:
-                raise BadRequest(f"parameter {self.name} is out of range (64-bit integers only)")
-            return value
+            return self.check_value(value)
         if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            if isinstance(value, int) and not -INT64 <= value < INT64:
+                raise Refused(f"{self.label} {value} is out of range")
+            return self.check_value(float(value))
         if kind == "bool" and isinstance(value, bool):
             return value
         if kind in ("str", "path") and isinstance(value, str):
             if self.choices and value not in self.choices:
                 raise BadRequest(f"parameter {self.name} must be one of {', '.join(self.choices)}; got {value!r}")
-            return value
+            return self.check_value(value)
         if kind in ("list", "argv"):
             if isinstance(value, str):  # one value; only a comma-list parameter splits it
-                return self.from_text(value) if kind == "list" and not self.multiple else [value]
+                value = self.from_text(value) if kind == "list" and not self.multiple else [value]
+                return self.check_value(value)
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return value
+                return self.check_value(value)
         raise BadRequest(f"parameter {self.name} expects {_WIRE_TYPES[kind]}, got {type(value).__name__}")
+
+    def check_value(self, value: object) -> object:
+        """Refuse (exit 4) a value of the right type that no command can use: out of range, not
+        finite, empty where a name is needed, or text that is not valid Unicode. Returns it."""
+        if isinstance(value, str):
+            if not value:
+                if self.nonempty:
+                    raise Refused(f"{self.label} must not be empty{self._omit_hint()}")
+            elif not value.isascii() and not _is_unicode(value):
+                raise Refused(f"{self.label} is not valid UTF-8 text; {_UTF8_HINT}")
+            return value
+        if isinstance(value, list):
+            for item in value:
+                if not item.isascii() and not _is_unicode(item):
+                    raise Refused(f"{self.label} is not valid UTF-8 text; {_UTF8_HINT}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value
+        if isinstance(value, float) and value - value != 0.0:  # NaN or ±inf
+            raise Refused(f"{self.label} must be a finite number, not {value!r}")
+        if isinstance(value, int) and not -INT64 <= value < INT64:
+            raise Refused(f"{self.label} {value} is out of range (64-bit integers only)")
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            raise Refused(f"{self.label} must be {self.range_text}, not {value:g}")
+        return value
+
+    @property
+    def range_text(self) -> str:
+        """The allowed range in words ('' when unbounded)."""
+        low, high = self.min, self.max
+        if low is not None and high is not None:
+            return f"between {low:g} and {high:g}"
+        if low is not None:
+            return "positive" if low > 0 and low < 1 else f"at least {low:g}"
+        return f"at most {high:g}" if high is not None else ""
+
+    def _omit_hint(self) -> str:
+        if self.required or self.positional:
+            return ""
+        return f" (omit {self.label} to leave it unchanged)" if "unchanged" in self.help else f" (omit {self.label})"
+
+    def wire_text(self, value: object) -> object:
+        """A command-line value as it may travel: a file name that is not UTF-8 (the OS gives its
+        stray bytes as surrogates) is written with each such byte as ``\\xNN``."""
+        if self.type == "path" and isinstance(value, str) and not value.isascii() and not _is_unicode(value):
+            return escape_bytes(value)
+        return value
+
+
+_UTF8_HINT = "dbtool stores text as UTF-8: convert it first (e.g. with iconv -f latin1 -t utf-8)"
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether text encodes as UTF-8 (False for the lone surrogates of undecodable bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escape_bytes(text: str) -> str:
+    """Text from the OS (argv, a file name) with every byte that was not UTF-8 written as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 _METAVARS = {"int": "N", "float": "X", "list": "A,B", "str": "TEXT", "bool": "", "argv": "CMD...", "path": "PATH"}
@@ -255,6 +341,18 @@ class Command:
                 bound[p.name] = p.default
         return bound
 
+    def check_cli(self, params: dict, travel: bool = True) -> dict:
+        """Parameters bound from a command line, checked as the server checks them (Refused, exit 4)
+        before anything is sent. File names that are not UTF-8 come back written as they travel,
+        or, with ``travel=False`` (a local command opens them itself), unchanged."""
+        checked = {}
+        for name, value in params.items():
+            p = self.param(name)
+            if value is not None and p.type != "argv" and not (p.type == "path" and not travel):
+                value = p.check_value(p.wire_text(value))
+            checked[name] = value
+        return checked
+
 
 def _names(params: tuple[Param, ...]) -> str:
     return ", ".join(p.name for p in params) or "no parameters"
@@ -291,15 +389,15 @@ def cli_name(api: str) -> str:
 RUN_ID = Param("run_id", "int", "id of the run (printed by register-run, listed by get-runs)", required=True)
 ANY_RUN_ID = RUN_ID.with_(required=False, help="id of the run (accepted for compatibility; the test id decides)")
 TEST_ID = Param("test_id", "int", "id of the test (printed by register-test, get-test-id)", required=True)
-TESTNAME = Param("testname", "str", "name of the test", required=True)
+TESTNAME = Param("testname", "str", "name of the test", required=True, nonempty=True)
 ITEM_PATH = Param("item_path", "str", "item path of an iterated test; '' (the default) is the toplevel", default="")
-STATE = Param("state", "str", "new state, e.g. RUNNING, COMPLETED (omit to leave it unchanged)")
-STATUS = Param("status", "str", "new status, e.g. PASS, FAIL, n/a (omit to leave it unchanged)")
+STATE = Param("state", "str", "new state, e.g. RUNNING, COMPLETED (omit to leave it unchanged)", nonempty=True)
+STATUS = Param("status", "str", "new status, e.g. PASS, FAIL, n/a (omit to leave it unchanged)", nonempty=True)
 COMMENT = Param("comment", "str", "comment to store with the change (omit to leave it unchanged)")
 TARGET = Param("target", "str", "the run's key values joined by '/', e.g. v1.2/linux")
-RUNNAME = Param("runname", "str", "name of the run")
-LIMIT = Param("limit", "int", "return at most N records")
-OFFSET = Param("offset", "int", "skip the first N records", default=0)
+RUNNAME = Param("runname", "str", "name of the run", nonempty=True)
+LIMIT = Param("limit", "int", "return at most N records", min=0)
+OFFSET = Param("offset", "int", "skip the first N records", default=0, min=0)
 PATTERNS = "('%' → case-insensitive LIKE, otherwise a case-sensitive glob with * and ?)"
 TESTPATT = Param(
     "testpatt",
@@ -311,11 +409,11 @@ STATES = Param("states", "list", "only tests in these states (comma list)")
 STATUSES = Param("statuses", "list", "only tests with these statuses (comma list)")
 NOT_IN = Param("not_in", "bool", "select tests NOT in the given states/statuses")
 INCLUDE_DELETED = Param("include_deleted", "bool", "also list soft-deleted records")
-SINCE = Param("since", "int", "Unix time: only records changed after it", default=0)
-VAR = Param("var", "str", "name of the variable", required=True, positional=True, metavar="NAME")
+SINCE = Param("since", "int", "Unix time: only records changed after it", default=0, min=0)
+VAR = Param("var", "str", "name of the variable", required=True, positional=True, metavar="NAME", nonempty=True)
 VALUE = Param("value", "str", "the value", required=True, positional=True, metavar="VALUE")
 DEADTIME = Param(
-    "deadtime", "int", "seconds without progress after which a running test is dead (default: tests.deadtime)"
+    "deadtime", "int", "seconds without progress after which a running test is dead (default: tests.deadtime)", min=0
 )
 RECORD = Param("record", "str", "the record as a JSON object of column: value", required=True)
 IGNORED = "accepted for compatibility; ignored"
@@ -339,8 +437,8 @@ command(
 SERVER_START_PARAMS = (
     Param("foreground", "bool", "run the server in this process instead of detaching it"),
     Param("bind", "str", "address to listen on (default: server.bind in config, else 127.0.0.1)"),
-    Param("port", "int", "TCP port (default: server.port in config, else any free port)"),
-    Param("idle_timeout", "float", "stop after this many idle seconds; 0 = never (default: config, else 300)"),
+    Param("port", "int", "TCP port (default: server.port in config, else any free port)", min=0, max=65535),
+    Param("idle_timeout", "float", "stop after this many idle seconds; 0 = never (default: config, else 300)", min=0),
 )
 command(
     "server start",
@@ -391,9 +489,9 @@ command(
     "without a server.",
     Param("follow", "bool", "keep printing requests as they are logged (until interrupted)"),
     Param("request", "str", "only the request with this id (printed in error messages)"),
-    Param("cmd", "str", "only requests of this command (its Megatest name, e.g. csv->test-data)"),
+    Param("cmd", "str", "only requests of this command (either spelling, e.g. csv-to-test-data)"),
     Param("since", "str", "only requests after this time: Unix seconds, an ISO time, or an age like 10m"),
-    Param("limit", "int", "print only the last N matching requests (not with --follow)"),
+    Param("limit", "int", "print only the last N matching requests (not with --follow)", min=0),
 )
 command(
     "watch",
@@ -404,8 +502,8 @@ command(
     "Starts the server when none runs.",
     Param("run_id", "int", "only events of this run"),
     Param("testpatt", "str", "only events of tests matching this test pattern"),
-    Param("since", "int", "first replay the stored events after this sequence number (0 = all)"),
-    Param("count", "int", "stop after this many events"),
+    Param("since", "int", "first replay the stored events after this sequence number (0 = all)", min=0),
+    Param("count", "int", "stop after this many events", min=0),
     Param("no_follow", "bool", "stop after the replay instead of waiting for new events"),
     wire="watch-stream",
 )
@@ -431,7 +529,7 @@ command(
     "See dbtool work: a throw-away area and its server, 22 concurrent `dbtool exec` jobs (some pass, "
     "some fail, one is killed) whose items roll up, a live watcher reporting each job as it ends, and "
     "the run's final table. The area is removed afterwards (unless --keep).",
-    Param("jobs", "int", "number of concurrent `dbtool exec` jobs (at most 22)", default=22),
+    Param("jobs", "int", "number of concurrent `dbtool exec` jobs (at most 22)", default=22, min=1, max=22),
     Param("keep", "bool", "keep the demo area and its server instead of removing them"),
 )
 
@@ -455,7 +553,7 @@ command(
     "Turn the connection into a stream of change events (used by `watch`).",
     Param("run_id", "int", "only events of this run"),
     Param("testpatt", "str", "only events of tests matching this test pattern"),
-    Param("since", "int", "replay the stored events after this sequence number first"),
+    Param("since", "int", "replay the stored events after this sequence number first", min=0),
     hidden=True,
 )
 
@@ -475,9 +573,11 @@ command(
     TESTNAME,
     ITEM_PATH,
     Param("log", "path", "also write CMD's output to this file (recorded as the test's log)"),
-    Param("heartbeat", "float", "seconds between heartbeats", default=30.0),
+    Param("heartbeat", "float", "seconds between heartbeats", default=30.0, min=0.01, max=86400),
     Param("rundir", "path", "run directory of the test, where CMD runs (default: the current directory)"),
-    Param("step", "str", "record CMD as this step of the test (start/end rows) instead of the test itself"),
+    Param(
+        "step", "str", "record CMD as this step of the test (start/end rows) instead of the test itself", nonempty=True
+    ),
     Param("command", "argv", "the command and its arguments, after --", required=True, metavar="CMD..."),
 )
 JOB_WHERE = (RUN_ID, TESTNAME, ITEM_PATH)
@@ -488,11 +588,11 @@ command(
     "Start of a job (used by `exec`): the test (created when missing) → RUNNING with host, uname, rundir, "
     "pid, log and heartbeat period; prints the test id.",
     *JOB_WHERE,
-    Param("host", "str", "host the job runs on", required=True),
+    Param("host", "str", "host the job runs on", required=True, nonempty=True),
     Param("uname", "str", "the host's system description", default=""),
     Param("rundir", "str", "run directory", default=""),
-    Param("pid", "int", "process id of the job", required=True),
-    Param("heartbeat", "float", "seconds between heartbeats", default=30.0),
+    Param("pid", "int", "process id of the job", required=True, min=0),
+    Param("heartbeat", "float", "seconds between heartbeats", default=30.0, min=0.01, max=86400),
     Param("log", "str", "the job's log file", default=""),
     hidden=True,
 )
@@ -502,11 +602,11 @@ command(
     "jobs.exec_heartbeat",
     "A job's heartbeat (used by `exec`): liveness, a test_rundat sample, the job's pid once known.",
     *JOB_WHERE,
-    Param("pid", "int", "process id of the job's command"),
-    Param("heartbeat", "float", "seconds between heartbeats", default=30.0),
-    Param("cpuload", "float", "the host's load average", default=-1.0),
-    Param("diskfree", "int", "free space in the run directory (KiB)", default=-1),
-    Param("run_duration", "int", "seconds since the job started", default=0),
+    Param("pid", "int", "process id of the job's command", min=0),
+    Param("heartbeat", "float", "seconds between heartbeats", default=30.0, min=0.01, max=86400),
+    Param("cpuload", "float", "the host's load average", default=-1.0, min=-1),
+    Param("diskfree", "int", "free space in the run directory (KiB)", default=-1, min=-1),
+    Param("run_duration", "int", "seconds since the job started", default=0, min=0),
     hidden=True,
 )
 command(
@@ -516,9 +616,9 @@ command(
     "End of a job (used by `exec`): COMPLETED PASS/FAIL by exit code, or KILLED by a signal; roll-up "
     "into the toplevel and the run.",
     *JOB_WHERE,
-    Param("exit_code", "int", "the command's exit code", required=True),
+    Param("exit_code", "int", "the command's exit code", required=True, min=0, max=255),
     Param("signal", "str", "the signal that killed it (e.g. SIGTERM)"),
-    Param("run_duration", "int", "seconds the job ran", default=0),
+    Param("run_duration", "int", "seconds the job ran", default=0, min=0),
     hidden=True,
 )
 command(
@@ -527,7 +627,7 @@ command(
     "jobs.exec_step",
     "A step of a job (used by `exec --step`): a start or end row of the step, creating the test when missing.",
     *JOB_WHERE,
-    Param("stepname", "str", "name of the step", required=True),
+    Param("stepname", "str", "name of the step", required=True, nonempty=True),
     Param("state", "str", "start or end", required=True, choices=("start", "end")),
     Param("status", "str", "step status: - at start, the exit code at the end", default="-"),
     Param("logfile", "str", "the step's log file", default=""),
@@ -629,7 +729,7 @@ command(
     "misc.update_tesdata_on_repilcate_db",
     "After an area was replicated, rewrite the rundir and shortdir of every test that starts with "
     "OLD to start with NEW; prints how many tests changed. (The name keeps Megatest's spelling.)",
-    Param("old_linktree", "str", "the old prefix, e.g. /old/links", required=True),
+    Param("old_linktree", "str", "the old prefix, e.g. /old/links", required=True, nonempty=True),
     Param("new_linktree", "str", "the new prefix, e.g. /new/links", required=True),
     bulk=True,
 )
@@ -639,7 +739,7 @@ command(
     "misc.get_latest_host_load",
     "The newest CPU load sample recorded for tests on a host (domain part ignored): "
     "{cpuload, update_time}; (-1, 0) when there is none.",
-    Param("hostname", "str", "the host name", required=True),
+    Param("hostname", "str", "the host name", required=True, nonempty=True),
 )
 
 # --------------------------------------------------------------------------------------------
@@ -784,8 +884,8 @@ command(
     RUNNAME.with_(help="run-name LIKE pattern (default: all)"),
     Param("keynames", "list", IGNORED),
     TESTPATT.with_(help=IGNORED),
-    Param("statepatt", "str", IGNORED),
-    Param("statuspatt", "str", IGNORED),
+    Param("statepatt", "str", IGNORED, aliases=("--state-patt",)),
+    Param("statuspatt", "str", IGNORED, aliases=("--status-patt",)),
     INCLUDE_DELETED,
 )
 command(
@@ -873,6 +973,7 @@ command(
         "int",
         "delete the steps and data of at most N tests per transaction and print what is left "
         "(default: everything in one transaction)",
+        min=1,
     ),
     driver="drivers:delete_run",
     bulk=True,
@@ -1036,7 +1137,7 @@ command(
     "tests.delete_old_deleted_test_records",
     "Purge (hard-delete) the tests marked DELETED longer ago than --days, with their steps and data; "
     "prints how many tests were purged.",
-    Param("days", "int", "age in days", default=30),
+    Param("days", "int", "age in days", default=30, min=0),
     bulk=True,
 )
 command(
@@ -1046,7 +1147,7 @@ command(
     "Record the pid of a test's top process.",
     ANY_RUN_ID,
     TEST_ID,
-    Param("pid", "int", "process id", required=True),
+    Param("pid", "int", "process id", required=True, min=0),
 )
 command(
     "test-set-archive-block-id",
@@ -1055,7 +1156,9 @@ command(
     "Record the archive block that holds a test (0 = not archived).",
     ANY_RUN_ID,
     TEST_ID,
-    Param("block_id", "int", "archive block id (from archive-register-block-name)", required=True),
+    Param(
+        "block_id", "int", "archive block id (from archive-register-block-name; 0 = not archived)", required=True, min=0
+    ),
 )
 command(
     "insert-test",
@@ -1083,8 +1186,8 @@ command(
     "The tests mark-incomplete would mark: {incompletes, old_launched, toplevels} (toplevels: "
     "placeholder toplevels that look dead, left alone).",
     RUN_ID.with_(required=False, help="only this run (default: every run)"),
-    Param("running_deadtime", "int", "deadtime for RUNNING tests (default: tests.deadtime)"),
-    Param("remotehoststart_deadtime", "int", "deadtime for REMOTEHOSTSTART tests (default: tests.deadtime)"),
+    Param("running_deadtime", "int", "deadtime for RUNNING tests (default: tests.deadtime)", min=0),
+    Param("remotehoststart_deadtime", "int", "deadtime for REMOTEHOSTSTART tests (default: tests.deadtime)", min=0),
 )
 command(
     "have-incompletes",
@@ -1312,8 +1415,8 @@ command(
     "List the run directories of a run's tests matching a test pattern and state/status LIKE patterns, newest first.",
     RUN_ID,
     TESTPATT.with_(default="%"),
-    Param("statepatt", "str", "state LIKE pattern", default="%"),
-    Param("statuspatt", "str", "status LIKE pattern", default="%"),
+    Param("statepatt", "str", "state LIKE pattern", default="%", aliases=("--state-patt",)),
+    Param("statuspatt", "str", "status LIKE pattern", default="%", aliases=("--status-patt",)),
     Param("keynames", "list", IGNORED),
     TARGET.with_(help=IGNORED),
     RUNNAME.with_(help=IGNORED),
@@ -1357,8 +1460,8 @@ command(
     "'end' row; re-sending a state replaces its row (new time).",
     ANY_RUN_ID,
     TEST_ID,
-    Param("stepname", "str", "name of the step", required=True),
-    Param("state", "str", "step state, normally start or end", required=True),
+    Param("stepname", "str", "name of the step", required=True, nonempty=True),
+    Param("state", "str", "step state, normally start or end", required=True, nonempty=True),
     Param("status", "str", "step status (for end: the exit code or a status word)", default="n/a"),
     Param("comment", "str", "comment", default=""),
     Param("logfile", "str", "the step's log file", default=""),
@@ -1453,7 +1556,7 @@ command(
     ANY_RUN_ID,
     TEST_ID,
     Param("category", "str", "category LIKE pattern", default="%"),
-    Param("variable", "str", "variable LIKE pattern", default="%"),
+    Param("variable", "str", "variable LIKE pattern", default="%", aliases=("--varpatt",)),
     INCLUDE_DELETED,
     columns=DATA_COLUMNS,
 )
@@ -1483,7 +1586,7 @@ command(
     "Set one field of a test's meta record: author, owner, description, reviewed, iterated, "
     "avg_runtime, avg_disk, tags or jobgroup.",
     TESTNAME,
-    Param("field", "str", "the field to set", required=True),
+    Param("field", "str", "the field to set", required=True, nonempty=True),
     Param("value", "str", "the new value", required=True),
 )
 command(
@@ -1509,7 +1612,7 @@ command(
     WRITE,
     "tasks.tasks_add",
     "Queue a task (state new) and print its id.",
-    Param("action", "str", "what to do, e.g. run-tests", required=True),
+    Param("action", "str", "what to do, e.g. run-tests", required=True, nonempty=True),
     Param("owner", "str", "who asks (default: the calling user)"),
     TARGET.with_(default=""),
     RUNNAME.with_(default=""),
@@ -1542,8 +1645,8 @@ command(
     TARGET.with_(required=True),
     RUNNAME.with_(required=True),
     TESTPATT.with_(help="test pattern LIKE pattern", default="%"),
-    Param("statepatt", "str", "state LIKE pattern", default="%"),
-    Param("actionpatt", "str", "action LIKE pattern", default="%"),
+    Param("statepatt", "str", "state LIKE pattern", default="%", aliases=("--state-patt",)),
+    Param("actionpatt", "str", "action LIKE pattern", default="%", aliases=("--action-patt",)),
     columns=TASK_COLUMNS,
 )
 
@@ -1617,8 +1720,8 @@ command(
 # --------------------------------------------------------------------------------------------
 # Processes (reference A.14, C.17).
 
-HOST = Param("host", "str", "host name", required=True)
-PID = Param("pid", "int", "process id", required=True)
+HOST = Param("host", "str", "host name", required=True, nonempty=True)
+PID = Param("pid", "int", "process id", required=True, min=0)
 command(
     "register-process",
     WRITE,
@@ -1626,8 +1729,8 @@ command(
     "Register a process (host, pid unique; re-registering replaces it) and print its id.",
     HOST,
     PID,
-    Param("port", "int", "port it listens on"),
-    Param("starttime", "int", "start time (default: now)"),
+    Param("port", "int", "port it listens on", min=0, max=65535),
+    Param("starttime", "int", "start time (default: now)", min=0),
     Param("status", "str", "status", default="starting"),
     Param("purpose", "str", "what it is for, e.g. server", default=""),
     Param("dbname", "str", "the database it serves", default=""),
@@ -1668,9 +1771,9 @@ command(
     WRITE,
     "archives.archive_register_disk",
     "Register an archive disk (or update its free space) and print its id.",
-    Param("disk_name", "str", "archive area name", required=True),
-    Param("disk_path", "str", "path of the disk", required=True),
-    Param("df", "int", "free space", default=-1),
+    Param("disk_name", "str", "archive area name", required=True, nonempty=True),
+    Param("disk_path", "str", "path of the disk", required=True, nonempty=True),
+    Param("df", "int", "free space", default=-1, min=-1),
 )
 command(
     "archive-register-block-name",
@@ -1678,8 +1781,8 @@ command(
     "archives.archive_register_block_name",
     "Register an archive block on a disk (or update its usage) and print its id.",
     Param("disk_id", "int", "id of the disk (from archive-register-disk)", required=True),
-    Param("archive_path", "str", "path of the block", required=True),
-    Param("du", "int", "disk usage of the block"),
+    Param("archive_path", "str", "path of the block", required=True, nonempty=True),
+    Param("du", "int", "disk usage of the block", min=0),
 )
 command(
     "test-get-archive-block-info",
@@ -1695,7 +1798,7 @@ command(
     "List the archive blocks already holding a test/item on disks with more than --dneeded free.",
     TESTNAME,
     ITEM_PATH,
-    Param("dneeded", "int", "space needed", default=0),
+    Param("dneeded", "int", "space needed", default=0, min=0),
 )
 command(
     "archive-allocate-testsuite-area-to-block",

@@ -28,7 +28,7 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
         raise Refused(f"{area.db_path} does not exist; re-create the area with `dbtool init`")
     params = cmd.bind_wire(params)
     config = load_config(area)
-    ctx = RequestContext(f"direct-{os.getpid()}", cmd.api, params, client_identity())
+    ctx = RequestContext(f"direct-{os.getpid()}", cmd.name, params, client_identity())
     engine = sqlite_engine(area.db_path, DIRECT, pool_size=1)
     try:
         with activate(ctx), engine.connect() as conn, conn.begin():

@@ -82,11 +82,13 @@ def parse_since(text: str, now: float | None = None) -> float:
         raise ValueError(f"{text!r} is not a time: give Unix seconds, an ISO time, or an age like 10m") from None
 
 
-def matcher(request: str | None, cmd: str | None, since: float | None) -> Callable[[dict], bool]:
+def matcher(request: str | None, cmds: set[str] | None, since: float | None) -> Callable[[dict], bool]:
+    """Entries of one request id, of one command (any of its spellings), after a time."""
+
     def keep(entry: dict) -> bool:
         if request is not None and entry.get("id") != request:
             return False
-        if cmd is not None and entry.get("cmd") != cmd:
+        if cmds is not None and entry.get("cmd") not in cmds:
             return False
         return since is None or entry.get("ts", 0) >= since
 

@@ -238,7 +238,7 @@ class HandlerDb:
         cmd = lookup(name)
         assert cmd is not None, name
         bound = cmd.bind_wire(params)
-        ctx = RequestContext("test", cmd.api, bound, self.client)
+        ctx = RequestContext("test", cmd.name, bound, self.client)
         with activate(ctx), self.engine.connect() as conn:
             with conn.begin():
                 db = Db(conn, self.schema, ctx, self.config)

@@ -302,7 +302,7 @@ def test_same_category_and_variable_is_replaced_with_a_new_id(hdb):
         hdb("get-data-info-by-id", data_id=before["a"]["id"])
     assert len(hdb("read-test-data", test_id=t)) == 3  # d/a is another key
     event = hdb.events[-1]
-    assert (event["cmd"], event["test_id"], event["data"]) == ("csv->test-data", t, {"rows": 1, "replaced": 1})
+    assert (event["cmd"], event["test_id"], event["data"]) == ("csv-to-test-data", t, {"rows": 1, "replaced": 1})
     hdb("csv-to-test-data", test_id=t, csv="c,b,5\nc,new,1\nd,a,2\n")  # two keys it has, one new
     assert hdb.events[-1]["data"] == {"rows": 3, "replaced": 2}
     assert len(hdb("read-test-data", test_id=t)) == 4
@@ -437,7 +437,7 @@ def test_steps_have_start_and_end_rows(hdb):
     assert "comment" not in data[0]
     event = hdb.events[-1]
     assert (event["cmd"], event["run_id"], event["test_id"], event["state"], event["status"]) == (
-        "teststep-set-status!",
+        "teststep-set-status",
         1,
         t,
         None,
@@ -525,7 +525,7 @@ def _rows(area) -> list[tuple]:
 def _csv_events(area) -> int:
     con = sqlite3.connect(f"file:{area.dir / 'dbtool.db'}?mode=ro", uri=True)
     try:
-        return con.execute("select count(*) from events where cmd = 'csv->test-data'").fetchone()[0]
+        return con.execute("select count(*) from events where cmd = 'csv-to-test-data'").fetchone()[0]
     finally:
         con.close()
 

@@ -71,7 +71,7 @@ def run_group(engine, requests: list[tuple[Command, dict]]) -> tuple[list[object
         writer = Writer(engine, schema_for(KEYS), {}, loop, published.extend, 0)
         futures = []
         for i, (cmd, params) in enumerate(requests):
-            ctx = RequestContext(f"r{i}", cmd.api, params, {"user": "u", "host": "h", "pid": 1}, "u@h:1")
+            ctx = RequestContext(f"r{i}", cmd.name, params, {"user": "u", "host": "h", "pid": 1}, "u@h:1")
             futures.append(writer.submit(cmd, cmd.bind_wire(params), ctx, f"idem-{i}"))
         writer.start()
         outcomes = await asyncio.gather(*futures, return_exceptions=True)

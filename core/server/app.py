@@ -237,7 +237,7 @@ class Server:
                         raise Refused(f"{report['cmd']!r} is not a write")
                     params = cmd.bind_wire(report.get("params"))
                     client = report.get("client") if isinstance(report.get("client"), dict) else {}
-                    ctx = RequestContext(self.request_id(), cmd.api, params, client)
+                    ctx = RequestContext(self.request_id(), cmd.name, params, client)
                     ctx.note("info", "spool", f"spooled at {report.get('time')} by {self.client_label(client)}")
                     result = await self.writer.submit(cmd, params, ctx, report.get("idem"))
                     self.finished(ctx, {"ok": True, "result": result})

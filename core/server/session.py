@@ -246,8 +246,8 @@ class Session(asyncio.Protocol):
             cmd, params, idem = parse_request(msg)
         except BadRequest as err:
             return self.send(error(req_id, rid, err.code, err.message))
-        ctx = RequestContext(rid, cmd.api, params, self.client, self.label)
-        ctx.note("debug", "received", f"{cmd.api} from {self.label}")
+        ctx = RequestContext(rid, cmd.name, params, self.client, self.label)
+        ctx.note("debug", "received", f"{cmd.name} from {self.label}")
         trace = msg.get("trace") is True
         pack = msg.get("pack") is True
         if cmd.handler == "watch" and cmd.kind == SERVER:
