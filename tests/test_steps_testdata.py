@@ -496,9 +496,9 @@ def test_step_writes_refuse_unknown_tests_and_empty_names(hdb):
         _step(hdb, 99, "s", "start")
     with pytest.raises(Refused, match="no test with id 99"):
         hdb("delete-steps-for-test", test_id=99)
-    with pytest.raises(Refused, match="step name must not be empty"):
+    with pytest.raises(Refused, match="--stepname must not be empty"):
         _step(hdb, t, "", "start")
-    with pytest.raises(Refused, match="step state must not be empty"):
+    with pytest.raises(Refused, match="--state must not be empty"):
         _step(hdb, t, "s", "")
     assert hdb.sql("select count(*) from test_steps") == [(0,)]
     with pytest.raises(NotFound):
