@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     check_installed()
     from dbtool.core.area import Area
-    from dbtool.core.client import Connection, read_server_info
+    from dbtool.core.link import Connection, read_server_info
     from dbtool.core.protocol import Records, plain
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="dbtool-scale-")) / "area"

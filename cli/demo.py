@@ -19,7 +19,8 @@ import threading
 import time
 
 from dbtool.core.area import Area
-from dbtool.core.client import describe, watch
+from dbtool.core.client import watch
+from dbtool.core.link import describe
 
 from .binder import GlobalOptions
 from .main import emit

@@ -23,9 +23,10 @@ import time
 
 from dbtool.core import spool
 from dbtool.core.area import Area, find_area
-from dbtool.core.client import call, client_identity, new_idem
+from dbtool.core.client import call, new_idem
 from dbtool.core.commands import COMMANDS
 from dbtool.core.errors import Busy, DbtoolError, Refused, Unauthorized, Unavailable, UsageError, VersionMismatch
+from dbtool.core.link import client_identity
 
 from .binder import GlobalOptions
 from .main import default_timeout

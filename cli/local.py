@@ -96,6 +96,7 @@ def server_start(
     *,
     foreground: bool = False,
     bind: str | None = None,
+    advertise: str | None = None,
     port: int | None = None,
     idle_timeout: float | None = None,
 ) -> int:
@@ -106,13 +107,14 @@ def server_start(
         from dbtool.core.server.app import Server
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-        return Server(area, bind=bind, port=port, idle_timeout=idle_timeout).run()
-    from dbtool.core.client import describe, ping_info, start_server
+        return Server(area, bind=bind, port=port, idle_timeout=idle_timeout, advertise=advertise).run()
+    from dbtool.core.link import describe, ping_info, start_server
 
     info = ping_info(area)
     if info is None:
         deadline = time.monotonic() + default_timeout(opts)
-        info = start_server(area, deadline, {"bind": bind, "port": port, "idle_timeout": idle_timeout})
+        options = {"bind": bind, "advertise": advertise, "port": port, "idle_timeout": idle_timeout}
+        info = start_server(area, deadline, options)
     if opts.output == "table":
         emit(describe(info) + "\n")
     else:
@@ -121,30 +123,30 @@ def server_start(
 
 
 def server_stop(opts: GlobalOptions) -> int:
-    from dbtool.core.client import Connection, Unreachable, read_server_info, server_lock_free
+    """Ask the server to stop (retrying while it is busy), then wait until its lock is free."""
+    from dbtool.core.client import call
 
     area = find_area(opts.area)
-    info = read_server_info(area)
-    if info is None:
-        print(f"dbtool: no server is running for {area.root}", file=sys.stderr)
-        return 0
-    deadline = time.monotonic() + default_timeout(opts)
+    timeout = default_timeout(opts)
+    deadline = time.monotonic() + timeout
     try:
-        with Connection(info) as conn:
-            conn.call("server-stop")
-    except Unreachable:
-        if server_lock_free(area):
-            remove_file(area.server_json)
-            print(f"dbtool: no server is running for {area.root} (removed a stale server.json)", file=sys.stderr)
+        reply = call(area, COMMANDS["server-stop"], {}, timeout=timeout)
+    except Unavailable as err:
+        if not os.path.exists(area.server_json) or "no server is running" in err.message:
+            print(f"dbtool: no server is running for {area.root}", file=sys.stderr)
             return 0
-        raise Unavailable(
-            f"the server at {info['host']}:{info['port']} (pid {info.get('pid')}) does not answer"
-        ) from None
+        raise
+    _wait_stopped(area, deadline, reply.result.get("pid"), timeout)
+    return 0
+
+
+def _wait_stopped(area: Area, deadline: float, pid: object, timeout: float) -> None:
+    from dbtool.core.link import server_lock_free
+
     while not server_lock_free(area):
         if time.monotonic() > deadline:
-            raise Unavailable(f"the server (pid {info.get('pid')}) is still stopping after {default_timeout(opts):g} s")
+            raise Unavailable(f"the server (pid {pid}) is still stopping after {timeout:g} s")
         time.sleep(0.05)
-    return 0
 
 
 def server_status(opts: GlobalOptions) -> int:
@@ -175,15 +177,19 @@ def _stats_rows(stats: dict) -> list[dict]:
 
 
 def server_restart(
-    opts: GlobalOptions, *, bind: str | None = None, port: int | None = None, idle_timeout: float | None = None
+    opts: GlobalOptions,
+    *,
+    bind: str | None = None,
+    advertise: str | None = None,
+    port: int | None = None,
+    idle_timeout: float | None = None,
 ) -> int:
-    from dbtool.core.client import describe, start_server
+    from dbtool.core.link import describe, start_server
 
     area = find_area(opts.area)
     stop_any_server(area, default_timeout(opts))
-    info = start_server(
-        area, time.monotonic() + default_timeout(opts), {"bind": bind, "port": port, "idle_timeout": idle_timeout}
-    )
+    options = {"bind": bind, "advertise": advertise, "port": port, "idle_timeout": idle_timeout}
+    info = start_server(area, time.monotonic() + default_timeout(opts), options)
     emit(describe(info) + "\n" if opts.output == "table" else render(_public(info), opts.output))
     return 0
 
@@ -192,26 +198,22 @@ def stop_any_server(area: Area, timeout: float) -> None:
     """Stop the area's server, whatever its version: by protocol, else by SIGTERM to its pid."""
     import signal
 
-    from dbtool.core.client import Connection, Unreachable, read_server_info, server_lock_free
+    from dbtool.core.client import call
     from dbtool.core.errors import DbtoolError
+    from dbtool.core.link import read_server_info, server_lock_free
 
-    info = read_server_info(area)
-    if info is None or server_lock_free(area):
+    if server_lock_free(area):
         remove_file(area.server_json)
         return
+    deadline = time.monotonic() + timeout
+    pid = (read_server_info(area) or {}).get("pid")
     try:
-        with Connection(info) as conn:
-            conn.call("server-stop")
-    except (Unreachable, DbtoolError):  # another protocol version, or not answering: signal it
-        pid = info.get("pid")
+        call(area, COMMANDS["server-stop"], {}, timeout=timeout)
+    except DbtoolError:  # another protocol version, or not answering: signal it
         if not (isinstance(pid, int) and _is_area_server(pid, area)):
             raise Unavailable(f"cannot stop the server of {area.root}: pid {pid} is not its server") from None
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while not server_lock_free(area):
-        if time.monotonic() > deadline:
-            raise Unavailable(f"the server (pid {info.get('pid')}) is still stopping after {timeout:g} s")
-        time.sleep(0.05)
+    _wait_stopped(area, deadline, pid, timeout)
 
 
 def _is_area_server(pid: int, area: Area) -> bool:

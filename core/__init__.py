@@ -6,4 +6,4 @@ Kept import-light: the client path imports this package, so nothing heavy belong
 __version__ = "0.1.0"
 
 # Bumped whenever a message shape changes incompatibly; client and server must agree.
-PROTOCOL = 1
+PROTOCOL = 2  # 2: the server proves the key too (mutual authentication)

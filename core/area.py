@@ -106,14 +106,19 @@ DEFAULT_CONFIG: dict[str, dict] = {
     "area": {"keys": []},
     "server": {
         "bind": "127.0.0.1",
+        "advertise": "",
         "port": 0,
         "idle_timeout": 300.0,
         "share_group": False,
         "max_connections": 512,
+        "max_pending": 64,
+        "handshake_timeout": 5.0,
         "max_queue": 10_000,
         "max_subscribers": 64,
         "watch_queue": 10_000,
+        "watch_stall_timeout": 30.0,
         "connection_idle_timeout": 600.0,
+        "dead_peer_timeout": 60.0,
     },
     "db": {"synchronous": "FULL", "journal_mode": "auto", "url": "", "read_only": False, "max_size_mb": 0},
     "tests": {"deadtime": 7200, "dead_check_interval": 30.0},
@@ -127,9 +132,12 @@ _CONFIG_TEMPLATE = """\
 keys = [{keys}]
 
 [server]
-# Address the server listens on. Use a host address (not 127.0.0.1) for a compute farm;
-# every request still has to prove it holds the area's key.
+# Address the server listens on. Use a host address (not 127.0.0.1), or 0.0.0.0 for all, for a
+# compute farm; every connection still has to prove it holds the area's key.
 bind = "127.0.0.1"
+# Address server.json tells clients to connect to; "" = the bound address, or for 0.0.0.0 this
+# host's address.
+advertise = ""
 # 0 = any free port.
 port = 0
 # Seconds without requests after which the server stops by itself; 0 = never.
@@ -138,12 +146,20 @@ idle_timeout = 300
 share_group = false
 # Limits: over them a client is told to retry (busy) or refused, never left hanging.
 max_connections = 512
+# Connections still proving the key: at most this many (past it the oldest is dropped), each for at
+# most handshake_timeout seconds.
+max_pending = 64
+handshake_timeout = 5
 max_queue = 10000
 max_subscribers = 64
 # Events queued for one watcher; one that falls further behind is told to resync.
 watch_queue = 10000
+# Seconds a watcher may go without reading before it is dropped (it resubscribes by itself).
+watch_stall_timeout = 30
 # Seconds after which a connection that sends nothing is closed (watchers excepted).
 connection_idle_timeout = 600
+# Seconds after which a peer whose host vanished (TCP keepalive, unacknowledged data) is dropped.
+dead_peer_timeout = 60
 
 [db]
 # SQLite synchronous level: FULL (default), NORMAL or OFF.

@@ -436,7 +436,15 @@ command(
 )
 SERVER_START_PARAMS = (
     Param("foreground", "bool", "run the server in this process instead of detaching it"),
-    Param("bind", "str", "address to listen on (default: server.bind in config, else 127.0.0.1)"),
+    Param(
+        "bind", "str", "address to listen on, or 0.0.0.0/:: for all (default: server.bind in config, else 127.0.0.1)"
+    ),
+    Param(
+        "advertise",
+        "str",
+        "address server.json tells clients to connect to (default: server.advertise; for a wildcard bind, "
+        "this host's address)",
+    ),
     Param("port", "int", "TCP port (default: server.port in config, else any free port)", min=0, max=65535),
     Param("idle_timeout", "float", "stop after this many idle seconds; 0 = never (default: config, else 300)", min=0),
 )

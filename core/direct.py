@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 
 from .area import Area, load_config
-from .client import Reply, client_identity
 from .commands import Command
 from .errors import DbtoolError, Internal, Refused
-from .protocol import plain
+from .link import client_identity
+from .protocol import Reply, plain
 from .request import RequestContext, activate
 
 

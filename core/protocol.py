@@ -2,16 +2,23 @@
 
 Shared by the client and the server; standard library only.
 
-    server → {"hello": "dbtool", "protocol": P, "version": V, "instance": I, "nonce": N}
-    client → {"auth": HMAC-SHA256(key, nonce), "protocol": P, "client": {...}}
+    server → {"hello": "dbtool", "protocol": P, "version": V, "instance": I, "nonce": N}   (at accept)
+    client → {"challenge": C, "protocol": P}                                            (at connect)
+    server → {"proof": HMAC-SHA256(key, "dbtool server N C")}
+    client → {"auth": HMAC-SHA256(key, "dbtool client N C"), "protocol": P, "client": {...}}
     client → {"id": ..., "cmd": ..., "params": {...}, "trace": false, "idem": ..., "pack": true}
     server → {"id": ..., "request_id": ..., "ok": true, "result": ...}
            | {"id": ..., "request_id": ..., "ok": true, "records": {"columns": [...], "rows": [...]}}
            | {"id": ..., "request_id": ..., "ok": false, "error": {"code": ..., "message": ...}}
+
+Each side proves the key over both nonces, with its role in the message, so neither proof can be
+replayed or reflected; the client sends nothing of value before the server's proof checks out.
+A server at its connection limit answers the connection with a busy error instead of the hello.
 """
 
 from __future__ import annotations
 
+from _operator import _compare_digest  # hmac.compare_digest without loading OpenSSL
 from itertools import repeat
 
 from . import wirejson
@@ -24,7 +31,8 @@ except ImportError:  # Python 3.12 renamed it
     except ImportError:
         from hashlib import sha256
 
-MAX_LINE = 16 * 1024 * 1024  # bytes; a longer line is refused and the connection closed
+MAX_LINE = 16 * 1024 * 1024  # bytes; a longer request line is refused and the connection closed
+MAX_HANDSHAKE_LINE = 8192  # bytes; a handshake line is a few hundred (before the key is proven)
 
 
 def encode(message: dict) -> bytes:
@@ -54,18 +62,48 @@ def hmac_sha256(key: bytes, message: bytes) -> str:
     return sha256(key.translate(_OUTER) + inner).hexdigest()
 
 
-def sign(key_hex: str, nonce: str) -> str:
-    """The proof that a client holds the area key: HMAC-SHA256(key, nonce) in hex."""
-    return hmac_sha256(bytes.fromhex(key_hex), nonce.encode("ascii"))
+def new_nonce() -> str:
+    """A fresh random nonce (128 bits, hex)."""
+    import os
+
+    return os.urandom(16).hex()
 
 
-def verify(key_hex: str, nonce: str, proof: object) -> bool:
-    """Constant-time check of a client's proof."""
-    import hmac
+def is_nonce(value: object) -> bool:
+    """A nonce as the handshake carries it: 16 to 64 hex digits."""
+    return isinstance(value, str) and 16 <= len(value) <= 64 and all(c in "0123456789abcdef" for c in value)
 
-    if not isinstance(proof, str):
+
+def prove(key_hex: str, role: str, server_nonce: str, client_nonce: str) -> str:
+    """The proof that ``role`` ("server" or "client") holds the area key, for this connection's
+    two nonces: HMAC-SHA256(key, "dbtool ROLE SERVER_NONCE CLIENT_NONCE") in hex."""
+    message = f"dbtool {role} {server_nonce} {client_nonce}".encode("ascii")
+    return hmac_sha256(bytes.fromhex(key_hex), message)
+
+
+def challenge_line(challenge: str) -> bytes:
+    """The client's first line: its nonce, which the server's proof must cover."""
+    from . import PROTOCOL
+
+    return encode({"challenge": challenge, "protocol": PROTOCOL})
+
+
+def auth_line(key_hex: str, server_nonce: str, challenge: str, client: dict) -> bytes:
+    """The client's proof (sent once the server's proof checked out), with its identity."""
+    from . import PROTOCOL
+
+    return encode({"auth": prove(key_hex, "client", server_nonce, challenge), "protocol": PROTOCOL, "client": client})
+
+
+def proof_ok(key_hex: str, role: str, server_nonce: str, client_nonce: str, proof: object) -> bool:
+    """Constant-time check of a proof (False for anything that is not one)."""
+    if not (isinstance(proof, str) and proof.isascii() and is_nonce(server_nonce) and is_nonce(client_nonce)):
         return False
-    return hmac.compare_digest(sign(key_hex, nonce), proof)
+    try:
+        expected = prove(key_hex, role, server_nonce, client_nonce)
+    except ValueError:  # a key that is not hex
+        return False
+    return _compare_digest(expected, proof)
 
 
 class Records:
@@ -160,3 +198,31 @@ def ok(req_id: object, request_id: str, result: object) -> dict:
 
 def error(req_id: object, request_id: str, code: str, message: str, **extra: object) -> dict:
     return {"id": req_id, "request_id": request_id, "ok": False, "error": {"code": code, "message": message, **extra}}
+
+
+class Reply:
+    """A successful answer: the result, the request's server-side log (with --trace), its id."""
+
+    __slots__ = ("log", "request_id", "result")
+
+    def __init__(self, result: object, log: list | None = None, request_id: str | None = None) -> None:
+        self.result = result
+        self.log = log or []
+        self.request_id = request_id
+
+
+def unwrap(response: dict) -> Reply:
+    """A response as a Reply, or the server's error raised."""
+    from .errors import Internal, from_wire
+
+    if response.get("ok"):
+        try:
+            result = unpack_records(response)
+        except ValueError as err:
+            raise Internal(f"the server sent a malformed response: {err}") from None
+        return Reply(result, response.get("log"), response.get("request_id"))
+    err = response.get("error") if isinstance(response.get("error"), dict) else {"message": str(response)}
+    exc = from_wire(err)
+    exc.extra["request_id"] = response.get("request_id")
+    exc.extra["log"] = response.get("log") or []
+    raise exc

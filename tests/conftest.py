@@ -265,26 +265,43 @@ def hdb(tmp_path: Path):
     db.engine.dispose()
 
 
+def handshake(f, info: dict, key: str | None = None, client: dict | None = None) -> dict:
+    """The client side of the handshake on a raw connection's file: returns the server's hello.
+
+    Sends the challenge, checks the server's proof, then sends the client's proof (with ``key``,
+    the area's key by default; a wrong one makes the server refuse)."""
+    from dbtool.core.protocol import auth_line, challenge_line, new_nonce, proof_ok
+
+    challenge = new_nonce()
+    f.write(challenge_line(challenge))
+    f.flush()
+    hello = json.loads(f.readline())
+    if "nonce" not in hello:
+        return hello  # e.g. busy instead of a hello
+    proof = json.loads(f.readline())
+    assert proof_ok(info["key"], "server", hello["nonce"], challenge, proof.get("proof")), proof
+    f.write(auth_line(key or info["key"], hello["nonce"], challenge, client or {"user": "raw"}))
+    f.flush()
+    return hello
+
+
 class Raw:
     """A raw protocol connection to an area's server (authenticated unless told otherwise)."""
 
     def __init__(self, area: Area, key: str | None = None, authenticate: bool = True, rcvbuf: int = 0) -> None:
         import socket
 
-        from dbtool.core import PROTOCOL
-        from dbtool.core.protocol import sign
-
         info = area.server_info
         self.sock = socket.socket()
         if rcvbuf:  # a small receive window: the server's writes to us back up quickly
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(30)
-        self.sock.connect((info["host"], info["port"]))
+        self.sock.connect((info["address"], info["port"]))
         self.f = self.sock.makefile("rwb")
-        self.hello = json.loads(self.f.readline())
-        if authenticate and "nonce" in self.hello:
-            auth = sign(key or info["key"], self.hello["nonce"])
-            self.send_line(json.dumps({"auth": auth, "protocol": PROTOCOL, "client": {"user": "raw"}}).encode())
+        if authenticate:
+            self.hello = handshake(self.f, info, key)
+        else:
+            self.hello = json.loads(self.f.readline())
 
     def send_line(self, data: bytes) -> None:
         self.f.write(data + b"\n")

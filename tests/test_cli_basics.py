@@ -77,7 +77,7 @@ def test_write_autostarts_server_with_private_server_json(area):
     run_id = area.ok("register-run", "--target", "v1/linux", "--runname", "nightly").out
     assert run_id == "1\n"
     info = area.server_info
-    assert info is not None and info["host"] == "127.0.0.1"
+    assert info is not None and info["address"] == "127.0.0.1"
     assert stat.S_IMODE(os.stat(area.dir / "server.json").st_mode) == 0o600
     assert area.server_pids() == [info["pid"]]
     # same target and name → same id, existing run unchanged

@@ -17,9 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import Raw
-from dbtool.core import PROTOCOL
-from dbtool.core.protocol import sign
+from conftest import Raw, handshake
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -175,11 +173,12 @@ class Steady(threading.Thread):
 
 def fuzz_once(area, authenticate: bool, frames_: list[bytes], newline_last: bool) -> None:
     info = area.server_info
-    with socket.create_connection((info["host"], info["port"]), timeout=10) as sock:
+    with socket.create_connection((info["address"], info["port"]), timeout=10) as sock:
         f = sock.makefile("rwb")
-        hello = json.loads(f.readline())
         if authenticate:
-            f.write(json.dumps({"auth": sign(info["key"], hello["nonce"]), "protocol": PROTOCOL}).encode() + b"\n")
+            handshake(f, info)
+        else:
+            json.loads(f.readline())
         for i, frame in enumerate(frames_):
             last = i == len(frames_) - 1
             f.write(frame + (b"\n" if newline_last or not last else b""))

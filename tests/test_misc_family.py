@@ -7,9 +7,8 @@ import socket
 import time
 
 import pytest
-from dbtool.core import PROTOCOL
+from conftest import handshake
 from dbtool.core.errors import NotFound, Refused
-from dbtool.core.protocol import sign
 
 
 @pytest.fixture
@@ -297,10 +296,9 @@ def test_start_and_kill_server_aliases(area):
 
 def raw_request(area, cmd: str, params: dict) -> dict:
     info = area.server_info
-    with socket.create_connection((info["host"], info["port"]), timeout=10) as sock:
+    with socket.create_connection((info["address"], info["port"]), timeout=10) as sock:
         f = sock.makefile("rwb")
-        hello = json.loads(f.readline())
-        f.write(json.dumps({"auth": sign(info["key"], hello["nonce"]), "protocol": PROTOCOL}).encode() + b"\n")
+        handshake(f, info)
         f.write(json.dumps({"id": 1, "cmd": cmd, "params": params}).encode() + b"\n")
         f.flush()
         return json.loads(f.readline())

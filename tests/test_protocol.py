@@ -14,9 +14,9 @@ from dbtool.core.protocol import (
     pack_records,
     plain,
     plain_response,
-    sign,
+    proof_ok,
+    prove,
     unpack_records,
-    verify,
 )
 from dbtool.core.server.session import server_encoder
 from hypothesis import given
@@ -39,13 +39,22 @@ def test_hmac_sha256_matches_the_standard_library(key, message):
     assert hmac_sha256(key, message) == hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def test_sign_and_verify():
-    key = "ab" * 16
-    proof = sign(key, "nonce1")
-    assert verify(key, "nonce1", proof)
-    assert not verify(key, "nonce2", proof)
-    assert not verify("cd" * 16, "nonce1", proof)
-    assert not verify(key, "nonce1", None)
+def test_proofs_bind_the_key_the_role_and_both_nonces():
+    key, server_nonce, client_nonce = "ab" * 16, "11" * 16, "22" * 16
+    proof = prove(key, "server", server_nonce, client_nonce)
+    assert (
+        proof
+        == hmac.new(bytes.fromhex(key), f"dbtool server {server_nonce} {client_nonce}".encode(), "sha256").hexdigest()
+    )
+    assert proof_ok(key, "server", server_nonce, client_nonce, proof)
+    assert not proof_ok(key, "client", server_nonce, client_nonce, proof)  # a server's proof is no client's
+    assert not proof_ok(key, "server", client_nonce, server_nonce, proof)  # nor for swapped nonces
+    assert not proof_ok(key, "server", server_nonce, "33" * 16, proof)  # nor for another connection
+    assert not proof_ok("cd" * 16, "server", server_nonce, client_nonce, proof)
+    for bad in (None, 7, "", "zz" * 32, proof.upper()):
+        assert not proof_ok(key, "server", server_nonce, client_nonce, bad)
+    assert not proof_ok(key, "server", "not hex!", client_nonce, proof)  # malformed nonces never pass
+    assert not proof_ok("not a key", "server", server_nonce, client_nonce, proof)
 
 
 def test_framing():

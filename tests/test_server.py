@@ -9,9 +9,8 @@ import socket
 import sqlite3
 import time
 
-from conftest import wait_for
+from conftest import handshake, wait_for
 from dbtool.core import PROTOCOL
-from dbtool.core.protocol import sign
 
 
 def server_starts(area) -> int:
@@ -99,12 +98,9 @@ def test_kill_9_during_concurrent_writes_loses_no_acknowledged_write(area):
 def connect(area, key: str | None = None):
     """A raw protocol connection: (socket, file, hello)."""
     info = area.server_info
-    sock = socket.create_connection((info["host"], info["port"]), timeout=10)
+    sock = socket.create_connection((info["address"], info["port"]), timeout=10)
     f = sock.makefile("rwb")
-    hello = json.loads(f.readline())
-    auth = sign(key or info["key"], hello["nonce"])
-    f.write(json.dumps({"auth": auth, "protocol": PROTOCOL, "client": {"user": "t"}}).encode() + b"\n")
-    f.flush()
+    hello = handshake(f, info, key, {"user": "t"})
     return sock, f, hello
 
 
@@ -166,10 +162,10 @@ def test_oversized_line_is_refused_and_connection_closed(area):
 def test_protocol_version_mismatch_is_explicit(area):
     area.ok("set-var", "x", "1")
     info = area.server_info
-    sock = socket.create_connection((info["host"], info["port"]), timeout=10)
+    sock = socket.create_connection((info["address"], info["port"]), timeout=10)
     f = sock.makefile("rwb")
-    hello = json.loads(f.readline())
-    f.write(json.dumps({"auth": sign(info["key"], hello["nonce"]), "protocol": PROTOCOL + 1}).encode() + b"\n")
+    json.loads(f.readline())  # the hello
+    f.write(json.dumps({"challenge": "ab" * 16, "protocol": PROTOCOL + 1}).encode() + b"\n")
     f.flush()
     reply = json.loads(f.readline())
     assert reply["error"]["code"] == "version_mismatch" and "server restart" in reply["error"]["message"]

@@ -656,7 +656,7 @@ def test_cli_unknown_test_changes_nothing(area, tmp_path):
 
 
 def test_server_validates_what_a_protocol_client_sends(area):
-    from dbtool.core.client import Connection
+    from dbtool.core.link import Connection
 
     _, test_id = _setup(area)
     with Connection(area.server_info) as conn:

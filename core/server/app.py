@@ -29,7 +29,6 @@ from sqlalchemy import func, select
 
 from .. import PROTOCOL, __version__, spool
 from ..area import Area, ensure_private_dir, load_config, remove_file
-from ..client import describe, ping_info
 from ..commands import READ, SERVER, WRITE, Command, lookup
 from ..db.context import Db, client_label
 from ..db.engine import READ as READ_ROLE
@@ -38,6 +37,7 @@ from ..db.engine import checkpoint, create_schema, journal_mode_for, read_keys, 
 from ..db.schema import schema_for, table
 from ..errors import Busy, DbtoolError, Refused
 from ..handlers import resolve
+from ..link import describe, hostname, ping_info
 from ..reqlog import LOG_LEVEL_KEPT, RequestLog
 from ..request import RequestContext, run_with
 from .events import EventHub
@@ -54,11 +54,15 @@ FLUSH_EVERY = 0.5  # seconds between request-log flushes
 SWEEP_EVERY = 5.0  # seconds between sweeps for idle connections
 
 LIMIT_DEFAULTS = {
-    "max_connections": 512,
+    "max_connections": 512,  # connections that proved the key
+    "max_pending": 64,  # connections still in their handshake; past it the oldest is dropped
+    "handshake_timeout": 5.0,
     "max_queue": 10_000,
     "max_subscribers": 64,
     "watch_queue": 10_000,
+    "watch_stall_timeout": 30.0,
     "connection_idle_timeout": 600.0,
+    "dead_peer_timeout": 60.0,
 }
 
 
@@ -70,11 +74,13 @@ class Server:
         bind: str | None = None,
         port: int | None = None,
         idle_timeout: float | None = None,
+        advertise: str | None = None,
     ) -> None:
         self.area = area
         self.config = load_config(area)
         server_cfg = self.config["server"]
         self.bind = bind or server_cfg.get("bind") or "127.0.0.1"
+        self.advertise = advertise or server_cfg.get("advertise") or ""
         self.port = int(port if port is not None else server_cfg.get("port") or 0)
         self.idle_timeout = float(idle_timeout if idle_timeout is not None else server_cfg.get("idle_timeout", 300))
         self.share_group = bool(server_cfg.get("share_group", False))
@@ -83,12 +89,14 @@ class Server:
         self.instance = secrets.token_hex(6)
         self.started_at = time.time()
         self.last_activity = time.monotonic()
-        self.sessions: set[Session] = set()
+        self.sessions: set[Session] = set()  # every open connection
+        self.pending: dict[Session, None] = {}  # those still in their handshake, oldest first
         self.stats = Stats()
         self.reads_pending = 0
         self.read_only = ""
         self._ids = itertools.count(1)
-        self.own_client = {"user": "dbtool-server", "host": socket.gethostname(), "pid": os.getpid()}
+        self.hostname = hostname()
+        self.own_client = {"user": "dbtool-server", "host": self.hostname, "pid": os.getpid()}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -166,12 +174,20 @@ class Server:
             await self._ingest_spool()
 
         listener = await self.loop.create_server(lambda: Session(self), self.bind, self.port)
-        self.host, self.port = listener.sockets[0].getsockname()[:2]
+        self.port = listener.sockets[0].getsockname()[1]
+        self.address = advertised_address(self.bind, self.advertise, self.hostname)
         self._write_server_json()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
         log.info(
-            "dbtool %s serving %s on %s:%d (pid %d)", __version__, self.area.root, self.host, self.port, os.getpid()
+            "dbtool %s serving %s on %s:%d, advertised as %s:%d (pid %d)",
+            __version__,
+            self.area.root,
+            self.bind,
+            self.port,
+            self.address,
+            self.port,
+            os.getpid(),
         )
         if self.read_only:
             log.warning("read-only: %s; writes are refused", self.read_only)
@@ -292,8 +308,13 @@ class Server:
                     session.close()
 
     def _write_server_json(self) -> None:
+        """server.json, atomically: a new file of a random name (never following a planted link),
+        fsynced, then renamed into place (NFS-safe)."""
+        import tempfile
+
         info = {
-            "host": self.host,
+            "hostname": self.hostname,
+            "address": self.address,
             "port": self.port,
             "pid": os.getpid(),
             "key": self.key,
@@ -304,14 +325,16 @@ class Server:
             "started_at": self.started_at,
         }
         mode = 0o640 if self.share_group else 0o600
-        tmp = self.area.path(f".server.json.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        fd, tmp = tempfile.mkstemp(prefix=".server.json.", suffix=".tmp", dir=self.area.dir)  # O_EXCL
         try:
             os.fchmod(fd, mode)
             os.write(fd, json.dumps(info, indent=2).encode())
             os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            remove_file(tmp)
+            raise
+        os.close(fd)
         os.replace(tmp, self.area.server_json)
 
     def _log_stats(self) -> None:
@@ -332,6 +355,27 @@ class Server:
     @staticmethod
     def client_label(client: dict) -> str:
         return client_label(client) if client else "?"
+
+    def admit(self, session: Session) -> bool:
+        """A new connection: False when the proven connections are at their limit; past the
+        handshake budget the oldest connection still in its handshake is dropped for it."""
+        if len(self.sessions) - len(self.pending) >= self.limits["max_connections"]:
+            return False
+        self.sessions.add(session)
+        self.pending[session] = None
+        if len(self.pending) > self.limits["max_pending"]:
+            oldest = next(iter(self.pending))
+            oldest.abort()
+        return True
+
+    def proven(self, session: Session) -> None:
+        """A connection finished its handshake."""
+        self.pending.pop(session, None)
+
+    def forget(self, session: Session) -> None:
+        """A connection closed (or is closing): its slot is free."""
+        self.sessions.discard(session)
+        self.pending.pop(session, None)
 
     def execute(self, cmd: Command, params: dict, ctx: RequestContext, idem: str | None) -> object:
         """Run one command where it belongs: on the loop (its result), or on a reader thread or
@@ -417,7 +461,8 @@ class Server:
     def _identity(self) -> dict:
         return {
             "area": self.area.root,
-            "host": self.host,
+            "hostname": self.hostname,
+            "address": self.address,
             "port": self.port,
             "pid": os.getpid(),
             "instance": self.instance,
@@ -435,7 +480,8 @@ class Server:
             "uptime": round(time.time() - self.started_at, 3),
             "started_at": self.started_at,
             "requests": self.stats.requests,
-            "connections": len(self.sessions),
+            "connections": len(self.sessions) - len(self.pending),
+            "handshaking": len(self.pending),
             "subscribers": len(self.hub.subscribers),
             "last_event_seq": self.hub.last_seq,
             "writes_committed": self.writer.committed,
@@ -450,7 +496,7 @@ class Server:
             "uptime": round(time.time() - self.started_at, 3),
             "queue_depth": self.writer.depth,
             "reads_pending": self.reads_pending,
-            "connections": len(self.sessions),
+            "connections": len(self.sessions) - len(self.pending),
             "subscribers": len(self.hub.subscribers),
             "requests": self.stats.requests,
             "commands": self.stats.summary(),
@@ -459,6 +505,50 @@ class Server:
     def cmd_stop(self, ctx: RequestContext) -> dict:
         self.loop.call_soon(self.request_stop, f"server stop from {self.client_label(ctx.client)}")
         return {"stopping": True, "pid": os.getpid()}
+
+
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def advertised_address(bind: str, configured: str, name: str) -> str:
+    """What server.json tells clients to connect to: ``server.advertise`` when set; for a wildcard
+    bind, an address of this host others can reach (never 0.0.0.0); else the bound address."""
+    if configured:
+        return configured
+    if bind not in WILDCARDS:
+        return bind
+    return host_address(name)
+
+
+def host_address(name: str) -> str:
+    """This host's address: what its name resolves to, if not loopback; else the first address of
+    an interface that is up and not loopback; else 127.0.0.1."""
+    try:
+        for *_rest, where in socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM):
+            if not where[0].startswith("127."):
+                return where[0]
+    except OSError:
+        pass
+    for found in _interface_addresses():
+        if not found.startswith("127."):
+            return found
+    return "127.0.0.1"
+
+
+def _interface_addresses() -> list[str]:
+    """IPv4 addresses of the host's interfaces (Linux: SIOCGIFADDR per interface)."""
+    import fcntl
+    import struct
+
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _index, ifname in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", ifname[:15].encode()))
+            except OSError:
+                continue  # no IPv4 address (or down)
+            found.append(socket.inet_ntoa(packed[20:24]))
+    return found
 
 
 def _json_text(text: str) -> str:
@@ -496,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind")
     parser.add_argument("--port", type=int)
     parser.add_argument("--idle-timeout", type=float)
+    parser.add_argument("--advertise")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s", stream=sys.stderr
@@ -505,7 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dbtool: error: {area.root} is not a dbtool area", file=sys.stderr)
         return 4
     try:
-        return Server(area, bind=args.bind, port=args.port, idle_timeout=args.idle_timeout).run()
+        return Server(
+            area, bind=args.bind, port=args.port, idle_timeout=args.idle_timeout, advertise=args.advertise
+        ).run()
     except Refused as err:
         print(f"dbtool: error: {err.message}", file=sys.stderr)
         return err.exit_code

@@ -3,6 +3,14 @@
 Every line gets an answer or a clear error; only an oversized line, a failed handshake or a
 limit closes the connection. Nothing a client sends can raise out of here into the server.
 
+Before it has proven the key a connection is held on a short leash: handshake lines of at most
+a few KiB, a deadline (``server.handshake_timeout``), and a budget of its own
+(``server.max_pending``: past it the oldest unproven connection is dropped), so peers without
+the key cannot use up memory or the connection slots of real clients. TCP keepalive and a user
+timeout (``server.dead_peer_timeout``) give back the slots of peers whose host vanished, and a
+watcher that does not read for ``server.watch_stall_timeout`` is dropped (it resubscribes from
+its last event by itself).
+
 A connection is an ``asyncio.Protocol``: lines are split in ``data_received``, a request is
 answered from its future's callback — no task switch on the path of an ordinary request. The
 requests of one connection run one at a time, in order; lines that arrive meanwhile wait.
@@ -23,7 +31,19 @@ from typing import TYPE_CHECKING
 from .. import PROTOCOL, __version__
 from ..commands import LOCAL, SERVER, lookup
 from ..errors import BadRequest, DbtoolError, Internal
-from ..protocol import MAX_LINE, decode, encode, error, ok, pack_records, plain_response, verify
+from ..protocol import (
+    MAX_HANDSHAKE_LINE,
+    MAX_LINE,
+    decode,
+    encode,
+    error,
+    is_nonce,
+    ok,
+    pack_records,
+    plain_response,
+    proof_ok,
+    prove,
+)
 from ..request import RequestContext
 from .events import Subscriber, wire_event
 
@@ -55,7 +75,6 @@ def server_encoder() -> Callable[[dict], bytes]:
 _encode = server_encoder()
 log = logging.getLogger("dbtool.server")
 
-HANDSHAKE_TIMEOUT = 10.0  # seconds a new connection has to authenticate
 REPLAY_BATCH = 1000  # events read from the database per replay query
 HIGH_WATER = 256 * 1024  # bytes buffered for a client before we wait for it to read
 
@@ -69,6 +88,7 @@ class Session(asyncio.Protocol):
         self.client: dict = {}
         self.label = "?"
         self.nonce = ""
+        self.challenge: str | None = None  # the client's nonce, once it sent it
         self.authenticated = False
         self.busy = False  # a request is being answered (or the connection streams events)
         self.closed = False
@@ -83,21 +103,20 @@ class Session(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        server = self.server
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tune_socket(sock, server.limits["dead_peer_timeout"])
         transport.set_write_buffer_limits(high=HIGH_WATER)
-        server = self.server
-        server.sessions.add(self)
-        limit = server.limits["max_connections"]
-        if len(server.sessions) > limit:
+        if not server.admit(self):
+            limit = server.limits["max_connections"]
             self.send(error(None, "-", "busy", f"the server has {limit} connections already; retry", retry_after=0.5))
             self.close()
             return
         self.nonce = secrets.token_hex(16)
         hello = {"hello": "dbtool", "protocol": PROTOCOL, "version": __version__, "instance": server.instance}
         self.send({**hello, "nonce": self.nonce})
-        self.handshake_timer = server.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self.handshake_timer = server.loop.call_later(server.limits["handshake_timeout"], self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:  # closing: input is dropped (see close)
@@ -107,6 +126,10 @@ class Session(asyncio.Protocol):
         self.last_active = time.monotonic()
         buffer = self.buffer
         buffer += data
+        if not self.authenticated:
+            self._handshake_lines()
+            if not self.authenticated:
+                return
         while True:
             end = buffer.find(b"\n")
             if end < 0:
@@ -143,7 +166,7 @@ class Session(asyncio.Protocol):
             self.handshake_timer.cancel()
         if self.stream_task is not None:
             self.stream_task.cancel()
-        self.server.sessions.discard(self)
+        self.server.forget(self)
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -170,6 +193,7 @@ class Session(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self.server.forget(self)  # its slot is free now, though the last bytes are still on their way
         transport = self.transport
         if transport.can_write_eof():
             transport.write_eof()
@@ -183,9 +207,16 @@ class Session(asyncio.Protocol):
         self.buffer.clear()
         self.close()
 
+    def abort(self) -> None:
+        """Drop the connection at once, unsent data included (a peer that does not read)."""
+        self.closed = True
+        self.server.forget(self)
+        self.transport.abort()
+
     def _handshake_timeout(self) -> None:
         if not self.authenticated:
-            self.send(error(None, "-", "unauthorized", f"no handshake within {HANDSHAKE_TIMEOUT:g} s"))
+            timeout = self.server.limits["handshake_timeout"]
+            self.send(error(None, "-", "unauthorized", f"no handshake within {timeout:g} s"))
             self.close()
 
     # -- requests -----------------------------------------------------------------------------------------
@@ -193,9 +224,7 @@ class Session(asyncio.Protocol):
         """Handle waiting lines, one request at a time."""
         while self.lines and not self.busy and not self.closed:
             line = self.lines.popleft()
-            if not self.authenticated:
-                self._handshake(line)
-            elif line.strip():
+            if line.strip():
                 self._request(line)
         if not self.reading and len(self.lines) < 16 and not self.closed:
             self.transport.resume_reading()
@@ -203,32 +232,60 @@ class Session(asyncio.Protocol):
         if self.eof and not self.busy and not self.lines:
             self.close()
 
+    def _handshake_lines(self) -> None:
+        """Handle the handshake lines waiting in the buffer (a few hundred bytes each)."""
+        buffer = self.buffer
+        while not self.authenticated and not self.closed:
+            end = buffer.find(b"\n")
+            if end < 0:
+                if len(buffer) > MAX_HANDSHAKE_LINE:
+                    self._refuse_handshake("unauthorized", f"a handshake line is at most {MAX_HANDSHAKE_LINE} bytes")
+                return
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            if len(line) > MAX_HANDSHAKE_LINE:
+                return self._refuse_handshake("unauthorized", f"a handshake line is at most {MAX_HANDSHAKE_LINE} bytes")
+            if line.strip():
+                self._handshake(line)
+
     def _handshake(self, line: bytes) -> None:
-        self.handshake_timer.cancel()
+        """The client's challenge (answered with the server's proof), then the client's proof."""
         try:
             msg = decode(line)
         except ValueError:
             msg = None
-        if not isinstance(msg, dict) or "auth" not in msg:
-            self.send(error(None, "-", "unauthorized", "the first line must be the auth message"))
-            return self.close()
+        if not isinstance(msg, dict):
+            return self._refuse_handshake("unauthorized", "the first lines must be the handshake")
         if msg.get("protocol") != PROTOCOL:
             text = (
                 f"this server speaks protocol {PROTOCOL} (dbtool {__version__}), the client protocol "
                 f"{msg.get('protocol')!r}; run `dbtool server restart` or use a matching dbtool"
             )
-            self.send(error(None, "-", "version_mismatch", text))
-            return self.close()
-        if not verify(self.server.key, self.nonce, msg.get("auth")):
-            self.send(
-                error(None, "-", "unauthorized", "wrong key: the client's proof does not match this server's key")
+            return self._refuse_handshake("version_mismatch", text)
+        key = self.server.key
+        if self.challenge is None:
+            if not is_nonce(msg.get("challenge")):
+                return self._refuse_handshake("unauthorized", "the first line must be the client's challenge")
+            self.challenge = msg["challenge"]
+            self.send({"proof": prove(key, "server", self.nonce, self.challenge)})
+            return None
+        if not proof_ok(key, "client", self.nonce, self.challenge, msg.get("auth")):
+            return self._refuse_handshake(
+                "unauthorized", "wrong key: the client's proof does not match this server's key"
             )
-            return self.close()
         client = msg.get("client")
         if isinstance(client, dict):
             self.client = {k: v for k, v in client.items() if isinstance(k, str) and isinstance(v, (str, int))}
         self.label = self.server.client_label(self.client)
         self.authenticated = True
+        self.handshake_timer.cancel()
+        self.server.proven(self)
+        return None
+
+    def _refuse_handshake(self, code: str, message: str) -> None:
+        self.send(error(None, "-", code, message))
+        self.buffer.clear()
+        self.close()
 
     def _request(self, line: bytes) -> None:
         server = self.server
@@ -236,16 +293,16 @@ class Session(asyncio.Protocol):
         try:
             msg = decode(line)
         except ValueError as err:
-            return self.send(error(None, rid, "bad_request", f"malformed JSON request: {err}"))
+            return self._refuse(None, rid, {}, BadRequest(f"malformed JSON request: {err}"))
         if not isinstance(msg, dict):
-            return self.send(error(None, rid, "bad_request", "a request must be a JSON object"))
+            return self._refuse(None, rid, {}, BadRequest("a request must be a JSON object"))
         req_id = msg.get("id")
         if not isinstance(req_id, (str, int, type(None))) or isinstance(req_id, bool):
             req_id = None
         try:
             cmd, params, idem = parse_request(msg)
-        except BadRequest as err:
-            return self.send(error(req_id, rid, err.code, err.message))
+        except DbtoolError as err:
+            return self._refuse(req_id, rid, msg, err)
         ctx = RequestContext(rid, cmd.name, params, self.client, self.label)
         ctx.note("debug", "received", f"{cmd.name} from {self.label}")
         trace = msg.get("trace") is True
@@ -275,6 +332,16 @@ class Session(asyncio.Protocol):
             response = self._bug(cmd, ctx, err)
         self._answer(req_id, ctx, trace, response, pack)
         self._next()
+
+    def _refuse(self, req_id: object, rid: str, msg: dict, err: DbtoolError) -> None:
+        """Answer a request refused before it could run, and log it like any other request."""
+        name = msg.get("cmd")
+        cmd = lookup(name) if isinstance(name, str) else None
+        label = cmd.name if cmd is not None else "(invalid request)"
+        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        ctx = RequestContext(rid, label, params, self.client, self.label)
+        ctx.note("info", "refused", err.message)
+        self._answer(req_id, ctx, False, error(req_id, rid, err.code, err.message, **err.extra))
 
     def _bug(self, cmd, ctx: RequestContext, err: BaseException) -> dict:
         log.error("request %s (%s) failed", ctx.id, cmd.name, exc_info=err)
@@ -314,10 +381,22 @@ class Session(asyncio.Protocol):
         self.busy = False
         self.close()
 
-    async def _emit(self, event: dict) -> None:
+    async def _emit(self, event: dict, sub: Subscriber | None = None) -> bool:
+        """Send one line of the stream (a live event counts as delivered once written), then wait
+        while the watcher does not read; False when it stalled too long and was dropped."""
         self.send(event)
-        if not self.writable.is_set():
-            await self.writable.wait()
+        if sub is not None:
+            sub.sent(event)
+        if self.writable.is_set():
+            return True
+        stall = self.server.limits["watch_stall_timeout"]
+        try:
+            await asyncio.wait_for(self.writable.wait(), stall)
+        except TimeoutError:
+            log.info("dropped watcher %s: it read nothing for %g s", self.label, stall)
+            self.abort()
+            return False
+        return not self.closed
 
     async def _stream(self, sub: Subscriber, since: int) -> None:
         """Replay the events after ``since`` up to the subscription point, then the live ones.
@@ -334,15 +413,15 @@ class Session(asyncio.Protocol):
                     break
                 for row in rows:
                     event = wire_event(row)
-                    if sub.wants(event):
-                        await self._emit(event)
+                    if sub.wants(event) and not await self._emit(event):
+                        return
                 after = rows[-1]["seq"]
-            await self._emit({"event": "live", "seq": upto})  # the replay is complete
+            if not await self._emit({"event": "live", "seq": upto}):  # the replay is complete
+                return
             while not self.closed:
                 while sub.queue:
-                    event = sub.queue.popleft()
-                    await self._emit(event)
-                    sub.sent(event)
+                    if not await self._emit(sub.queue.popleft(), sub):
+                        return
                 if sub.resync is not None:
                     await self._emit({"event": "resync", "from_seq": sub.resync})
                     break
@@ -358,6 +437,27 @@ class Session(asyncio.Protocol):
         """The watcher sent something or went away: end its stream."""
         if self.stream_task is not None:
             self.stream_task.cancel()
+
+
+def tune_socket(sock, dead_peer_timeout: float) -> None:
+    """TCP_NODELAY, and keepalive plus a user timeout so that a peer whose host vanished (a
+    reboot, a cut link) is noticed after about ``dead_peer_timeout`` seconds, idle or not."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if dead_peer_timeout <= 0:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", max(1, int(dead_peer_timeout / 2))),
+        ("TCP_KEEPINTVL", max(1, int(dead_peer_timeout / 6))),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", int(dead_peer_timeout * 1000)),
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            except OSError:
+                pass
 
 
 def parse_request(msg: dict) -> tuple:
