@@ -61,14 +61,16 @@ class Client:
     """One persistent, authenticated connection writing one status at a time (non-blocking socket)."""
 
     def __init__(self, info: dict, test_ids: list[int], tag: str) -> None:
-        from dbtool.core import PROTOCOL
-        from dbtool.core.protocol import encode, sign
+        from dbtool.core.protocol import auth_line, challenge_line, new_nonce
 
-        self.sock = socket.create_connection((info["host"], info["port"]))
+        self.sock = socket.create_connection((info["address"], info["port"]))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        hello = json.loads(self.sock.makefile("rb").readline())  # the server sends nothing more unasked
-        auth = {"auth": sign(info["key"], hello["nonce"]), "protocol": PROTOCOL, "client": {"user": "bench"}}
-        self.sock.sendall(encode(auth))
+        challenge = new_nonce()
+        self.sock.sendall(challenge_line(challenge))
+        lines = self.sock.makefile("rb")  # the server sends nothing more unasked
+        hello = json.loads(lines.readline())
+        lines.readline()  # the server's proof (the echo server's is none: it holds no key)
+        self.sock.sendall(auth_line(info["key"], hello["nonce"], challenge, {"user": "bench"}))
         self.sock.setblocking(False)
         self.test_ids = test_ids
         self.tag = tag
@@ -196,16 +198,18 @@ def echo_server(ready) -> None:
         def connection_made(self, transport) -> None:
             self.transport = transport
             self.buffer = b""
-            self.greeted = False
             transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             transport.write(encode({"hello": "echo", "nonce": "0" * 32}))
+            self.handshake = 2  # the challenge (answered with a proof), then the auth line
 
         def data_received(self, data: bytes) -> None:
             self.buffer += data
             while (end := self.buffer.find(b"\n")) >= 0:
                 line, self.buffer = self.buffer[:end], self.buffer[end + 1 :]
-                if not self.greeted:  # the auth line
-                    self.greeted = True
+                if self.handshake:
+                    self.handshake -= 1
+                    if self.handshake:
+                        self.transport.write(encode({"proof": "0" * 64}))
                     continue
                 msg = json.loads(line)
                 self.transport.write(encode({"id": msg.get("id"), "request_id": "echo", "ok": True, "result": None}))
@@ -223,7 +227,7 @@ def echo_floor(ids: list[int], clients: int, seconds: float) -> dict:
     server = mp.Process(target=echo_server, args=(ready,), daemon=True)
     server.start()
     try:
-        info = {"host": "127.0.0.1", "port": ready.get(timeout=60), "key": "00" * 32, "pid": server.pid}
+        info = {"address": "127.0.0.1", "port": ready.get(timeout=60), "key": "00" * 32, "pid": server.pid}
         return protocol_load(info, ids, clients, seconds)
     finally:
         server.kill()

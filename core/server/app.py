@@ -357,15 +357,17 @@ class Server:
         return client_label(client) if client else "?"
 
     def admit(self, session: Session) -> bool:
-        """A new connection: False when the proven connections are at their limit; past the
-        handshake budget the oldest connection still in its handshake is dropped for it."""
+        """A new connection: False when the proven connections are at their limit. Past the
+        handshake budget a connection still in its handshake is dropped for it: the oldest that has
+        sent nothing yet (a real client sends its challenge as it connects), else the oldest."""
         if len(self.sessions) - len(self.pending) >= self.limits["max_connections"]:
             return False
         self.sessions.add(session)
         self.pending[session] = None
         if len(self.pending) > self.limits["max_pending"]:
-            oldest = next(iter(self.pending))
-            oldest.abort()
+            silent = (s for s in self.pending if s.challenge is None and s is not session)
+            victim = next(silent, None) or next(iter(self.pending))
+            victim.abort()
         return True
 
     def proven(self, session: Session) -> None:
