@@ -26,7 +26,7 @@ class RequestLog:
         self.max_bytes = max_bytes
         self.keep = keep
         os.makedirs(logs_dir, mode=0o700, exist_ok=True)
-        self.file = open(self.path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115 - kept open
+        self.file = open(self.path, "a", encoding="utf-8", errors="backslashreplace", buffering=1 << 16)  # noqa: SIM115 - kept open
         self.size = self.file.tell()
 
     def write(self, entry: dict) -> None:
@@ -49,7 +49,7 @@ class RequestLog:
             newer = self.path if n == 1 else f"{self.path}.{n - 1}"
             if os.path.exists(newer):
                 os.replace(newer, older)
-        self.file = open(self.path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+        self.file = open(self.path, "a", encoding="utf-8", errors="backslashreplace", buffering=1 << 16)  # noqa: SIM115
         self.size = 0
 
     def close(self) -> None:

@@ -351,7 +351,10 @@ class Session(asyncio.Protocol):
 
     def _answer(self, req_id: object, ctx: RequestContext, trace: bool, response: dict, pack: bool = False) -> None:
         response["id"] = req_id
-        self.server.finished(ctx, response)
+        try:  # the bookkeeping (request log, statistics) never keeps an answer from its client
+            self.server.finished(ctx, response)
+        except Exception:
+            log.exception("could not account for request %s", ctx.id)
         if trace:
             response["log"] = ctx.log
         self.send(pack_records(response) if pack else plain_response(response))
