@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         print(
-            f"dbtool: error: internal error: {type(err).__name__}: {err} (run with --trace for details)",
+            f"dbtool: error: internal error: {type(err).__name__}: {one_line(str(err))} (run with --trace for details)",
             file=sys.stderr,
         )
         code = 5
@@ -163,8 +163,15 @@ def report(err: DbtoolError, opts: GlobalOptions) -> int:
             traceback.print_exception(err.__cause__, file=sys.stderr)
     rid = err.extra.get("request_id")
     suffix = f" [request {rid}]" if rid and rid != "-" else ""
-    print(f"dbtool: error: {err.message}{suffix}", file=sys.stderr)
+    print(f"dbtool: error: {one_line(err.message)}{suffix}", file=sys.stderr)
     return err.exit_code
+
+
+def one_line(text: str) -> str:
+    """A message as one line: control characters it quotes from input (a newline in a name) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def print_log(entries: list) -> None:

@@ -310,7 +310,7 @@ def _watcher_in_namespace(ns: str, address: str, port: int, key: str) -> subproc
         f"s = socket.create_connection(({address!r}, {port}), timeout=10)\n"
         "f = s.makefile('rwb')\n"
         f"handshake(f, {{'key': {key!r}}})\n"
-        "f.write(b'{\"id\": 1, \"cmd\": \"watch-stream\", \"params\": {}}\\n'); f.flush()\n"
+        'f.write(b\'{"id": 1, "cmd": "watch-stream", "params": {}}\\n\'); f.flush()\n'
         "print(f.readline().decode().strip(), flush=True)\n"
         "time.sleep(120)\n"
     )
