@@ -12,9 +12,11 @@ import subprocess
 import sys
 import threading
 import time
+from itertools import pairwise
+from pathlib import Path
 
 import pytest
-from conftest import PYTHON, Raw, handshake, wait_for
+from conftest import PYTHON, Raw, wait_for
 
 ROGUE = r"""
 import json, socket, sys, threading
@@ -24,7 +26,8 @@ srv.bind(("127.0.0.1", port)); srv.listen(128)
 print("listening", flush=True)
 def serve(c):
     f = c.makefile("rwb")
-    f.write(b'{"hello": "dbtool", "protocol": 2, "version": "9", "instance": "rogue", "nonce": "' + b"00" * 16 + b'"}\n')
+    hello = {"hello": "dbtool", "protocol": 2, "version": "9", "instance": "rogue", "nonce": "00" * 16}
+    f.write(json.dumps(hello).encode() + b"\n")
     f.flush()
     for line in f:
         with open(log, "a") as out:
@@ -125,7 +128,7 @@ def test_planted_links_at_temporary_names_are_never_followed(area, tmp_path):
     outside = tmp_path / "outside.txt"
     outside.write_text("unrelated\n")
     os.chmod(outside, 0o644)
-    last = int(open("/proc/sys/kernel/ns_last_pid").read())
+    last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
     for pid in range(last + 1, last + 200):
         os.symlink(outside, area.dir / f".server.json.{pid}.tmp")
     area.ok("set-var", "x", "1")
@@ -291,7 +294,8 @@ def test_an_answer_longer_than_a_request_line_still_comes_from_the_server(area):
     con = sqlite3.connect(area.dir / "dbtool.db")
     comment = "c" * 2000
     con.executemany(
-        "insert into tests (run_id, testname, item_path, state, status, comment) values (1, ?, '', 'COMPLETED', 'PASS', ?)",
+        "insert into tests (run_id, testname, item_path, state, status, comment)"
+        " values (1, ?, '', 'COMPLETED', 'PASS', ?)",
         ((f"t{i}", comment) for i in range(10_000)),
     )
     con.commit()
@@ -410,7 +414,7 @@ def test_a_stalled_watcher_is_dropped_then_resumes_with_no_gap_and_no_repeat(are
     watch.wait(timeout=30)
     watch.stdout.close()
     watch.stderr.close()
-    assert seqs == list(range(1, last + 1)), (len(seqs), last, [a for a, b in zip(seqs, seqs[1:]) if b != a + 1][:5])
+    assert seqs == list(range(1, last + 1)), (len(seqs), last, [a for a, b in pairwise(seqs) if b != a + 1][:5])
 
 
 def test_resync_repeats_no_event(area):
@@ -439,4 +443,4 @@ def test_resync_repeats_no_event(area):
     watch.wait(timeout=30)
     watch.stdout.close()
     watch.stderr.close()
-    assert seqs == list(range(2, last + 1)), [a for a, b in zip(seqs, seqs[1:]) if b != a + 1][:5]
+    assert seqs == list(range(2, last + 1)), [a for a, b in pairwise(seqs) if b != a + 1][:5]
