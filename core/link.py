@@ -329,6 +329,15 @@ def server_lock_free(area: Area) -> bool:
     return True
 
 
+def _why_unwritable(path: str) -> str:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "is on a read-only filesystem"
+    except OSError:
+        pass
+    return "is not writable by you"
+
+
 def _lock_error(area: Area, path: str, err: OSError) -> Refused:
     """A lock file dbtool cannot create: the area is read-only for this caller (exit 4, with why)."""
     reason = err.strerror or str(err)
@@ -368,7 +377,7 @@ def start_server(area: Area, deadline: float, options: dict | None = None) -> di
     from filelock import FileLock, Timeout
 
     if not os.access(area.dir, os.W_OK):
-        raise Refused(f"cannot start a server: {area.dir} is not writable by you; reads work, writes cannot")
+        raise Refused(f"cannot start a server: {area.dir} {_why_unwritable(area.dir)}; reads work, writes cannot")
     lock = FileLock(area.start_lock)
     try:
         lock.acquire(timeout=max(0.0, deadline - time.monotonic()))

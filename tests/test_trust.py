@@ -444,3 +444,22 @@ def test_resync_repeats_no_event(area):
     watch.stdout.close()
     watch.stderr.close()
     assert seqs == list(range(2, last + 1)), [a for a, b in pairwise(seqs) if b != a + 1][:5]
+
+
+def test_writes_to_a_read_only_area_are_refused_with_the_reason(area, tmp_path):
+    """F8 (the client's side): no lock file can be made on a read-only mount; that is a refusal
+    (exit 4, saying so), not an internal error."""
+    area.ok("set-var", "v", "1")
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "--bind", str(area.root), str(mount)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], check=True)
+        r = subprocess.run(
+            [PYTHON, "-m", "dbtool.cli", "--area", str(mount), "set-var", "w", "2"], capture_output=True, text=True
+        )
+        assert r.returncode == 4 and "read-only" in r.stderr and r.stderr.count("\n") == 1, r
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
