@@ -33,12 +33,13 @@ def benchmarks(args: argparse.Namespace) -> dict[int, list[str]]:
         4: ["bench_oneshot.py"],
         5: ["bench_scale.py", "--runs", str(args.scale_runs), "--tests", str(args.scale_tests)],
         6: ["bench_bulk.py"],
+        7: ["bench_match.py"],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated benchmark numbers")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers")
     parser.add_argument("--scale-runs", type=int, default=10_000)
     parser.add_argument("--scale-tests", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path, help="append every table to this file as JSON lines")
@@ -47,11 +48,11 @@ def main() -> None:
     try:
         chosen = [int(n) for n in args.only.split(",") if n.strip()]
     except ValueError:
-        sys.exit(f"--only {args.only!r}: give benchmark numbers 1-6, e.g. --only 1,3")
+        sys.exit(f"--only {args.only!r}: give benchmark numbers 1-7, e.g. --only 1,3")
     known = benchmarks(args)
     unknown = [n for n in chosen if n not in known]
     if unknown:
-        sys.exit(f"--only: no benchmark {unknown[0]}; they are numbered 1-6")
+        sys.exit(f"--only: no benchmark {unknown[0]}; they are numbered 1-7")
     env = dict(os.environ)
     if args.json:
         env["DBTOOL_BENCH_JSON"] = str(args.json.resolve())

@@ -26,6 +26,7 @@ RUNS = [
         "slowest read:",
     ),
     ("bench_bulk.py", ["--rows", "1000", "--repeat", "1"], "dbtool / executemany:"),
+    ("bench_match.py", ["--tests", "2000", "--pings", "20", "--matchers", "1"], "ping p99 during matches:"),
 ]
 
 

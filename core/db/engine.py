@@ -8,7 +8,6 @@ documented recipe for pysqlite).
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from sqlalchemy import create_engine, event, insert, select
@@ -16,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, QueuePool
 
 from ..errors import Refused
+from ..rules.regex import search as regex_search
 from .dialect import drop_trigger_ddl, trigger_ddl
 from .schema import SCHEMA_VERSION, TRIGGER_TABLES, Schema, schema_for
 
@@ -69,10 +69,6 @@ def journal_mode_for(path: str, configured: str = "auto", mounts: str = "/proc/m
     return "DELETE" if filesystem_type(os.path.dirname(path), mounts) in NETWORK_FILESYSTEMS else "WAL"
 
 
-def _regexp(pattern: str, value: object) -> bool:
-    return value is not None and re.search(pattern, str(value)) is not None
-
-
 def sqlite_engine(
     path: str,
     role: str,
@@ -107,7 +103,7 @@ def sqlite_engine(
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see "begin" below)
-        dbapi_conn.create_function("REGEXP", 2, _regexp, deterministic=True)
+        dbapi_conn.create_function("REGEXP", 2, regex_search, deterministic=True)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if role in (WRITE, ADMIN):

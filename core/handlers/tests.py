@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import Text, and_, bindparam, cast, delete, func, insert, or_, select, update
 
 from ..db.context import Db
@@ -11,6 +9,7 @@ from ..db.dialect import insert_ignore, like, regexp
 from ..errors import NotFound, Refused
 from ..protocol import Records
 from ..rules.deadjobs import CANDIDATE_STATES, DEAD_STATE, DEAD_STATUS, classify
+from ..rules.regex import RegexError, compile_user
 from ..rules.rollup import legacy_pf_rollup, merge_item, roll_up
 from ..rules.vocab import COUNTED_RUNNING_STATES
 from .common import (
@@ -25,7 +24,6 @@ from .common import (
 )
 
 DEFAULT_DEADTIME = 7200  # SPEC 9.8
-MAX_MATCH_PATTERN = 256  # characters in a --match regular expression
 
 EVENT_TIME_RESET_STATES = ("LAUNCHED", "REMOTEHOSTSTART")
 
@@ -246,12 +244,10 @@ def match_filters(db: Db, match: list[str]) -> list:
         if not sep or not field:
             raise Refused(f"--match {spec!r} must be FIELD=REGEX, e.g. testname=^unit")
         column = _column(db, field.strip(), "match field")
-        if len(pattern) > MAX_MATCH_PATTERN:
-            raise Refused(f"--match pattern for {field} is longer than {MAX_MATCH_PATTERN} characters")
         try:
-            re.compile(pattern)
-        except re.error as err:
-            raise Refused(f"--match {field}: bad regular expression {pattern!r}: {err}") from None
+            compile_user(pattern)
+        except RegexError as err:
+            raise Refused(f"--match {field}: {err}") from None
         conditions.append(regexp(db.dialect, cast(column, Text), pattern))
     return conditions
 

@@ -75,22 +75,20 @@ def like_to_regex(like: str) -> str:
     return "(?is)^" + body + "$"
 
 
-def _side_regex(pattern: str) -> re.Pattern | None:
-    """C.15 in-memory rule: with '%', each '%' → '.*' and case-insensitive; else each '*' → '.*'."""
+def _side_regex(pattern: str):
+    """C.15 in-memory rule: with '%', each '%' → '.*' and case-insensitive; else each '*' → '.*'.
+    Users write these patterns, so they run on RE2 (linear time; see rules/regex.py)."""
+    from .regex import compile_user
+
     if pattern == "":
         return None
     if "%" in pattern:
-        return re.compile(pattern.replace("%", ".*"), re.IGNORECASE)
-    return re.compile(pattern.replace("*", ".*"))
+        return compile_user(pattern.replace("%", ".*"), case_insensitive=True)
+    return compile_user(pattern.replace("*", ".*"))
 
 
-def _full(regex: re.Pattern | None, value: str) -> bool:
-    if regex is None:
-        return False
-    try:
-        return regex.fullmatch(value) is not None
-    except re.error:
-        return False
+def _full(regex, value: str) -> bool:
+    return regex is not None and regex.fullmatch(value) is not None
 
 
 def matches_testpatt(testpatt: str, testname: str, item_path: str = "") -> bool:
@@ -108,7 +106,7 @@ def matches_testpatt(testpatt: str, testname: str, item_path: str = "") -> bool:
         try:
             test_re = _side_regex(test)
             item_ok = True if not sep else (item_path == "" if item == "" else _full(_side_regex(item), item_path))
-        except re.error:
+        except ValueError:  # not a pattern RE2 reads: it matches nothing
             continue
         hit = _full(test_re, testname) and item_ok
         if hit and negate:

@@ -27,12 +27,12 @@ the outcome.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .patterns import matches_testpatt
+from .regex import RegexError, check_replacement, compile_user
 from .vocab import BADLY_ENDED_STATES, ENDED_STATES, WELL_ENDED_STATUSES
 
 MODE_WORDS = ("normal", "toplevel", "itemmatch", "itemwait", "itemmap", "exclusive")
@@ -80,7 +80,7 @@ def parse_modes(words: Iterable[str]) -> Modes:
 class MapLine:
     """One ``regex replacement`` line of a map."""
 
-    regex: re.Pattern[str]
+    regex: object  # a compiled RE2 pattern (rules/regex.py)
     replacement: str
 
 
@@ -108,14 +108,12 @@ def parse_map_line(line: str) -> MapLine:
         )
     pattern, replacement = words[0], words[1] if len(words) == 2 else ""
     try:
-        regex = re.compile(pattern)
-    except re.error as err:
+        regex = compile_user(pattern)
+    except RegexError as err:
         raise ValueError(f"itemmap regex {pattern!r} is not a valid regular expression: {err}") from None
     try:
-        # Substituting into "" compiles the replacement template (group references, escapes)
-        # whether or not the regex matches.
-        regex.sub(replacement, "", count=1)
-    except (re.error, IndexError) as err:
+        check_replacement(regex, replacement)
+    except RegexError as err:
         raise ValueError(
             f"itemmap replacement {replacement!r} is invalid for regex {pattern!r}: {err}; "
             "use \\1.. for the regex's groups"
