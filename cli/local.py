@@ -132,10 +132,16 @@ def server_stop(opts: GlobalOptions) -> int:
     try:
         reply = call(area, COMMANDS["server-stop"], {}, timeout=timeout)
     except Unavailable as err:
-        if not os.path.exists(area.server_json) or "no server is running" in err.message:
-            print(f"dbtool: no server is running for {area.root}", file=sys.stderr)
-            return 0
-        raise
+        if "no server is running" not in err.message:
+            raise
+        from dbtool.core.link import server_lock_free
+
+        note = ""
+        if os.path.exists(area.server_json) and server_lock_free(area):  # a damaged record: nobody's
+            remove_file(area.server_json)
+            note = " (removed a damaged server.json)"
+        print(f"dbtool: no server is running for {area.root}{note}", file=sys.stderr)
+        return 0
     _wait_stopped(area, deadline, reply.result.get("pid"), timeout)
     return 0
 

@@ -56,6 +56,10 @@ try:
             value, end = _scan(text, start)
         except StopIteration as stop:
             raise ValueError(f"Expecting value: char {stop.value}") from None
+        except SystemError:  # the C scanner reports most errors through the json package: let it
+            import json
+
+            return json.loads(text)  # raises json.JSONDecodeError, a ValueError
         if text[end:].strip(" \t\n\r"):
             raise ValueError(f"Extra data: char {end}")
         return value

@@ -463,3 +463,20 @@ def test_writes_to_a_read_only_area_are_refused_with_the_reason(area, tmp_path):
         assert r.returncode == 4 and "read-only" in r.stderr and r.stderr.count("\n") == 1, r
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_damaged_server_record_is_no_server(area):
+    """B13: a damaged server.json (a crash mid-write on an old dbtool, or a stray file) is as good as
+    none: reads read the database, writes start a server, server stop clears it."""
+    area.ok("set-var", "x", "1")
+    kill_server(area)
+    for damage in ("{garbage", '{"a" 1}', "\x00\xff", ""):
+        (area.dir / "server.json").write_text(damage, errors="surrogateescape")
+        os.chmod(area.dir / "server.json", 0o600)
+        assert area.ok("get-var", "x").out == "1\n"
+        assert area.ok("server", "stop").err.strip().endswith("(removed a damaged server.json)")
+        assert not (area.dir / "server.json").exists()
+    (area.dir / "server.json").write_text("{garbage")
+    os.chmod(area.dir / "server.json", 0o600)
+    area.ok("set-var", "x", "2")
+    assert area.ok("get-var", "x").out == "2\n" and len(area.server_pids()) == 1
