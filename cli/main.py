@@ -83,15 +83,13 @@ def find_command(words: list[str]) -> tuple[Command | None, list[str]]:
 
 def typer_main(args: list[str], cmd: Command | None) -> int:
     """Run the Typer app (help, usage errors, completion, local commands)."""
-    from .app import build_app
+    from .app import run_app
 
-    app = build_app(cmd)
     try:
-        app(args=args, prog_name="dbtool", standalone_mode=True)
-    except SystemExit as done:
+        return run_app(args, cmd)
+    except SystemExit as done:  # shell completion exits by itself
         code = done.code
         return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
 
 
 def default_timeout(opts: GlobalOptions) -> float:
@@ -134,7 +132,7 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
 
         result = run_driver(cmd, params, opts, send) if cmd.driver else send(params)
     except DbtoolError as err:
-        return report(err, opts)
+        return report(err, opts, cmd)
     from .output import render
 
     emit(render(result, opts.output, cmd.columns))
@@ -153,17 +151,21 @@ def run_driver(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
     return getattr(importlib.import_module(f"dbtool.cli.{module}"), name)(cmd, params, opts, send)
 
 
-def report(err: DbtoolError, opts: GlobalOptions) -> int:
-    """Print a one-line error (the request id when a server was involved) and return its exit code."""
+def report(err: DbtoolError, opts: GlobalOptions, cmd: Command | None = None) -> int:
+    """Print a one-line error (the request id when a server was involved) and return its exit code;
+    a usage error names the command's help."""
     if opts.trace:
         print_log(err.extra.get("log") or [])
         if err.__cause__ is not None:
             import traceback
 
             traceback.print_exception(err.__cause__, file=sys.stderr)
+    from .output import error_line
+
     rid = err.extra.get("request_id")
     suffix = f" [request {rid}]" if rid and rid != "-" else ""
-    print(f"dbtool: error: {err.message}{suffix}", file=sys.stderr)
+    help_path = f"dbtool {cmd.name}" if isinstance(err, UsageError) and cmd is not None else None
+    print(error_line(err.message + suffix, help_path), file=sys.stderr)
     return err.exit_code
 
 

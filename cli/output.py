@@ -32,6 +32,11 @@ TIME_FIELDS = frozenset(
 )
 
 
+def error_line(message: str, help_path: str | None = None) -> str:
+    """The one line an error prints on stderr (SPEC 2.4); a usage error names the help to read."""
+    return f"dbtool: error: {message}" + (f" (see '{help_path} --help')" if help_path else "")
+
+
 def render(result: object, fmt: str = "table", columns: tuple[str, ...] = ()) -> str:
     """The text to print for a result ('' for nothing); ends with a newline when non-empty."""
     if result is None:

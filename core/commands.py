@@ -411,7 +411,15 @@ NOT_IN = Param("not_in", "bool", "select tests NOT in the given states/statuses"
 INCLUDE_DELETED = Param("include_deleted", "bool", "also list soft-deleted records")
 SINCE = Param("since", "int", "Unix time: only records changed after it", default=0, min=0)
 VAR = Param("var", "str", "name of the variable", required=True, positional=True, metavar="NAME", nonempty=True)
-VALUE = Param("value", "str", "the value", required=True, positional=True, metavar="VALUE")
+VALUE = Param(
+    "value",
+    "str",
+    "the value; a negative number is a value as it is (-3), other text that starts with '-' goes after '--' "
+    "(NAME -- -x)",
+    required=True,
+    positional=True,
+    metavar="VALUE",
+)
 DEADTIME = Param(
     "deadtime", "int", "seconds without progress after which a running test is dead (default: tests.deadtime)", min=0
 )
@@ -1682,7 +1690,14 @@ command(
     "vars.add_var",
     "Add N to a numeric variable (a missing one counts as 0) and print the new value.",
     VAR,
-    Param("n", "float", "the number to add", required=True, positional=True, metavar="N"),
+    Param(
+        "n",
+        "float",
+        "the number to add; a negative one subtracts (add-var cnt -3)",
+        required=True,
+        positional=True,
+        metavar="N",
+    ),
 )
 
 # --------------------------------------------------------------------------------------------
