@@ -36,7 +36,13 @@ COMMON = (
     ("g_timeout", "--timeout", float, "seconds to wait for a busy or starting server (default $DBTOOL_TIMEOUT or 60)"),
     ("g_trace", "--trace", bool, "print the request's server-side log entries to stderr"),
     ("g_json", "--json", bool, "print the result as JSON"),
-    ("g_format", "--format", str, "output format: table, json, csv or tsv"),
+    (
+        "g_format",
+        "--format",
+        str,
+        "output format: table, json, csv or tsv (tsv: tab-separated, no quoting; a tab, newline, carriage return "
+        "or backslash in a value is written \\t, \\n, \\r, \\\\)",
+    ),
 )
 
 

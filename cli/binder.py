@@ -10,6 +10,7 @@ checks that both bind every command's arguments identically.
 from __future__ import annotations
 
 from dbtool.core.commands import Command
+from dbtool.core.errors import UsageError
 
 from .output import FORMATS
 
@@ -34,6 +35,11 @@ class GlobalOptions:
     @property
     def output(self) -> str:
         return "json" if self.json else (self.format or "table")
+
+    def check(self) -> None:
+        """Refuse options that contradict each other (a usage error)."""
+        if self.json and self.format not in (None, "json"):
+            raise UsageError(f"--json and --format {self.format} disagree; give one of them")
 
 
 def _global_value(name: str, text: str) -> object:

@@ -110,6 +110,7 @@ def default_timeout(opts: GlobalOptions) -> float:
 def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
     """Route a bound command and print its result; returns the exit code."""
     try:
+        opts.check()
         params = cmd.check_cli(params, travel=cmd.kind != LOCAL)
         if cmd.kind == LOCAL:
             from .local import run_local
@@ -119,7 +120,6 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
             raise Refused(cmd.dead)
         from dbtool.core.area import find_area
         from dbtool.core.client import call
-        from dbtool.core.protocol import plain
 
         area = find_area(opts.area)
         timeout = default_timeout(opts)
@@ -128,14 +128,16 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
             reply = call(area, cmd, request_params, timeout=timeout, trace=opts.trace)
             if opts.trace:
                 print_log(reply.log)
-            return plain(reply.result)
+            return reply.result  # Records stay Records: an empty one still has its columns
 
         result = run_driver(cmd, params, opts, send) if cmd.driver else send(params)
     except DbtoolError as err:
         return report(err, opts, cmd)
     from .output import render
 
-    emit(render(result, opts.output, cmd.columns))
+    # --fields: the table shows every field asked for, and an empty CSV/TSV has them as its header
+    fields = tuple(params.get("fields") or ())
+    emit(render(result, opts.output, () if fields else cmd.columns, fields or cmd.columns))
     return 0
 
 
