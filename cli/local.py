@@ -113,11 +113,52 @@ def server_start(
     if info is None:
         deadline = time.monotonic() + default_timeout(opts)
         info = start_server(area, deadline, {"bind": bind, "port": port, "idle_timeout": idle_timeout})
+    not_applied = _not_applied(area, info, bind, port, idle_timeout, default_timeout(opts))
+    if not_applied:  # a hand-off: the running server keeps its settings; say so instead of ignoring them
+        restart = " ".join(option for option, _ in not_applied)
+        print(
+            f"dbtool: warning: a server already runs for {area.root}; not applied: "
+            f"{', '.join(f'{option} ({running})' for option, running in not_applied)}; "
+            f"to apply, run dbtool server restart {restart}",
+            file=sys.stderr,
+        )
     if opts.output == "table":
         emit(describe(info) + "\n")
     else:
         emit(render(_public(info), opts.output))
     return 0
+
+
+def _not_applied(
+    area: Area, info: dict, bind: str | None, port: int | None, idle_timeout: float | None, timeout: float
+) -> list[tuple[str, str]]:
+    """The --bind/--port/--idle-timeout values the running server does not have, each as
+    (the option as given, what the server has)."""
+    found = []
+    host = info.get("host")
+    if bind is not None and bind != host and host not in _addresses(bind):
+        found.append((f"--bind {bind}", f"it listens on {host}"))
+    if port and port != info.get("port"):
+        found.append((f"--port {port}", f"it listens on port {info.get('port')}"))
+    if idle_timeout is not None:
+        from dbtool.core.client import call
+
+        status = call(area, COMMANDS["server-status"], {}, timeout=timeout).result
+        running = status.get("idle_timeout") if isinstance(status, dict) else None
+        if running != idle_timeout:
+            has = f"{running:g} s" if isinstance(running, (int, float)) else "unknown"
+            found.append((f"--idle-timeout {idle_timeout:g}", f"its idle timeout is {has}"))
+    return found
+
+
+def _addresses(host: str) -> set[str]:
+    """The addresses a host name stands for ('localhost' → 127.0.0.1, ::1); empty if it has none."""
+    import _socket
+
+    try:
+        return {entry[4][0] for entry in _socket.getaddrinfo(host, None)}
+    except OSError:
+        return set()
 
 
 def server_stop(opts: GlobalOptions) -> int:
@@ -294,23 +335,45 @@ def watch(
     count: int | None = None,
     no_follow: bool = False,
 ) -> int:
+    """Print events until --count, the end of the replay (--no-follow) or an interrupt; when the
+    server stops first, say so with the --since that resumes without a gap, and exit 3."""
     from dbtool.core.client import watch as watch_events
 
     area = find_area(opts.area)
     if count is not None and count <= 0:
         return 0
     events = watch_events(area, run_id, testpatt, since, default_timeout(opts), follow=not no_follow)
-    for seen, event in enumerate(events, start=1):
-        emit(json.dumps(event, ensure_ascii=False) + "\n" if opts.output == "json" else _event_line(event))
-        if count is not None and seen >= count:
-            break
-    return 0
-    for event in watch_events(area, run_id, testpatt, since, default_timeout(opts)):
-        emit(json.dumps(event, ensure_ascii=False) + "\n" if opts.output == "json" else _event_line(event))
-        seen += 1
-        if count is not None and seen >= count:
-            break
-    return 0
+    last: int | None = None
+    try:
+        for seen, event in enumerate(events, start=1):
+            emit(json.dumps(event, ensure_ascii=False) + "\n" if opts.output == "json" else _event_line(event))
+            last = event.get("seq", last)
+            if count is not None and seen >= count:
+                return 0
+    except Unavailable as err:
+        # core.client.watch raises Unavailable(..., last_seq=N) when the server ends the stream;
+        # any other Unavailable (no server could be started) is reported as it is.
+        if "last_seq" not in err.extra:
+            raise
+        raise Unavailable(_stopped(run_id, testpatt, last if last is not None else err.extra["last_seq"])) from None
+    if no_follow:
+        return 0
+    # The stream ended without an error: the server stopped (a client that returns on "end").
+    raise Unavailable(_stopped(run_id, testpatt, last if last is not None else since))
+
+
+def _stopped(run_id: int | None, testpatt: str | None, seq: object) -> str:
+    """The message of a watch whose server stopped: the command that resumes it with no gap."""
+    import shlex
+
+    again = ["dbtool", "watch"]
+    if run_id is not None:
+        again += ["--run-id", str(run_id)]
+    if testpatt is not None:
+        again += ["--testpatt", shlex.quote(testpatt)]
+    if isinstance(seq, int):
+        again += ["--since", str(seq)]
+    return f"the server stopped; resume with {' '.join(again)}"
 
 
 def _event_line(event: dict) -> str:
