@@ -45,39 +45,105 @@ def _public(info: dict) -> dict:
 
 
 def init(opts: GlobalOptions, *, path: str = ".", keys: list[str]) -> int:
+    """Create the area atomically: everything is checked first, .dbtool is built in a temporary
+    sibling and renamed into place, so a failure (or a racing init) leaves nothing half-made."""
     keys = validate_keys(list(keys))
     area = Area(path)
-    if area.exists():
-        existing = list(load_config(area)["area"].get("keys") or [])
-        if existing != keys:
-            raise Refused(
-                f"{area.root} is already a dbtool area with keys {','.join(existing)}; "
-                f"it cannot change to {','.join(keys)} (use another directory)"
-            )
-        _create_database(area, keys)
-        return 0
-    os.makedirs(area.root, exist_ok=True)
-    ensure_private_dir(area.dir)
-    ensure_private_dir(area.logs_dir)
-    _create_database(area, keys)
-    tmp = area.path(f".config.toml.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render_config(keys))
-    os.replace(tmp, area.config_path)
-    emit(f"created dbtool area {area.root} (keys: {', '.join(keys)})\n")
+    if not area.exists():
+        _check_new_area(area)
+        made = _make_dirs(area.root)
+        try:
+            created = _build_dot_dir(area, keys)
+        except BaseException:
+            _remove_dirs(made)
+            raise
+        if created:
+            emit(f"created dbtool area {area.root} (keys: {', '.join(keys)})\n")
+            return 0
+    existing = list(load_config(area)["area"].get("keys") or [])  # an area (perhaps a racing init's)
+    if existing != keys:
+        raise Refused(
+            f"{area.root} is already a dbtool area with keys {','.join(existing)}; "
+            f"it cannot change to {','.join(keys)} (use another directory)"
+        )
+    _create_database(area.db_path, keys)  # same keys: a no-op (tables added since are created)
     return 0
 
 
-def _create_database(area: Area, keys: list[str]) -> None:
-    from dbtool.core.db.engine import ADMIN, create_schema, journal_mode_for, read_keys, sqlite_engine
+def _check_new_area(area: Area) -> None:
+    """Refuse a path that cannot become an area, before anything is created."""
+    if os.path.exists(area.root) and not os.path.isdir(area.root):
+        raise Refused(f"{area.root} is not a directory; give the directory that is to hold .dbtool/")
+    if os.path.lexists(area.dir) and (not os.path.isdir(area.dir) or os.listdir(area.dir)):
+        raise Refused(
+            f"{area.dir} exists but is not a dbtool area (it has no config.toml); move it away, then run init again"
+        )
 
-    engine = sqlite_engine(area.db_path, ADMIN, journal_mode=journal_mode_for(area.db_path))
+
+def _make_dirs(root: str) -> list[str]:
+    """Create root and its missing parents; the directories created, deepest first."""
+    missing = []
+    here = root
+    while not os.path.exists(here):
+        missing.append(here)
+        here = os.path.dirname(here)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as err:
+        _remove_dirs(missing)
+        raise Refused(f"cannot create the directory {root}: {err.strerror or err}") from None
+    return missing
+
+
+def _remove_dirs(dirs: list[str]) -> None:
+    for directory in dirs:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+
+def _build_dot_dir(area: Area, keys: list[str]) -> bool:
+    """Build .dbtool (logs/, the database, config.toml) in a temporary sibling and rename it into
+    place; False when another init made the area meanwhile (the caller then compares keys)."""
+    import shutil
+
+    tmp = os.path.join(area.root, f"{os.path.basename(area.dir)}.init-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        os.mkdir(tmp, 0o700)
+    except OSError as err:
+        raise Refused(f"cannot create {area.dir}: {err.strerror or err}") from None
+    try:
+        ensure_private_dir(os.path.join(tmp, "logs"))
+        _create_database(os.path.join(tmp, os.path.basename(area.db_path)), keys)
+        with open(os.path.join(tmp, os.path.basename(area.config_path)), "w", encoding="utf-8") as f:
+            f.write(render_config(keys))
+        try:
+            os.rename(tmp, area.dir)  # replaces nothing but an empty directory
+        except OSError:
+            if area.exists():  # a racing init got there first
+                return False
+            raise
+    except OSError as err:
+        raise Refused(f"cannot create {area.dir}: {err.strerror or err}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed
+    return True
+
+
+def _create_database(db_path: str, keys: list[str]) -> None:
+    from dbtool.core.db.engine import ADMIN, create_schema, journal_mode_for, read_keys, sqlite_engine
+    from sqlalchemy.exc import DBAPIError
+
+    engine = sqlite_engine(db_path, ADMIN, journal_mode=journal_mode_for(db_path))
     try:
         with engine.connect() as conn, conn.begin():
             existing = read_keys(conn) if _has_keys_table(conn) else []
             if existing and existing != keys:
-                raise Refused(f"{area.db_path} already holds keys {','.join(existing)}, not {','.join(keys)}")
+                raise Refused(f"{db_path} already holds keys {','.join(existing)}, not {','.join(keys)}")
             create_schema(conn, keys, __version__)
+    except DBAPIError as err:
+        raise Refused(f"cannot create the database {db_path}: {err.orig}") from None
     finally:
         engine.dispose()
 

@@ -29,7 +29,8 @@ class Param:
     name, made absolute on the command line so that the server reads it as the caller meant).
 
     Values are checked (``check_value``) wherever they enter: on the command line and on the wire.
-    ``min``/``max`` bound a number; ``nonempty`` refuses ''; every float must be finite, every
+    ``min``/``max`` bound a number (``max``: the number of values of a list); ``nonempty`` refuses
+    ''; every float must be finite, every
     integer fit in 64 bits and every text be valid Unicode (a file name that is not UTF-8 travels
     with its stray bytes written ``\\xNN``). ``aliases`` are more spellings of the option.
     """
@@ -167,6 +168,8 @@ class Param:
                 raise Refused(f"{self.label} is not valid UTF-8 text; {_UTF8_HINT}")
             return value
         if isinstance(value, list):
+            if self.max is not None and len(value) > self.max:
+                raise Refused(f"{self.label} {self.count_text}, not {len(value)}")
             for item in value:
                 if not item.isascii() and not _is_unicode(item):
                     raise Refused(f"{self.label} is not valid UTF-8 text; {_UTF8_HINT}")
@@ -182,8 +185,17 @@ class Param:
         return value
 
     @property
+    def count_text(self) -> str:
+        """For a list: how many values it takes, in words ('' when unbounded)."""
+        if self.type != "list" or self.max is None:
+            return ""
+        return f"can be given at most {self.max:g} times" if self.multiple else f"takes at most {self.max:g} values"
+
+    @property
     def range_text(self) -> str:
-        """The allowed range in words ('' when unbounded)."""
+        """The allowed range of a number in words ('' when unbounded; a list's ``max`` counts its values)."""
+        if self.type == "list":
+            return ""
         low, high = self.min, self.max
         if low is not None and high is not None:
             return f"between {low:g} and {high:g}"
@@ -426,6 +438,8 @@ DEADTIME = Param(
 RECORD = Param("record", "str", "the record as a JSON object of column: value", required=True)
 IGNORED = "accepted for compatibility; ignored"
 
+MAX_KEYS = 64  # an area's keys: each is a column of runs (and of every target), so keep it human
+
 TEST_COLUMNS = ("id", "testname", "item_path", "state", "status", "event_time", "host", "run_duration", "comment")
 RUN_COLUMNS = ("id", "target", "runname", "state", "status", "owner", "event_time")
 
@@ -440,7 +454,13 @@ command(
     "Create a dbtool area: PATH/.dbtool with config.toml and the database holding the full schema.\n\n"
     "Re-running with the same keys is a no-op; different keys are refused.",
     Param("path", "str", "directory of the area (default: the current directory)", positional=True, default="."),
-    Param("keys", "list", "the area's ordered target fields, e.g. RELEASE,PLATFORM", required=True),
+    Param(
+        "keys",
+        "list",
+        f"the area's ordered target fields, e.g. RELEASE,PLATFORM (at most {MAX_KEYS})",
+        required=True,
+        max=MAX_KEYS,
+    ),
 )
 SERVER_START_PARAMS = (
     Param("foreground", "bool", "run the server in this process instead of detaching it"),
