@@ -439,6 +439,7 @@ RECORD = Param("record", "str", "the record as a JSON object of column: value", 
 IGNORED = "accepted for compatibility; ignored"
 
 MAX_KEYS = 64  # an area's keys: each is a column of runs (and of every target), so keep it human
+MAX_MATCHES = 16  # --match options of one query: each is a regular expression run on every row
 
 TEST_COLUMNS = ("id", "testname", "item_path", "state", "status", "event_time", "host", "run_duration", "comment")
 RUN_COLUMNS = ("id", "target", "runname", "state", "status", "owner", "event_time")
@@ -1374,8 +1375,10 @@ command(
     Param(
         "match",
         "str",
-        "FIELD=REGEX: only tests whose FIELD matches the regular expression (repeatable; all must match)",
+        f"FIELD=REGEX: only tests whose FIELD matches the regular expression (repeatable, up to {MAX_MATCHES} "
+        "times; all must match)",
         multiple=True,
+        max=MAX_MATCHES,
     ),
     INCLUDE_DELETED,
     columns=TEST_COLUMNS,
