@@ -22,7 +22,7 @@ from dbtool.core.errors import Refused, Unavailable
 
 from .binder import GlobalOptions
 from .main import default_timeout, emit
-from .output import render
+from .output import one_line, render
 
 
 def run_local(cmd: Command, params: dict, opts: GlobalOptions) -> int:
@@ -386,9 +386,9 @@ def _log_line(entry: dict, output: str) -> str:
     err = entry.get("error") or {}
     outcome = "ok" if entry.get("ok") else f"{err.get('code')}: {err.get('message')}"
     ms = entry.get("ms", 0)
-    lines = [f"{stamp} {entry.get('id')} {entry.get('cmd')} {entry.get('client')} {ms:.2f} ms {outcome}"]
+    lines = [one_line(f"{stamp} {entry.get('id')} {entry.get('cmd')} {entry.get('client')} {ms:.2f} ms {outcome}")]
     for e in entry.get("log") or []:
-        lines.append(f"    {e.get('level')} {e.get('condition')}: {e.get('message')}")
+        lines.append("    " + one_line(f"{e.get('level')} {e.get('condition')}: {e.get('message')}"))
     return "\n".join(lines) + "\n"
 
 
@@ -451,4 +451,4 @@ def _event_line(event: dict) -> str:
         where += f" test {event.get('test_id')} {name}{'/' + item if item else ''}"
     state = " ".join(str(v) for v in (event.get("state"), event.get("status")) if v is not None)
     extra = " " + json.dumps(event["data"], ensure_ascii=False) if event.get("data") else ""
-    return f"{event.get('seq'):>7} {stamp} {event.get('event')} {where} {state}{extra}".rstrip() + "\n"
+    return one_line(f"{event.get('seq'):>7} {stamp} {event.get('event')} {where} {state}{extra}".rstrip()) + "\n"

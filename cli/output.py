@@ -78,6 +78,11 @@ _CELL_ESCAPES = str.maketrans({"\n": "\\n", "\t": "\\t", "\r": "\\r"})
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+def one_line(text: str) -> str:
+    """Text for a line of human output: line breaks and tabs shown escaped."""
+    return text.translate(_CELL_ESCAPES)
+
+
 def _cell(name: str, value: object) -> str:
     if name in TIME_FIELDS and isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))

@@ -141,3 +141,11 @@ def test_trace_on_a_direct_read(area):
     assert all(line.startswith("trace: ") for line in r.err.splitlines())
     missing = area.run("--trace", "get-run-info", "--run-id", "9")
     assert missing.code == 1 and "direct: read " in missing.err, missing
+
+
+def test_watch_lines_stay_one_line(area):
+    area.ok("register-run", "--target", "v1/linux", "--runname", "nightly")
+    area.ok("register-test", "--run-id", "1", "--testname", "two\nlines")
+    lines = area.ok("watch", "--since", "0", "--no-follow").out.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[1].endswith("register-test run 1 test 1 two\\nlines NOT_STARTED n/a")
