@@ -73,8 +73,8 @@ def scalar_text(value: object) -> str:
 
 # A table cell keeps its record on one line: line breaks and tabs are shown escaped.
 _CELL_ESCAPES = str.maketrans({"\n": "\\n", "\t": "\\t", "\r": "\\r"})
-# TSV (the IANA text/tab-separated-values form, as PostgreSQL's COPY writes it): no quoting, and
-# the separator, line breaks and the escape character itself written with a backslash.
+# TSV as PostgreSQL's COPY and MySQL write it: no quoting; the separator, line breaks and the escape
+# character itself written with a backslash, so that `cut -f` and `while IFS=$'\t' read` see one line per record.
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -86,7 +86,7 @@ def one_line(text: str) -> str:
 def _cell(name: str, value: object) -> str:
     if name in TIME_FIELDS and isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
-    return scalar_text(value).translate(_CELL_ESCAPES)
+    return one_line(scalar_text(value))
 
 
 def _is_records(result: object) -> bool:
@@ -133,7 +133,7 @@ def _table(result: object, columns: tuple[str, ...]) -> str:
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
         return "\n".join(lines) + "\n"
     if isinstance(result, list):  # values: one per line
-        return "".join(scalar_text(v).translate(_CELL_ESCAPES) + "\n" for v in result)
+        return "".join(one_line(scalar_text(v)) + "\n" for v in result)
     return scalar_text(result) + "\n"
 
 
