@@ -8,15 +8,19 @@ Each command's function gets a generated signature, so Typer sees ordinary typed
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 
 import typer
 from dbtool.core import __version__
 from dbtool.core.commands import COMMANDS, LOCAL, Command, Param
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer._click.shell_completion import CompletionItem, add_completion_class
 from typer._completion_classes import FishComplete, ZshComplete, completion_init
+from typer.core import TyperCommand
 
-from .binder import GlobalOptions, compact
+from .binder import GlobalOptions, compact, is_number
+from .output import FORMATS, error_line
 
 APP_HELP = (
     "dbtool — the results database of a test/job area.\n\n"
@@ -32,16 +36,19 @@ COMMON = (
     ("g_timeout", "--timeout", float, "seconds to wait for a busy or starting server (default $DBTOOL_TIMEOUT or 60)"),
     ("g_trace", "--trace", bool, "print the request's server-side log entries to stderr"),
     ("g_json", "--json", bool, "print the result as JSON"),
-    ("g_format", "--format", str, "output format: table, json, csv or tsv"),
+    (
+        "g_format",
+        "--format",
+        str,
+        "output format: table, json, csv or tsv (tsv: tab-separated, no quoting; a tab, newline, carriage return "
+        "or backslash in a value is written \\t, \\n, \\r, \\\\)",
+    ),
 )
-
-
-FORMATS = ("table", "json", "csv", "tsv")
 
 
 def _check_format(value: str | None) -> str | None:
     if value is not None and value not in FORMATS:
-        raise typer.BadParameter(f"must be one of table, json, csv, tsv; got {value!r}")
+        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}; got {value!r}")
     return value
 
 
@@ -174,6 +181,55 @@ def _root(
     ctx.obj = opts
 
 
+class _NumbersAreValues(TyperCommand):
+    """A subcommand whose parser reads a negative number (``add-var cnt -3``) as a value, not as an
+    option, exactly as the fast binder does (``binder.is_number``). Click has no setting for this
+    (``ignore_unknown_options`` would also swallow a mistyped ``--option`` as a value), so the parser's
+    private ``_process_opts`` is wrapped; the typer pin and tests/test_usage.py hold it."""
+
+    def make_parser(self, ctx: typer.Context):
+        parser = super().make_parser(ctx)
+        process_opts = parser._process_opts
+
+        def process(arg: str, state) -> None:
+            if is_number(arg):
+                state.largs.append(arg)
+            else:
+                process_opts(arg, state)
+
+        parser._process_opts = process
+        return parser
+
+
+def run_app(args: list[str], only: Command | None) -> int:
+    """Run the Typer app on ``args`` and return the exit code. Click's usage errors print as one
+    line, ``dbtool: error: <what> (see 'dbtool CMD --help')``; help stays Click's own."""
+    app = build_app(only)
+    try:
+        code = app(args=args, prog_name="dbtool", standalone_mode=False)
+    except NoArgsIsHelpError as err:  # `dbtool`, `dbtool server`: the help, as Click prints it
+        err.show()
+        return err.exit_code
+    except ClickException as err:
+        print(usage_line(err, only), file=sys.stderr)
+        return err.exit_code
+    except typer.Abort:
+        print("dbtool: interrupted", file=sys.stderr)
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+def usage_line(err: ClickException, only: Command | None) -> str:
+    """Click's message on one line, its first letter lowered and its final period dropped, with
+    the help of the command it is about."""
+    text = " ".join(err.format_message().split()).removesuffix(".")
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    ctx = getattr(err, "ctx", None)
+    path = ctx.command_path if ctx is not None else "dbtool" if only is None else f"dbtool {only.name}"
+    return error_line(text, path)
+
+
 def build_app(only: Command | None = None) -> typer.Typer:
     settings = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
     app = typer.Typer(
@@ -200,10 +256,11 @@ def build_app(only: Command | None = None) -> typer.Typer:
             continue
         group, name = (server, cmd.name.split(" ", 1)[1]) if cmd.name.startswith("server ") else (app, cmd.name)
         has_server = has_server or group is server
-        extra: dict = {"allow_interspersed_args": False} if any(p.type == "argv" for p in cmd.params) else {}
-        if any(p.positional and p.type in ("int", "float") for p in cmd.params):
-            extra["ignore_unknown_options"] = True  # `add-var cnt -3`: a negative number is a value
-        group.command(name=name, help=cmd.help, context_settings=extra)(_callback_for(cmd))
+        if any(p.type == "argv" for p in cmd.params):
+            settings_for, cls = {"allow_interspersed_args": False}, None
+        else:
+            settings_for, cls = {}, _NumbersAreValues if any(p.positional for p in cmd.params) else None
+        group.command(name=name, help=cmd.help, context_settings=settings_for, cls=cls)(_callback_for(cmd))
     if has_server or only is None:
         app.add_typer(server, name="server")
     return app

@@ -10,6 +10,9 @@ checks that both bind every command's arguments identically.
 from __future__ import annotations
 
 from dbtool.core.commands import Command
+from dbtool.core.errors import UsageError
+
+from .output import FORMATS
 
 # Options every command accepts, before or after its name.
 GLOBAL_VALUES = {"--area": "area", "--timeout": "timeout", "--format": "format"}
@@ -33,6 +36,11 @@ class GlobalOptions:
     def output(self) -> str:
         return "json" if self.json else (self.format or "table")
 
+    def check(self) -> None:
+        """Refuse options that contradict each other (a usage error)."""
+        if self.json and self.format not in (None, "json"):
+            raise UsageError(f"--json and --format {self.format} disagree; give one of them")
+
 
 def _global_value(name: str, text: str) -> object:
     if name == "timeout":
@@ -40,7 +48,7 @@ def _global_value(name: str, text: str) -> object:
         if value < 0:
             raise ValueError(text)
         return value
-    if name == "format" and text not in ("table", "json", "csv", "tsv"):
+    if name == "format" and text not in FORMATS:
         raise ValueError(text)
     return text
 
@@ -81,7 +89,7 @@ def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
             if arg == "--":
                 words.extend(args[i + 1 :])
                 break
-            if not arg.startswith("-") or arg == "-" or _is_number(arg):
+            if not arg.startswith("-") or arg == "-" or is_number(arg):
                 if rest is not None:  # like click without interspersed args: words end the options
                     words.extend(args[i:])
                     break
@@ -122,7 +130,7 @@ def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
     if len(words) > len(positional):
         return None
     for p, word in zip(positional, words, strict=False):
-        if word.startswith("-") and word != "-" and not _is_number(word):
+        if word.startswith("-") and word != "-" and not is_number(word):
             return None
         try:
             params[p.name] = p.from_text(word)
@@ -131,7 +139,7 @@ def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
     return params if all(p.name in params for p in cmd.params if p.required) else None
 
 
-def _is_number(word: str) -> bool:
+def is_number(word: str) -> bool:
     """A negative number given as a value (``add-var cnt -3``), not an option."""
     body = word[1:]
     return word.startswith("-") and (body[:1].isdigit() or (body[:1] == "." and body[1:2].isdigit()))

@@ -20,6 +20,7 @@ import time
 
 from dbtool.core.area import Area
 from dbtool.core.client import watch
+from dbtool.core.errors import DbtoolError
 from dbtool.core.link import describe
 
 from .binder import GlobalOptions
@@ -84,6 +85,14 @@ class LiveSummary(threading.Thread):
         self.finished = threading.Event()
 
     def run(self) -> None:
+        try:
+            self._follow()
+        except DbtoolError:  # the server stopped before every job was seen: the table tells the rest
+            pass
+        finally:
+            self.finished.set()
+
+    def _follow(self) -> None:
         done = 0
         for event in watch(self.area, self.run_id, None, self.since, 60):
             own = event.get("test_id") is not None and not (event.get("data") or {}).get("rollup")
@@ -97,7 +106,6 @@ class LiveSummary(threading.Thread):
             print(f"  [{elapsed:5.1f}s] {name:24s} {event['state']} {event['status']:7s} ({totals})", flush=True)
             if done >= self.expected:
                 break
-        self.finished.set()
 
 
 def run(opts: GlobalOptions, *, jobs: int = 22, keep: bool = False) -> int:

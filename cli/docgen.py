@@ -99,6 +99,10 @@ OUTPUT = (
     "bare JSON value for a scalar.",
     "A command that creates something prints its id alone; a single-value query prints the bare value; "
     "other writes print nothing.",
+    "A table keeps each record on one line: a newline, tab or carriage return in a value shows as \\n, \\t "
+    "or \\r. CSV quotes values as usual. TSV does not quote: a tab, newline, carriage return or backslash in "
+    "a value is written \\t, \\n, \\r or \\\\. An empty list prints nothing as a table and its header "
+    "line as CSV or TSV. --json with another --format is a usage error.",
 )
 
 
@@ -353,7 +357,9 @@ def command_page(cmd: Command) -> str:
         description += [
             ".PP",
             roff_text(
-                f"The table output shows the columns {columns}; --json and --format csv or tsv give every field."
+                f"The table output shows the columns {columns}"
+                + (", or the fields asked for with --fields" if any(p.name == "fields" for p in cmd.params) else "")
+                + "; --json and --format csv or tsv give every field."
             ),
         ]
 

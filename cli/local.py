@@ -22,7 +22,7 @@ from dbtool.core.errors import Refused, Unavailable
 
 from .binder import GlobalOptions
 from .main import default_timeout, emit
-from .output import render
+from .output import one_line, render
 
 
 def run_local(cmd: Command, params: dict, opts: GlobalOptions) -> int:
@@ -45,39 +45,105 @@ def _public(info: dict) -> dict:
 
 
 def init(opts: GlobalOptions, *, path: str = ".", keys: list[str]) -> int:
+    """Create the area atomically: everything is checked first, .dbtool is built in a temporary
+    sibling and renamed into place, so a failure (or a racing init) leaves nothing half-made."""
     keys = validate_keys(list(keys))
     area = Area(path)
-    if area.exists():
-        existing = list(load_config(area)["area"].get("keys") or [])
-        if existing != keys:
-            raise Refused(
-                f"{area.root} is already a dbtool area with keys {','.join(existing)}; "
-                f"it cannot change to {','.join(keys)} (use another directory)"
-            )
-        _create_database(area, keys)
-        return 0
-    os.makedirs(area.root, exist_ok=True)
-    ensure_private_dir(area.dir)
-    ensure_private_dir(area.logs_dir)
-    _create_database(area, keys)
-    tmp = area.path(f".config.toml.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render_config(keys))
-    os.replace(tmp, area.config_path)
-    emit(f"created dbtool area {area.root} (keys: {', '.join(keys)})\n")
+    if not area.exists():
+        _check_new_area(area)
+        made = _make_dirs(area.root)
+        try:
+            created = _build_dot_dir(area, keys)
+        except BaseException:
+            _remove_dirs(made)
+            raise
+        if created:
+            emit(f"created dbtool area {area.root} (keys: {', '.join(keys)})\n")
+            return 0
+    existing = list(load_config(area)["area"].get("keys") or [])  # an area (perhaps a racing init's)
+    if existing != keys:
+        raise Refused(
+            f"{area.root} is already a dbtool area with keys {','.join(existing)}; "
+            f"it cannot change to {','.join(keys)} (use another directory)"
+        )
+    _create_database(area.db_path, keys)  # same keys: a no-op (tables added since are created)
     return 0
 
 
-def _create_database(area: Area, keys: list[str]) -> None:
-    from dbtool.core.db.engine import ADMIN, create_schema, journal_mode_for, read_keys, sqlite_engine
+def _check_new_area(area: Area) -> None:
+    """Refuse a path that cannot become an area, before anything is created."""
+    if os.path.exists(area.root) and not os.path.isdir(area.root):
+        raise Refused(f"{area.root} is not a directory; give the directory that is to hold .dbtool/")
+    if os.path.lexists(area.dir) and (not os.path.isdir(area.dir) or os.listdir(area.dir)):
+        raise Refused(
+            f"{area.dir} exists but is not a dbtool area (it has no config.toml); move it away, then run init again"
+        )
 
-    engine = sqlite_engine(area.db_path, ADMIN, journal_mode=journal_mode_for(area.db_path))
+
+def _make_dirs(root: str) -> list[str]:
+    """Create root and its missing parents; the directories created, deepest first."""
+    missing = []
+    here = root
+    while not os.path.exists(here):
+        missing.append(here)
+        here = os.path.dirname(here)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as err:
+        _remove_dirs(missing)
+        raise Refused(f"cannot create the directory {root}: {err.strerror or err}") from None
+    return missing
+
+
+def _remove_dirs(dirs: list[str]) -> None:
+    for directory in dirs:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+
+def _build_dot_dir(area: Area, keys: list[str]) -> bool:
+    """Build .dbtool (logs/, the database, config.toml) in a temporary sibling and rename it into
+    place; False when another init made the area meanwhile (the caller then compares keys)."""
+    import shutil
+
+    tmp = os.path.join(area.root, f"{os.path.basename(area.dir)}.init-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        os.mkdir(tmp, 0o700)
+    except OSError as err:
+        raise Refused(f"cannot create {area.dir}: {err.strerror or err}") from None
+    try:
+        ensure_private_dir(os.path.join(tmp, "logs"))
+        _create_database(os.path.join(tmp, os.path.basename(area.db_path)), keys)
+        with open(os.path.join(tmp, os.path.basename(area.config_path)), "w", encoding="utf-8") as f:
+            f.write(render_config(keys))
+        try:
+            os.rename(tmp, area.dir)  # replaces nothing but an empty directory
+        except OSError:
+            if area.exists():  # a racing init got there first
+                return False
+            raise
+    except OSError as err:
+        raise Refused(f"cannot create {area.dir}: {err.strerror or err}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed
+    return True
+
+
+def _create_database(db_path: str, keys: list[str]) -> None:
+    from dbtool.core.db.engine import ADMIN, create_schema, journal_mode_for, read_keys, sqlite_engine
+    from sqlalchemy.exc import DBAPIError
+
+    engine = sqlite_engine(db_path, ADMIN, journal_mode=journal_mode_for(db_path))
     try:
         with engine.connect() as conn, conn.begin():
             existing = read_keys(conn) if _has_keys_table(conn) else []
             if existing and existing != keys:
-                raise Refused(f"{area.db_path} already holds keys {','.join(existing)}, not {','.join(keys)}")
+                raise Refused(f"{db_path} already holds keys {','.join(existing)}, not {','.join(keys)}")
             create_schema(conn, keys, __version__)
+    except DBAPIError as err:
+        raise Refused(f"cannot create the database {db_path}: {err.orig}") from None
     finally:
         engine.dispose()
 
@@ -115,11 +181,62 @@ def server_start(
         deadline = time.monotonic() + default_timeout(opts)
         options = {"bind": bind, "advertise": advertise, "port": port, "idle_timeout": idle_timeout}
         info = start_server(area, deadline, options)
+    not_applied = _not_applied(area, info, bind, advertise, port, idle_timeout, default_timeout(opts))
+    if not_applied:  # a hand-off: the running server keeps its settings; say so instead of ignoring them
+        restart = " ".join(option for option, _ in not_applied)
+        print(
+            f"dbtool: warning: a server already runs for {area.root}; not applied: "
+            f"{', '.join(f'{option} ({running})' for option, running in not_applied)}; "
+            f"to apply, run dbtool server restart {restart}",
+            file=sys.stderr,
+        )
     if opts.output == "table":
         emit(describe(info) + "\n")
     else:
         emit(render(_public(info), opts.output))
     return 0
+
+
+def _not_applied(
+    area: Area,
+    info: dict,
+    bind: str | None,
+    advertise: str | None,
+    port: int | None,
+    idle_timeout: float | None,
+    timeout: float,
+) -> list[tuple[str, str]]:
+    """The --bind/--advertise/--port/--idle-timeout values the running server does not have, each
+    as (the option as given, what the server has)."""
+    from dbtool.core.link import address
+
+    found = []
+    host = address(info)
+    if bind is not None and bind not in (host, "0.0.0.0", "::") and host not in _addresses(bind):
+        found.append((f"--bind {bind}", f"it listens on {host}"))
+    if advertise is not None and advertise != host:
+        found.append((f"--advertise {advertise}", f"it advertises {host}"))
+    if port and port != info.get("port"):
+        found.append((f"--port {port}", f"it listens on port {info.get('port')}"))
+    if idle_timeout is not None:
+        from dbtool.core.client import call
+
+        status = call(area, COMMANDS["server-status"], {}, timeout=timeout).result
+        running = status.get("idle_timeout") if isinstance(status, dict) else None
+        if running != idle_timeout:
+            has = f"{running:g} s" if isinstance(running, (int, float)) else "unknown"
+            found.append((f"--idle-timeout {idle_timeout:g}", f"its idle timeout is {has}"))
+    return found
+
+
+def _addresses(host: str) -> set[str]:
+    """The addresses a host name stands for ('localhost' → 127.0.0.1, ::1); empty if it has none."""
+    import _socket
+
+    try:
+        return {entry[4][0] for entry in _socket.getaddrinfo(host, None)}
+    except OSError:
+        return set()
 
 
 def server_stop(opts: GlobalOptions) -> int:
@@ -287,9 +404,9 @@ def _log_line(entry: dict, output: str) -> str:
     err = entry.get("error") or {}
     outcome = "ok" if entry.get("ok") else f"{err.get('code')}: {err.get('message')}"
     ms = entry.get("ms", 0)
-    lines = [f"{stamp} {entry.get('id')} {entry.get('cmd')} {entry.get('client')} {ms:.2f} ms {outcome}"]
+    lines = [one_line(f"{stamp} {entry.get('id')} {entry.get('cmd')} {entry.get('client')} {ms:.2f} ms {outcome}")]
     for e in entry.get("log") or []:
-        lines.append(f"    {e.get('level')} {e.get('condition')}: {e.get('message')}")
+        lines.append("    " + one_line(f"{e.get('level')} {e.get('condition')}: {e.get('message')}"))
     return "\n".join(lines) + "\n"
 
 
@@ -302,23 +419,42 @@ def watch(
     count: int | None = None,
     no_follow: bool = False,
 ) -> int:
+    """Print events until --count, the end of the replay (--no-follow) or an interrupt; when the
+    server stops first, say so with the --since that resumes without a gap, and exit 3."""
     from dbtool.core.client import watch as watch_events
 
     area = find_area(opts.area)
     if count is not None and count <= 0:
         return 0
     events = watch_events(area, run_id, testpatt, since, default_timeout(opts), follow=not no_follow)
-    for seen, event in enumerate(events, start=1):
-        emit(json.dumps(event, ensure_ascii=False) + "\n" if opts.output == "json" else _event_line(event))
-        if count is not None and seen >= count:
-            break
-    return 0
-    for event in watch_events(area, run_id, testpatt, since, default_timeout(opts)):
-        emit(json.dumps(event, ensure_ascii=False) + "\n" if opts.output == "json" else _event_line(event))
-        seen += 1
-        if count is not None and seen >= count:
-            break
-    return 0
+    last: int | None = None
+    try:
+        for seen, event in enumerate(events, start=1):
+            emit(json.dumps(event, ensure_ascii=False) + "\n" if opts.output == "json" else _event_line(event))
+            last = event.get("seq", last)
+            if count is not None and seen >= count:
+                return 0
+    except Unavailable as err:
+        # core.client.watch raises Unavailable(..., last_seq=N) when the server ends the stream;
+        # any other Unavailable (no server could be started) is reported as it is.
+        if "last_seq" not in err.extra:
+            raise
+        raise Unavailable(_stopped(run_id, testpatt, last if last is not None else err.extra["last_seq"])) from None
+    return 0  # the replay ended (--no-follow): following, the events end only with the server
+
+
+def _stopped(run_id: int | None, testpatt: str | None, seq: object) -> str:
+    """The message of a watch whose server stopped: the command that resumes it with no gap."""
+    import shlex
+
+    again = ["dbtool", "watch"]
+    if run_id is not None:
+        again += ["--run-id", str(run_id)]
+    if testpatt is not None:
+        again += ["--testpatt", shlex.quote(testpatt)]
+    if isinstance(seq, int):
+        again += ["--since", str(seq)]
+    return f"the server stopped; resume with {' '.join(again)}"
 
 
 def _event_line(event: dict) -> str:
@@ -330,4 +466,4 @@ def _event_line(event: dict) -> str:
         where += f" test {event.get('test_id')} {name}{'/' + item if item else ''}"
     state = " ".join(str(v) for v in (event.get("state"), event.get("status")) if v is not None)
     extra = " " + json.dumps(event["data"], ensure_ascii=False) if event.get("data") else ""
-    return f"{event.get('seq'):>7} {stamp} {event.get('event')} {where} {state}{extra}".rstrip() + "\n"
+    return one_line(f"{event.get('seq'):>7} {stamp} {event.get('event')} {where} {state}{extra}".rstrip()) + "\n"

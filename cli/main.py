@@ -32,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        from .output import error_line
+
         print(
-            f"dbtool: error: internal error: {type(err).__name__}: {one_line(str(err))} (run with --trace for details)",
-            file=sys.stderr,
+            error_line(f"internal error: {type(err).__name__}: {err} (run with --trace for details)"), file=sys.stderr
         )
         code = 5
     if argv is None:
@@ -83,15 +84,13 @@ def find_command(words: list[str]) -> tuple[Command | None, list[str]]:
 
 def typer_main(args: list[str], cmd: Command | None) -> int:
     """Run the Typer app (help, usage errors, completion, local commands)."""
-    from .app import build_app
+    from .app import run_app
 
-    app = build_app(cmd)
     try:
-        app(args=args, prog_name="dbtool", standalone_mode=True)
-    except SystemExit as done:
+        return run_app(args, cmd)
+    except SystemExit as done:  # shell completion exits by itself
         code = done.code
         return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
 
 
 def default_timeout(opts: GlobalOptions) -> float:
@@ -112,6 +111,7 @@ def default_timeout(opts: GlobalOptions) -> float:
 def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
     """Route a bound command and print its result; returns the exit code."""
     try:
+        opts.check()
         params = cmd.check_cli(params, travel=cmd.kind != LOCAL)
         if cmd.kind == LOCAL:
             from .local import run_local
@@ -121,7 +121,6 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
             raise Refused(cmd.dead)
         from dbtool.core.area import find_area
         from dbtool.core.client import call
-        from dbtool.core.protocol import plain
 
         area = find_area(opts.area)
         timeout = default_timeout(opts)
@@ -130,14 +129,16 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
             reply = call(area, cmd, request_params, timeout=timeout, trace=opts.trace)
             if opts.trace:
                 print_log(reply.log)
-            return plain(reply.result)
+            return reply.result  # Records stay Records: an empty one still has its columns
 
         result = run_driver(cmd, params, opts, send) if cmd.driver else send(params)
     except DbtoolError as err:
-        return report(err, opts)
+        return report(err, opts, cmd)
     from .output import render
 
-    emit(render(result, opts.output, cmd.columns))
+    # --fields: the table shows every field asked for, and an empty CSV/TSV has them as its header
+    fields = tuple(params.get("fields") or ())
+    emit(render(result, opts.output, () if fields else cmd.columns, fields or cmd.columns))
     return 0
 
 
@@ -153,25 +154,22 @@ def run_driver(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
     return getattr(importlib.import_module(f"dbtool.cli.{module}"), name)(cmd, params, opts, send)
 
 
-def report(err: DbtoolError, opts: GlobalOptions) -> int:
-    """Print a one-line error (the request id when a server was involved) and return its exit code."""
+def report(err: DbtoolError, opts: GlobalOptions, cmd: Command | None = None) -> int:
+    """Print a one-line error (the request id when a server was involved) and return its exit code;
+    a usage error names the command's help."""
     if opts.trace:
         print_log(err.extra.get("log") or [])
         if err.__cause__ is not None:
             import traceback
 
             traceback.print_exception(err.__cause__, file=sys.stderr)
+    from .output import error_line
+
     rid = err.extra.get("request_id")
     suffix = f" [request {rid}]" if rid and rid != "-" else ""
-    print(f"dbtool: error: {one_line(err.message)}{suffix}", file=sys.stderr)
+    help_path = f"dbtool {cmd.name}" if isinstance(err, UsageError) and cmd is not None else None
+    print(error_line(err.message + suffix, help_path), file=sys.stderr)
     return err.exit_code
-
-
-def one_line(text: str) -> str:
-    """A message as one line: control characters it quotes from input (a newline in a name) escaped."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def print_log(entries: list) -> None:

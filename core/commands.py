@@ -29,7 +29,8 @@ class Param:
     name, made absolute on the command line so that the server reads it as the caller meant).
 
     Values are checked (``check_value``) wherever they enter: on the command line and on the wire.
-    ``min``/``max`` bound a number; ``nonempty`` refuses ''; every float must be finite, every
+    ``min``/``max`` bound a number (``max``: the number of values of a list); ``nonempty`` refuses
+    ''; every float must be finite, every
     integer fit in 64 bits and every text be valid Unicode (a file name that is not UTF-8 travels
     with its stray bytes written ``\\xNN``). ``aliases`` are more spellings of the option.
     """
@@ -167,6 +168,8 @@ class Param:
                 raise Refused(f"{self.label} is not valid UTF-8 text; {_UTF8_HINT}")
             return value
         if isinstance(value, list):
+            if self.max is not None and len(value) > self.max:
+                raise Refused(f"{self.label} {self.count_text}, not {len(value)}")
             for item in value:
                 if not item.isascii() and not _is_unicode(item):
                     raise Refused(f"{self.label} is not valid UTF-8 text; {_UTF8_HINT}")
@@ -182,8 +185,17 @@ class Param:
         return value
 
     @property
+    def count_text(self) -> str:
+        """For a list: how many values it takes, in words ('' when unbounded)."""
+        if self.type != "list" or self.max is None:
+            return ""
+        return f"can be given at most {self.max:g} times" if self.multiple else f"takes at most {self.max:g} values"
+
+    @property
     def range_text(self) -> str:
-        """The allowed range in words ('' when unbounded)."""
+        """The allowed range of a number in words ('' when unbounded; a list's ``max`` counts its values)."""
+        if self.type == "list":
+            return ""
         low, high = self.min, self.max
         if low is not None and high is not None:
             return f"between {low:g} and {high:g}"
@@ -411,12 +423,23 @@ NOT_IN = Param("not_in", "bool", "select tests NOT in the given states/statuses"
 INCLUDE_DELETED = Param("include_deleted", "bool", "also list soft-deleted records")
 SINCE = Param("since", "int", "Unix time: only records changed after it", default=0, min=0)
 VAR = Param("var", "str", "name of the variable", required=True, positional=True, metavar="NAME", nonempty=True)
-VALUE = Param("value", "str", "the value", required=True, positional=True, metavar="VALUE")
+VALUE = Param(
+    "value",
+    "str",
+    "the value; a negative number is a value as it is (-3), other text that starts with '-' goes after '--' "
+    "(NAME -- -x)",
+    required=True,
+    positional=True,
+    metavar="VALUE",
+)
 DEADTIME = Param(
     "deadtime", "int", "seconds without progress after which a running test is dead (default: tests.deadtime)", min=0
 )
 RECORD = Param("record", "str", "the record as a JSON object of column: value", required=True)
 IGNORED = "accepted for compatibility; ignored"
+
+MAX_KEYS = 64  # an area's keys: each is a column of runs (and of every target), so keep it human
+MAX_MATCHES = 16  # --match options of one query: each is a regular expression run on every row
 
 TEST_COLUMNS = ("id", "testname", "item_path", "state", "status", "event_time", "host", "run_duration", "comment")
 RUN_COLUMNS = ("id", "target", "runname", "state", "status", "owner", "event_time")
@@ -432,7 +455,13 @@ command(
     "Create a dbtool area: PATH/.dbtool with config.toml and the database holding the full schema.\n\n"
     "Re-running with the same keys is a no-op; different keys are refused.",
     Param("path", "str", "directory of the area (default: the current directory)", positional=True, default="."),
-    Param("keys", "list", "the area's ordered target fields, e.g. RELEASE,PLATFORM", required=True),
+    Param(
+        "keys",
+        "list",
+        f"the area's ordered target fields, e.g. RELEASE,PLATFORM (at most {MAX_KEYS})",
+        required=True,
+        max=MAX_KEYS,
+    ),
 )
 SERVER_START_PARAMS = (
     Param("foreground", "bool", "run the server in this process instead of detaching it"),
@@ -1354,8 +1383,10 @@ command(
     Param(
         "match",
         "str",
-        "FIELD=REGEX: only tests whose FIELD matches the regular expression (repeatable; all must match)",
+        f"FIELD=REGEX: only tests whose FIELD matches the regular expression (repeatable, up to {MAX_MATCHES} "
+        "times; all must match)",
         multiple=True,
+        max=MAX_MATCHES,
     ),
     INCLUDE_DELETED,
     columns=TEST_COLUMNS,
@@ -1690,7 +1721,14 @@ command(
     "vars.add_var",
     "Add N to a numeric variable (a missing one counts as 0) and print the new value.",
     VAR,
-    Param("n", "float", "the number to add", required=True, positional=True, metavar="N"),
+    Param(
+        "n",
+        "float",
+        "the number to add; a negative one subtracts (add-var cnt -3)",
+        required=True,
+        positional=True,
+        metavar="N",
+    ),
 )
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from .area import Area, load_config
 from .commands import Command
 from .errors import DbtoolError, Internal, Refused
 from .link import client_identity
-from .protocol import Reply, plain
+from .protocol import Reply
 from .request import RequestContext, activate
 
 
@@ -29,12 +29,14 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
     params = cmd.bind_wire(params)
     config = load_config(area)
     ctx = RequestContext(f"direct-{os.getpid()}", cmd.name, params, client_identity())
+    ctx.note("debug", "direct", f"read {area.db_path} read-only (no server running)")
     engine = sqlite_engine(area.db_path, DIRECT, pool_size=1)
     try:
         with activate(ctx), engine.connect() as conn, conn.begin():
             schema = schema_for(read_keys(conn))
             result = resolve(cmd.handler)(Db(conn, schema, ctx, config), **params)
-    except DbtoolError:
+    except DbtoolError as err:
+        err.extra.setdefault("log", ctx.log)  # --trace shows where the answer came from
         raise
     except (DBAPIError, engine.dialect.dbapi.Error) as err:
         raise Refused(f"cannot read {area.db_path}: {getattr(err, 'orig', err)}") from None
@@ -42,4 +44,4 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
         raise Internal(f"internal error in {cmd.name} (direct read): {type(err).__name__}: {err}") from err
     finally:
         engine.dispose()
-    return Reply(plain(result), ctx.log, ctx.id)
+    return Reply(result, ctx.log, ctx.id)  # Records as they are, like a server's packed answer

@@ -42,7 +42,9 @@ def invocation(draw, name: str):
             rest = draw(st.lists(words, min_size=1, max_size=3))
             continue
         if p.positional:
-            positionals.append(draw(value_for(p).filter(lambda v: v != "" and not v.startswith("-"))))
+            # a negative number is a value on both paths (add-var cnt -3); other text starting with '-' is not
+            numeric = p.type in ("int", "float")
+            positionals.append(draw(value_for(p).filter(lambda v, n=numeric: v != "" and (n or not v.startswith("-")))))
             continue
         if p.type == "bool":
             options.append([p.option])

@@ -295,4 +295,6 @@ def test_help_and_version(area):
     assert one.code == 0 and "--testpatt" in one.out and "--not-in" in one.out
     assert area.ok("--version").out.startswith("dbtool ")
     unknown = area.run("no-such-command")
-    assert unknown.code == 2 and "No such command" in unknown.err
+    assert (
+        unknown.code == 2 and unknown.err == "dbtool: error: no such command 'no-such-command' (see 'dbtool --help')\n"
+    )

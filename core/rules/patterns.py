@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import re
 
+from ..errors import Refused
+
 LIKE, GLOB = "like", "glob"
+
+# Elements of one pattern list that becomes SQL: each is a condition OR-ed into the query, and
+# SQLite refuses an expression tree over 1000 deep ("Expression tree is too large").
+MAX_ELEMENTS = 200
 
 
 def split_list(pattern: str) -> list[str]:
@@ -21,19 +27,31 @@ def split_list(pattern: str) -> list[str]:
     return [part.strip() for part in pattern.split(",")]
 
 
+def _sql_elements(pattern: str) -> list[str]:
+    """The elements of a pattern list that becomes SQL; more than MAX_ELEMENTS are refused."""
+    elements = split_list(pattern)
+    if len(elements) > MAX_ELEMENTS:
+        raise Refused(
+            f"a pattern list may have at most {MAX_ELEMENTS} comma-separated elements, not {len(elements)}; "
+            "use fewer (a '%' or '*' pattern can cover many names) or query in parts"
+        )
+    return elements
+
+
 def element_kind(element: str) -> str:
     return LIKE if "%" in element else GLOB
 
 
 def field_patterns(pattern: str) -> list[tuple[str, str]]:
-    """(kind, element) for each element of a field pattern list."""
-    return [(element_kind(e), e) for e in split_list(pattern)]
+    """(kind, element) for each element of a field pattern list (at most MAX_ELEMENTS)."""
+    return [(element_kind(e), e) for e in _sql_elements(pattern)]
 
 
 def parse_testpatt(testpatt: str) -> list[tuple[tuple[str, str], tuple[str, str] | None]]:
-    """((kind, test pattern), (kind, item pattern) or None for "any item") per element."""
+    """((kind, test pattern), (kind, item pattern) or None for "any item") per element (at most
+    MAX_ELEMENTS)."""
     result = []
-    for element in split_list(testpatt):
+    for element in _sql_elements(testpatt):
         if not element:
             continue
         test, sep, item = element.partition("/")
