@@ -235,7 +235,7 @@ def _addresses(host: str) -> set[str]:
 
     try:
         return {entry[4][0] for entry in _socket.getaddrinfo(host, None)}
-    except OSError:
+    except (OSError, UnicodeError):  # not a name or address (too long a label, say)
         return set()
 
 

@@ -20,9 +20,11 @@ def stop_under_watch(area, *watch_args: str, events_before_stop: int) -> tuple[i
         events = [json.loads(proc.stdout.readline()) for _ in range(events_before_stop)]
         assert wait_for(lambda: subscribers(area) == 1)
         area.ok("server", "stop")
-        rest, err = proc.communicate(timeout=60)
-        events += [json.loads(line) for line in rest.splitlines()]
-        return proc.returncode, events, err
+        proc.wait(timeout=60)
+        # read through the file objects: readline above may have buffered lines already
+        # (communicate() reads the pipes underneath and would miss them)
+        events += [json.loads(line) for line in proc.stdout.read().splitlines()]
+        return proc.returncode, events, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
