@@ -671,18 +671,41 @@ command(
     "runs.get_keys",
     "List the area's keys through the server (a write: it starts the server when none runs).",
 )
+# The named statements of general-call (reference D.9), in the reference's order; the handler
+# (handlers/misc.py STATEMENTS) implements exactly these.
+GENERAL_CALL_STATEMENTS = (
+    "register-test",
+    "update-run-duration",
+    "set-test-state",
+    "set-test-status",
+    "state-status",
+    "state-status-msg",
+    "set-test-comment",
+    "set-test-start-time",
+    "pass-fail-counts",
+    "test_data-pf-rollup",
+    "test-set-log",
+    "test-set-rundir-shortdir",
+    "delete-tests-in-state",
+    "tests:test-set-toplog",
+    "update-cpuload-diskfree",
+    "update-uname-host",
+    "update-test-rundat",
+    "update-test-state",
+    "update-test-status",
+    "update-pass-fail-counts",
+    "top-test-set-running",
+    "top-test-set-per-pf-counts",
+    "delete-test-step-records",
+    "delete-test-data-records",
+)
 command(
     "general-call",
     WRITE,
     "misc.general_call",
     "Run one of Megatest's named statements (reference D.9) with its arguments in order, e.g. "
     "`general-call state-status COMPLETED PASS 12`. Only these names are accepted: "
-    "register-test, update-run-duration, set-test-state, set-test-status, state-status, "
-    "state-status-msg, set-test-comment, set-test-start-time, pass-fail-counts, test_data-pf-rollup, "
-    "test-set-log, test-set-rundir-shortdir, delete-tests-in-state, tests:test-set-toplog, "
-    "update-cpuload-diskfree, update-uname-host, update-test-rundat, update-test-state, "
-    "update-test-status, update-pass-fail-counts, top-test-set-running, top-test-set-per-pf-counts, "
-    "delete-test-step-records, delete-test-data-records. Returns true.",
+    f"{', '.join(GENERAL_CALL_STATEMENTS)}. Returns true.",
     Param("stmt", "str", "the statement name", required=True, positional=True, metavar="STMT"),
     Param("args", "argv", "the statement's arguments, in the order of reference D.9", metavar="ARG..."),
     RUN_ID.with_(required=False, help="id of the run (used by statements that take one)"),
@@ -1172,7 +1195,7 @@ command(
 command(
     "mark-incomplete",
     WRITE,
-    "tests.mark_incomplete",
+    "deadjobs.mark_incomplete",
     "Mark dead tests COMPLETED/DEAD: RUNNING or REMOTEHOSTSTART longer than run_duration + deadtime, "
     "LAUNCHED for over a day (placeholder toplevels left alone). Prints the ids it marked.",
     RUN_ID.with_(required=False, help="only this run (default: every run)"),
@@ -1182,7 +1205,7 @@ command(
 command(
     "get-toplevels-and-incompletes",
     READ,
-    "tests.get_toplevels_and_incompletes",
+    "deadjobs.get_toplevels_and_incompletes",
     "The tests mark-incomplete would mark: {incompletes, old_launched, toplevels} (toplevels: "
     "placeholder toplevels that look dead, left alone).",
     RUN_ID.with_(required=False, help="only this run (default: every run)"),
@@ -1192,7 +1215,7 @@ command(
 command(
     "have-incompletes",
     READ,
-    "tests.have_incompletes",
+    "deadjobs.have_incompletes",
     "Print true when a run has tests mark-incomplete would mark, else false.",
     RUN_ID.with_(required=False, help="only this run (default: every run)"),
     DEADTIME,

@@ -101,6 +101,14 @@ def test_general_call_refusals_change_nothing(hdb, run, stmt, args, message):
     assert hdb("get-test-info-by-id", test_id=t) == before
 
 
+def test_general_call_statements_are_the_registry_list():
+    from dbtool.core.commands import GENERAL_CALL_STATEMENTS, lookup
+    from dbtool.core.handlers.misc import STATEMENTS
+
+    assert list(STATEMENTS) == list(GENERAL_CALL_STATEMENTS)
+    assert ", ".join(GENERAL_CALL_STATEMENTS) in lookup("general-call").help
+
+
 def test_triggers_can_be_dropped_and_restored(hdb, run):
     t = hdb("register-test", run_id=run, testname="t")
     hdb("drop-all-triggers")

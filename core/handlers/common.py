@@ -104,6 +104,24 @@ def require_test(db: Db, test_id: int) -> dict:
     return test
 
 
+def check_testname(testname: str) -> None:
+    if not testname or "/" in testname:
+        raise Refused(f"invalid test name {testname!r}: it must be non-empty and contain no '/'")
+
+
+def set_test_fields(db: Db, test_id: int, values: dict) -> None:
+    """Set some columns of one test row (a prepared statement per set of column names)."""
+    if not values:
+        return
+    tests = db.t.tests
+    names = tuple(sorted(values))
+
+    def build():
+        return update(tests).where(tests.c.id == bindparam("test_id")).values({n: bindparam(f"v_{n}") for n in names})
+
+    db.fast.execute(("set_fields", names), build, {"test_id": test_id, **{f"v_{n}": values[n] for n in names}})
+
+
 def lookup_test(db: Db, test_id: int) -> dict:
     test = find_test(db, test_id)
     if test is None:
