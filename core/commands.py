@@ -926,7 +926,7 @@ command(
     "get-run-info",
     READ,
     "runs.get_run_info",
-    "Show one run's record (deleted runs too). Exit 1 when the run does not exist.",
+    "Show one run's record (deleted runs too: state deleted, deleted_at set). Exit 1 when the run does not exist.",
     RUN_ID,
 )
 command(
@@ -960,7 +960,7 @@ command(
     "set-run-state-status",
     WRITE,
     "runs.set_run_state_status",
-    "Set a run's state and/or status.",
+    "Set a run's state and/or status ('deleted' and 'locked' are refused: delete-run and lock-unlock-run set those).",
     RUN_ID,
     STATE,
     STATUS,
@@ -987,14 +987,15 @@ command(
     "delete-run",
     WRITE,
     "runs.delete_run",
-    "Delete a run: its steps and test data are removed, its tests and the run are marked deleted "
-    "(register-run revives it). A locked run is refused. On a terminal a large run is deleted in "
-    "batches with a progress bar.",
+    "Delete a run: the first request marks the run deleted (hidden from lists; register-run of its "
+    "target and name revives it) and its tests DELETED, all at once; its steps and test data are then "
+    "removed, in batches with --batch (and on a terminal, with a progress bar). delete-run on a deleted "
+    "run finishes an interrupted removal. A locked run is refused.",
     RUN_ID,
     Param(
         "batch",
         "int",
-        "delete the steps and data of at most N tests per transaction and print what is left "
+        "remove the steps and data of at most N tests per transaction and print what is left "
         "(default: everything in one transaction)",
         min=1,
     ),
@@ -1005,7 +1006,9 @@ command(
     "lock-unlock-run",
     WRITE,
     "runs.lock_unlock_run",
-    "Lock (or unlock) a run: a locked run refuses delete-run. Recorded in the access log.",
+    "Lock (or unlock) a run. While locked the run reports state 'locked' (its own state is kept and "
+    "comes back on unlock) and shows locked_by/locked_at; delete-run and the deletion of its tests "
+    "are refused, status writes are accepted. Recorded in the access log.",
     RUN_ID,
     Param("lock", "bool", "lock the run (the default when neither is given)"),
     Param("unlock", "bool", "unlock the run"),

@@ -10,7 +10,8 @@ from dbtool.core.errors import NotFound, Refused
 
 def test_register_run_revives_deleted_run(hdb):
     run_id = hdb("register-run", target="v1/linux", runname="n")
-    hdb.sql("update runs set state='deleted', status='gone' where id=?", run_id)
+    hdb("set-run-status", run_id=run_id, status="gone")
+    hdb("delete-run", run_id=run_id)
     assert hdb("get-runs") == []
     assert hdb("register-run", target="v1/linux", runname="n", state="again") == run_id
     run = hdb("get-run-info", run_id=run_id)

@@ -150,7 +150,7 @@ def test_locked_run_refuses_delete_and_changes_nothing(hdb, runs):
     assert hdb("get-run-info", run_id=1)["state"] == "locked"
     assert hdb("get-test-info-by-id", test_id=t)["state"] == "NOT_STARTED"
     hdb("lock-unlock-run", run_id=1, unlock=True)
-    assert hdb("get-run-info", run_id=1)["state"] == "unlocked"
+    assert hdb("get-run-info", run_id=1)["state"] == "new"  # the state the lock kept underneath
     hdb("lock-unlock-run", run_id=2)  # neither flag: lock (fail-safe)
     assert hdb("get-run-state", run_id=2) == "locked"
     assert hdb.sql("select user, args from access_log order by id") == [
@@ -250,10 +250,11 @@ def test_runs_cli_common_paths(area):
 
 def test_delete_run_in_batches(hdb, runs):
     ids = [hdb("register-test", run_id=1, testname=f"t{i}") for i in range(5)]
-    hdb.sql("insert into test_steps (test_id, stepname, state) values (?, 's', 'start')", ids[4])
+    for test_id in ids:
+        hdb.sql("insert into test_steps (test_id, stepname, state) values (?, 's', 'start')", test_id)
     hdb.sql("update tests set state = 'DELETED' where id = ?", ids[4])  # soft-deleted earlier, steps still there
     assert hdb("delete-run", run_id=1, batch=2) == {"tests": 2, "remaining": 3}
-    assert hdb("get-run-state", run_id=1) == "new"  # not done yet
+    assert hdb("get-run-state", run_id=1) == "deleted"  # the first request deletes the run; the purge goes on
     assert hdb("delete-run", run_id=1, batch=2) == {"tests": 2, "remaining": 1}
     assert hdb("delete-run", run_id=1, batch=2) == {"tests": 1, "remaining": 0}
     assert hdb("get-run-state", run_id=1) == "deleted"

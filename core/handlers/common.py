@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, false, func, literal, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, false, func, literal, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
@@ -19,6 +20,9 @@ DELETED = "DELETED"  # the status of a soft-deleted step or data row
 # -- runs ---------------------------------------------------------------------------------------
 
 
+RUN_DELETED, RUN_LOCKED = "deleted", "locked"  # the states a deleted / locked run reports (reference B.3)
+
+
 def run_columns(db: Db) -> list[ColumnElement]:
     """The columns of a run record, in the order records show them."""
     r = db.t.runs.c
@@ -27,7 +31,7 @@ def run_columns(db: Db) -> list[ColumnElement]:
         r.runname,
         target_expr(db).label("target"),
         *db.t.key_columns,
-        r.state,
+        run_state(db).label("state"),
         r.status,
         r.owner,
         r.event_time,
@@ -36,7 +40,17 @@ def run_columns(db: Db) -> list[ColumnElement]:
         r.fail_count,
         r.pass_count,
         r.last_update,
+        r.locked_by,
+        r.locked_at,
+        r.deleted_at,
     ]
+
+
+def run_state(db: Db) -> ColumnElement:
+    """The state a run reports: 'deleted' or 'locked' while it is, else its own (rolled-up) state,
+    which a lock keeps underneath and gives back on unlock."""
+    r = db.t.runs.c
+    return case((r.deleted_at.is_not(None), RUN_DELETED), (r.locked_by.is_not(None), RUN_LOCKED), else_=r.state)
 
 
 def target_expr(db: Db) -> ColumnElement:
@@ -53,12 +67,62 @@ def find_run(db: Db, run_id: int) -> dict | None:
     return db.fast.one(key, lambda: select(*run_columns(db)).where(db.t.runs.c.id == bindparam("id")), {"id": run_id})
 
 
-def require_run(db: Db, run_id: int) -> dict:
-    """The run a write refers to; an unknown id is refused (exit 4)."""
+def require_run(db: Db, run_id: int, *, deleting: bool = False) -> dict:
+    """The run a write refers to. Refused (exit 4): an unknown id, a deleted run (nothing is written
+    into it until register-run revives it) and, for a deletion (``deleting``), a locked run."""
     run = find_run(db, run_id)
     if run is None:
         raise Refused(f"no run with id {run_id}; `dbtool get-runs` lists the runs")
+    refuse_changes(run, deleting=deleting)
     return run
+
+
+def refuse_changes(run: dict, *, deleting: bool = False) -> None:
+    """Refuse a write into a deleted run, and a deletion in a locked one (a run record, or the
+    lifecycle fields of ``run_lifecycle``)."""
+    if run["deleted_at"] is not None:
+        raise Refused(
+            f"run {run['id']} is deleted (since {_when(run['deleted_at'])}), so nothing can be written to it; "
+            f"`dbtool register-run --target {run['target']} --runname {run['runname']}` revives it"
+        )
+    if deleting:
+        refuse_if_locked(run)
+
+
+def refuse_if_locked(run: dict) -> None:
+    """Refuse a deletion in a locked run, saying who locked it, when, and how to unlock it."""
+    if run["locked_by"] is not None:
+        who = f"by {run['locked_by']} " if run["locked_by"] else ""
+        raise Refused(
+            f"run {run['id']} is locked {who}since {_when(run['locked_at'])}, so nothing of it can be deleted; "
+            f"unlock it first with `dbtool lock-unlock-run --run-id {run['id']} --unlock`"
+        )
+
+
+def _when(seconds: int | None) -> str:
+    return "an unknown time" if seconds is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def run_lifecycle(db: Db, run_id: int) -> dict | None:
+    """A run's id, name, target and lock/deletion fields (None when there is no such run)."""
+    r = db.t.runs.c
+
+    def build():
+        columns = [r.id, r.runname, target_expr(db).label("target"), r.locked_by, r.locked_at, r.deleted_at]
+        return select(*columns).where(r.id == bindparam("id"))
+
+    return db.fast.one(("run_lifecycle", tuple(db.keys)), build, {"id": run_id})
+
+
+def deleted_run_ids(db: Db):
+    """SELECT of the ids of the deleted runs."""
+    return select(db.t.runs.c.id).where(db.t.runs.c.deleted_at.is_not(None))
+
+
+def locked_run_ids(db: Db):
+    """SELECT of the ids of the locked runs (whose tests a bulk deletion leaves alone, as Megatest
+    skips locked runs)."""
+    return select(db.t.runs.c.id).where(db.t.runs.c.locked_by.is_not(None))
 
 
 def lookup_run(db: Db, run_id: int) -> dict:
@@ -70,7 +134,7 @@ def lookup_run(db: Db, run_id: int) -> dict:
 
 
 def not_deleted_run(db: Db) -> ColumnElement:
-    return func.coalesce(db.t.runs.c.state, "") != "deleted"
+    return db.t.runs.c.deleted_at.is_(None)
 
 
 def split_target(db: Db, target: str) -> list[str]:
@@ -96,11 +160,15 @@ def find_test(db: Db, test_id: int) -> dict | None:
     return db.fast.one("find_test", lambda: select(tests).where(tests.c.id == bindparam("id")), {"id": test_id})
 
 
-def require_test(db: Db, test_id: int) -> dict:
-    """The test a write refers to; an unknown id is refused (exit 4)."""
+def require_test(db: Db, test_id: int, *, deleting: bool = False) -> dict:
+    """The test a write refers to. Refused (exit 4): an unknown id, a test of a deleted run and,
+    for a deletion (``deleting``), a test of a locked run."""
     test = find_test(db, test_id)
     if test is None:
         raise Refused(f"no test with id {test_id}; `dbtool get-tests-for-run --run-id N` lists a run's tests")
+    run = run_lifecycle(db, test["run_id"])
+    if run is not None:
+        refuse_changes(run, deleting=deleting)
     return test
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 from ..db.context import Db
 from ..errors import Refused
 from ..rules.deadjobs import CANDIDATE_STATES, DEAD_STATE, DEAD_STATUS, classify
-from .common import require_test
+from .common import deleted_run_ids, require_run, require_test
 from .runs import set_state_status_and_roll_up_run
 from .tests import apply_state_status
 
@@ -32,7 +32,7 @@ def find_dead(db: Db, run_id: int | None, running_deadtime: int, remote_deadtime
     query = (
         select(*columns, hb.period.label("hb_period"), hb.last_beat.label("hb_last"))
         .select_from(db.t.tests.outerjoin(db.t.heartbeats, hb.test_id == t.id))
-        .where(t.state.in_(CANDIDATE_STATES))
+        .where(t.state.in_(CANDIDATE_STATES), t.run_id.not_in(deleted_run_ids(db)))
     )
     if run_id is not None:
         query = query.where(t.run_id == run_id)
@@ -61,7 +61,10 @@ def have_incompletes(db: Db, *, run_id: int | None = None, deadtime: int | None 
 
 
 def mark_incomplete(db: Db, *, run_id: int | None = None, deadtime: int | None = None) -> list[int]:
-    """C.8 (working, SPEC 9.5): dead tests → COMPLETED/DEAD with the reason; items roll up."""
+    """C.8 (working, SPEC 9.5): dead tests → COMPLETED/DEAD with the reason; items roll up.
+    Deleted runs are left alone; a run id given must be a run that is not deleted."""
+    if run_id is not None:
+        require_run(db, run_id)
     deadtime = _deadtime(db, deadtime)
     found = find_dead(db, run_id, deadtime, deadtime)
     marked = []

@@ -12,7 +12,7 @@ from ..db.context import Db
 from ..db.engine import checkpoint, create_triggers, drop_triggers
 from ..errors import Refused
 from ..request import log
-from .common import emit_for_test, require_run, require_test
+from .common import deleted_run_ids, emit_for_test, locked_run_ids, require_run, require_test
 
 
 def login(
@@ -135,18 +135,23 @@ def _update_rows(db: Db, condition, values: dict) -> None:
 
 
 def _update_test_state(db: Db, newstate: str, oldstate: str, run_id: int, testname: str) -> None:
+    require_run(db, run_id)
     _update_rows(db, and_(_rows_of_test(db, run_id, testname), db.t.tests.c.state == oldstate), {"state": newstate})
 
 
 def _update_test_status(db: Db, newstatus: str, status_patt: str, run_id: int, testname: str) -> None:
     from ..db.dialect import like
 
+    require_run(db, run_id)
     condition = and_(_rows_of_test(db, run_id, testname), like(db.dialect, db.t.tests.c.status, status_patt))
     _update_rows(db, condition, {"status": newstatus})
 
 
 def _delete_tests_in_state(db: Db, state: str) -> None:
-    _update_rows(db, db.t.tests.c.state == state, {"state": "DELETED"})
+    """Every run's tests in that state (C.6), but those of locked and deleted runs."""
+    t = db.t.tests.c
+    left_alone = and_(t.run_id.not_in(locked_run_ids(db)), t.run_id.not_in(deleted_run_ids(db)))
+    _update_rows(db, and_(t.state == state, left_alone), {"state": "DELETED"})
 
 
 def _toplevel_values(db: Db, run_id: int, testname: str, values: dict) -> None:
@@ -157,6 +162,7 @@ def _toplevel_values(db: Db, run_id: int, testname: str, values: dict) -> None:
 
 
 def _rundir_shortdir(db: Db, rundir: str, shortdir: str, testname: str, item_path: str, run_id: int) -> None:
+    require_run(db, run_id)
     t = db.t.tests.c
     condition = and_(t.run_id == run_id, t.testname == testname, t.item_path == item_path)
     _update_rows(db, condition, {"rundir": rundir, "shortdir": shortdir})
@@ -184,14 +190,14 @@ def _data_rollup(db: Db, test_id: int) -> None:
 def _delete_steps(db: Db, test_id: int) -> None:
     from .steps import soft_delete_steps
 
-    require_test(db, test_id)
+    require_test(db, test_id, deleting=True)
     soft_delete_steps(db, test_id)
 
 
 def _delete_data(db: Db, test_id: int) -> None:
     from .testdata import soft_delete_data
 
-    require_test(db, test_id)
+    require_test(db, test_id, deleting=True)
     soft_delete_data(db, test_id)
 
 

@@ -68,7 +68,7 @@ def soft_delete_steps(db: Db, test_id: int) -> int:
 
 
 def delete_steps_for_test(db: Db, *, test_id: int, run_id: int | None = None) -> None:
-    require_test(db, test_id)
+    require_test(db, test_id, deleting=True)
     soft_delete_steps(db, test_id)
 
 

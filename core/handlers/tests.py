@@ -15,6 +15,7 @@ from ..rules.vocab import COUNTED_RUNNING_STATES, FAIL_LIKE, PASS_LIKE
 from .common import (
     check_testname,
     emit_for_test,
+    locked_run_ids,
     lookup_run,
     lookup_test,
     page,
@@ -397,7 +398,7 @@ def delete_test_records(db: Db, *, test_id: int, run_id: int | None = None) -> N
     from .steps import soft_delete_steps
     from .testdata import soft_delete_data
 
-    test = require_test(db, test_id)
+    test = require_test(db, test_id, deleting=True)
     soft_delete_steps(db, test_id)
     soft_delete_data(db, test_id)
     set_test_fields(db, test_id, {"state": "DELETED", "status": "n/a", "comment": ""})
@@ -412,11 +413,14 @@ def delete_test_records(db: Db, *, test_id: int, run_id: int | None = None) -> N
 
 
 def delete_old_deleted_test_records(db: Db, *, days: int = 30) -> int:
-    """C.6: purge tests DELETED longer than ``days`` ago, with their steps, data, samples and outputs."""
+    """C.6: purge tests DELETED longer than ``days`` ago, with their steps, data, samples and outputs
+    (every run but the locked ones)."""
     if days < 0:
         raise Refused("--days must not be negative")
     t = db.t.tests
-    ids = select(t.c.id).where(t.c.state == "DELETED", t.c.event_time < db.now - days * 86400)
+    ids = select(t.c.id).where(
+        t.c.state == "DELETED", t.c.event_time < db.now - days * 86400, t.c.run_id.not_in(locked_run_ids(db))
+    )
     doomed = list(db.conn.execute(ids).scalars())
     for chunk in range(0, len(doomed), 500):
         part = doomed[chunk : chunk + 500]
