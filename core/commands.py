@@ -1651,7 +1651,12 @@ command(
     "tasks.tasks_set_state_given_param_key",
     "Set the state of every task whose params are LIKE the key; prints how many changed.",
     Param("param_key", "str", "the task key (LIKE pattern)", required=True),
-    Param("state", "str", "the new state: new, waiting, reset, inprogress, running, done, killed", required=True),
+    Param(
+        "state",
+        "str",
+        "the new state, any text; the usual ones: new, waiting, reset, inprogress, running, done, killed",
+        required=True,
+    ),
     bulk=True,
 )
 command(

@@ -12,6 +12,7 @@ from ..db.context import Db
 from ..db.engine import checkpoint, create_triggers, drop_triggers
 from ..errors import Refused
 from ..request import log
+from ..rules.testdata import rollup_status
 from .common import deleted_run_ids, emit_for_test, locked_run_ids, require_run, require_test
 
 
@@ -181,10 +182,12 @@ def _per_pf_counts(db: Db, testname: str, run_id: int) -> None:
 
 
 def _data_rollup(db: Db, test_id: int) -> None:
-    from .testdata import rollup_test_data
-
-    require_test(db, test_id)
-    rollup_test_data(db, test_id)
+    """D.9 test_data-pf-rollup is C.4 step 3 alone: the status from the counts stored on the test
+    (not recounted from its data, and left as they are)."""
+    test = require_test(db, test_id)
+    status = rollup_status(test["status"], test["pass_count"] or 0, test["fail_count"] or 0)
+    if status != test["status"]:
+        _set_test(db, test_id, {"status": status})
 
 
 def _delete_steps(db: Db, test_id: int) -> None:
