@@ -128,6 +128,19 @@ def test_roll_up_run_from_toplevels(hdb, runs):
     assert hdb("set-state-status-and-roll-up-run", run_id=1) == {"state": "COMPLETED", "status": "FAIL"}
 
 
+def test_run_roll_up_does_not_hide_failures_behind_tests_not_started(hdb, runs):
+    for name, state, status in [
+        ("f", "COMPLETED", "FAIL"),
+        ("k", "KILLED", "KILLED"),
+        ("d", "COMPLETED", "DEAD"),
+        ("n1", "NOT_STARTED", "n/a"),
+        ("n2", "NOT_STARTED", "n/a"),
+    ]:
+        hdb("set-state-status-and-roll-up-items", run_id=1, testname=name, state=state, status=status)
+    assert hdb("set-state-status-and-roll-up-run", run_id=1) == {"state": "NOT_STARTED", "status": "FAIL"}
+    assert hdb("get-run-state-status", run_id=1) == {"state": "NOT_STARTED", "status": "FAIL"}
+
+
 def test_delete_run_removes_steps_and_data_and_revives(hdb, runs):
     t = hdb("register-test", run_id=1, testname="t")
     hdb.sql("insert into test_steps (test_id, stepname, state) values (?, 's', 'start')", t)

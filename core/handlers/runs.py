@@ -12,7 +12,7 @@ from ..db.dialect import insert_ignore
 from ..errors import NotFound, Refused
 from ..protocol import Records
 from ..rules.patterns import LIKE, element_kind
-from ..rules.rollup import roll_up
+from ..rules.rollup import roll_up_run
 from .common import (
     RUN_DELETED,
     RUN_LOCKED,
@@ -368,7 +368,8 @@ def update_run_event_time(db: Db, *, run_id: int) -> None:
 def set_state_status_and_roll_up_run(
     db: Db, *, run_id: int, state: str | None = None, status: str | None = None
 ) -> dict:
-    """C.2 / SPEC 9.2: the item roll-up rules applied to the run's toplevel tests, stored on the run."""
+    """C.2 / SPEC 9.2: the run's state by the item roll-up rules applied to its toplevel tests, its
+    status the worst of theirs (``roll_up_run``); stored on the run (under a lock too)."""
     run = require_run(db, run_id)
     tests, r = db.t.tests.c, db.t.runs.c
     groups = db.conn.execute(
@@ -380,7 +381,7 @@ def set_state_status_and_roll_up_run(
         return {"state": run["state"], "status": run["status"]}
     stored = tuple(db.conn.execute(select(r.state, r.status).where(r.id == run_id)).one())  # under a lock too
     current = (state if state is not None else stored[0], status if status is not None else stored[1])
-    new = roll_up(groups, None, None)
+    new = roll_up_run(groups)
     if new != current or new != stored:
         _set_run(db, run_id, {"state": new[0], "status": new[1]}, {"rollup": True})
     return {"state": new[0], "status": new[1]}
