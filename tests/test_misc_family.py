@@ -189,6 +189,13 @@ def test_no_sync_values_and_locks(hdb):
     assert hdb("no-sync-get-lock", var="L")["acquired"] is True
 
 
+@pytest.mark.parametrize("name", ["a/b", "/"])
+def test_testmeta_add_record_refuses_names_no_test_can_have(hdb, name):
+    with pytest.raises(Refused, match="non-empty text and contain no '/'"):
+        hdb("testmeta-add-record", testname=name)
+    assert hdb.sql("select count(*) from test_meta") == [(0,)]
+
+
 def test_test_meta(hdb):
     hdb("testmeta-add-record", testname="unit")
     hdb("testmeta-add-record", testname="unit")  # kept

@@ -98,6 +98,32 @@ def test_get_run_record_ids_follows_run_and_test_changes(hdb, runs):
     assert hdb("get-run-record-ids", since=50, target="*/mac") == [2]
 
 
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("/", "target '/' leaves RELEASE and PLATFORM empty"),
+        ("v1/", "target 'v1/' leaves PLATFORM empty"),
+        ("/linux", "target '/linux' leaves RELEASE empty"),
+    ],
+)
+def test_register_run_refuses_empty_key_values_naming_the_key(hdb, target, message):
+    with pytest.raises(Refused, match=message):
+        hdb("register-run", target=target, runname="n")
+    assert hdb.sql("select count(*) from runs") == [(0,)]
+
+
+def test_register_run_refuses_an_empty_run_name(hdb):
+    from dbtool.core.db.context import Db
+    from dbtool.core.handlers.runs import register_run
+    from dbtool.core.request import RequestContext
+
+    # the registry refuses '' before the handler runs; the handler refuses it on its own too
+    with hdb.engine.connect() as conn, conn.begin():
+        db = Db(conn, hdb.schema, RequestContext("t", "register-run", {}, hdb.client))
+        with pytest.raises(Refused, match="invalid run name '': it must be non-empty text"):
+            register_run(db, target="v1/linux", runname="")
+
+
 def test_run_state_status_commands(hdb, runs):
     hdb("set-run-status", run_id=1, status="FAIL", comment="broken")
     assert hdb("get-run-status", run_id=1) == "FAIL"

@@ -11,6 +11,7 @@ from sqlalchemy.sql import ColumnElement
 from ..db.context import Db
 from ..db.dialect import glob, like
 from ..errors import NotFound, Refused
+from ..rules.names import bad_key_values, bad_run_name, bad_test_name
 from ..rules.patterns import GLOB, field_patterns, parse_testpatt
 
 NA = "-na-"  # how a NULL key value renders in a target (reference A.17)
@@ -145,6 +146,9 @@ def split_target(db: Db, target: str) -> list[str]:
             f"target {target!r} has {len(parts)} part(s) but the area's keys are "
             f"{'/'.join(db.keys)} ({len(db.keys)}); give one value per key, joined by '/'"
         )
+    problem = bad_key_values(db.keys, parts)
+    if problem:
+        raise Refused(f"target {target!r} {problem}, e.g. {'/'.join(k.lower() for k in db.keys)}")
     return parts
 
 
@@ -172,9 +176,17 @@ def require_test(db: Db, test_id: int, *, deleting: bool = False) -> dict:
     return test
 
 
-def check_testname(testname: str) -> None:
-    if not testname or "/" in testname:
-        raise Refused(f"invalid test name {testname!r}: it must be non-empty and contain no '/'")
+def check_testname(testname: object) -> None:
+    """Refuse (exit 4) a name no test can have (rules/names.py)."""
+    problem = bad_test_name(testname)
+    if problem:
+        raise Refused(problem)
+
+
+def check_runname(runname: object) -> None:
+    problem = bad_run_name(runname)
+    if problem:
+        raise Refused(problem)
 
 
 def set_test_fields(db: Db, test_id: int, values: dict) -> None:

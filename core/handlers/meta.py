@@ -7,6 +7,7 @@ from sqlalchemy import select, update
 from ..db.context import Db
 from ..db.dialect import insert_ignore
 from ..errors import NotFound, Refused
+from .common import check_testname
 
 # The columns testmeta-update-field may set (SPEC 7: no field names from input without a whitelist).
 UPDATABLE_FIELDS = (
@@ -23,6 +24,7 @@ UPDATABLE_FIELDS = (
 
 
 def testmeta_add_record(db: Db, *, testname: str) -> None:
+    check_testname(testname)
     row = {"testname": testname, **{f: "" for f in UPDATABLE_FIELDS if f != "jobgroup"}}
     if db.conn.execute(insert_ignore(db.dialect, db.t.test_meta, row, ("testname",))).rowcount:
         db.emit(testname=testname, meta="added")

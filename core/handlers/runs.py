@@ -16,6 +16,7 @@ from ..rules.rollup import roll_up_run
 from .common import (
     RUN_DELETED,
     RUN_LOCKED,
+    check_runname,
     field_filter,
     find_run,
     lookup_run,
@@ -75,6 +76,7 @@ def register_run(
 ) -> int:
     """C.19: insert-or-ignore by (runname, key values); a deleted run is revived; returns the id."""
     runs = db.t.runs
+    check_runname(runname)
     values = split_target(db, target)
     _check_own_state(state)
     owner = owner or db.ctx.client.get("user") or ""
