@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from dbtool.core.errors import NotFound, Refused
@@ -260,6 +261,35 @@ def test_insert_run(hdb, runs):
         hdb("insert-run", record="{")
     with pytest.raises(Refused, match="no column"):
         hdb("insert-run", record='{"id": 99}')
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"event_time": "yesterday"}, "event_time must be an integer, not 'yesterday'"),
+        ({"fail_count": "many"}, "fail_count must be an integer, not 'many'"),
+        ({"fail_count": True}, "fail_count must be an integer, not True"),
+        ({"event_time": 1.5}, "event_time must be an integer, not 1.5"),
+        ({"event_time": 2**70}, "event_time must be an integer"),
+        ({"comment": 5}, "comment must be text, not 5"),
+        ({"runname": None}, "runname must not be null"),
+        ({"runname": ""}, "invalid run name ''"),
+        ({"RELEASE": ""}, "leaves RELEASE empty"),
+        ({"PLATFORM": "a/b"}, "PLATFORM must be text without '/'"),
+    ],
+)
+def test_insert_run_refuses_values_of_the_wrong_type(hdb, fields, message):
+    record = {"runname": "q", "RELEASE": "a", "PLATFORM": "b", **fields}
+    with pytest.raises(Refused, match=re.escape(message)):
+        hdb("insert-run", record=json.dumps(record))
+    assert hdb.sql("select count(*) from runs") == [(0,)]
+
+
+def test_insert_run_refuses_json_nan_and_keeps_null_keys(hdb):
+    with pytest.raises(Refused, match="pass_count must be an integer, not nan"):
+        hdb("insert-run", record='{"runname": "q", "RELEASE": "a", "PLATFORM": "b", "pass_count": NaN}')
+    run_id = hdb("insert-run", record='{"runname": "q", "RELEASE": "a", "owner": null}')
+    assert hdb("get-target", run_id=run_id) == "a/-na-"
 
 
 # -- the CLI over a real server ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from dbtool.core.errors import NotFound, Refused
@@ -229,6 +230,31 @@ def test_insert_test(hdb, run):
         hdb("insert-test", run_id=run, record='{"state": "X"}')
     with pytest.raises(Refused, match="no run"):
         hdb("insert-test", run_id=999, record='{"testname": "x"}')
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"state": 123}, "state must be text, not 123"),
+        ({"run_duration": "long"}, "run_duration must be an integer, not 'long'"),
+        ({"event_time": "now"}, "event_time must be an integer, not 'now'"),
+        ({"cpuload": "high"}, "cpuload must be a number, not 'high'"),
+        ({"cpuload": 1e400}, "cpuload must be a number, not inf"),
+        ({"archived": False}, "archived must be an integer, not False"),
+        ({"item_path": None}, "item_path must not be null"),
+        ({"testname": 5}, "testname must be text, not 5"),
+        ({"testname": "a/b"}, "invalid test name 'a/b'"),
+    ],
+)
+def test_insert_test_refuses_values_of_the_wrong_type(hdb, run, fields, message):
+    with pytest.raises(Refused, match=re.escape(message)):
+        hdb("insert-test", run_id=run, record=json.dumps({"testname": "zz", **fields}))
+    assert hdb.sql("select count(*) from tests") == [(0,)]
+
+
+def test_insert_test_takes_an_int_for_a_real_column(hdb, run):
+    t = hdb("insert-test", run_id=run, record='{"testname": "zz", "cpuload": 2, "comment": null}')
+    assert hdb("get-test-info-by-id", test_id=t)["cpuload"] == 2
 
 
 def test_mindata_state_status_and_multi_run_lists(hdb, run):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, false, func, literal, or_, select, update
+from sqlalchemy import Column, Float, Integer, Table, and_, bindparam, case, false, func, literal, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
 from ..db.dialect import glob, like
+from ..db.schema import NumberOrText
 from ..errors import NotFound, Refused
 from ..rules.names import bad_key_values, bad_run_name, bad_test_name
 from ..rules.patterns import GLOB, field_patterns, parse_testpatt
+from ..rules.records import INTEGER, NUMBER_OR_TEXT, REAL, TEXT, bad_value
 
 NA = "-na-"  # how a NULL key value renders in a target (reference A.17)
 DELETED = "DELETED"  # the status of a soft-deleted step or data row
@@ -150,6 +153,40 @@ def split_target(db: Db, target: str) -> list[str]:
     if problem:
         raise Refused(f"target {target!r} {problem}, e.g. {'/'.join(k.lower() for k in db.keys)}")
     return parts
+
+
+# -- whole records (replication) ------------------------------------------------------------------------
+
+
+def parse_record(text: str, columns: list[Column], what: str, not_null: tuple[str, ...] = ()) -> dict:
+    """A --record JSON object: only the given columns, each value of its column's type
+    (rules/records.py), NULL only where the column takes it."""
+    try:
+        record = json.loads(text)
+    except ValueError as err:
+        raise Refused(f"--record is not valid JSON: {err}") from None
+    if not isinstance(record, dict) or not record:
+        raise Refused("--record must be a non-empty JSON object of column: value")
+    by_name = {c.name: c for c in columns}
+    unknown = sorted(set(record) - set(by_name))
+    if unknown:
+        raise Refused(f"{what} has no column(s) {', '.join(unknown)}; allowed: {', '.join(by_name)}")
+    for name, value in record.items():
+        problem = bad_value(name, column_kind(by_name[name]), value, nullable=name not in not_null)
+        if problem:
+            raise Refused(f"--record: {problem}")
+    return record
+
+
+def column_kind(column: Column) -> str:
+    """The kind of values a column holds, as rules/records.py names them."""
+    if isinstance(column.type, NumberOrText):
+        return NUMBER_OR_TEXT
+    if isinstance(column.type, Integer):
+        return INTEGER
+    if isinstance(column.type, Float):  # REAL
+        return REAL
+    return TEXT
 
 
 # -- tests --------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
@@ -11,6 +9,7 @@ from ..db.context import Db
 from ..db.dialect import insert_ignore
 from ..errors import NotFound, Refused
 from ..protocol import Records
+from ..rules.names import bad_key_values
 from ..rules.patterns import LIKE, element_kind
 from ..rules.rollup import roll_up_run
 from .common import (
@@ -22,6 +21,7 @@ from .common import (
     lookup_run,
     not_deleted_run,
     page,
+    parse_record,
     pattern_cond,
     refuse_if_locked,
     require_run,
@@ -108,31 +108,17 @@ def _same_run(db: Db, runname: str, values: list) -> ColumnElement:
     return and_(db.t.runs.c.runname == runname, *(col == v for col, v in zip(db.t.key_columns, values, strict=True)))
 
 
-def parse_record(text: str, allowed: list[str], what: str) -> dict:
-    """A --record JSON object, restricted to whitelisted columns and scalar values."""
-    try:
-        record = json.loads(text)
-    except ValueError as err:
-        raise Refused(f"--record is not valid JSON: {err}") from None
-    if not isinstance(record, dict) or not record:
-        raise Refused("--record must be a non-empty JSON object of column: value")
-    unknown = sorted(set(record) - set(allowed))
-    if unknown:
-        raise Refused(f"{what} has no column(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-    for key, value in record.items():
-        if isinstance(value, (dict, list)):
-            raise Refused(f"--record: {key} must be a number, a string or null")
-    return record
-
-
 def insert_run(db: Db, *, record: str) -> int:
     runs = db.t.runs
-    columns = [c.name for c in runs.c if c.name != "id"]
-    row = parse_record(record, columns, "the runs table")
+    row = parse_record(record, [c for c in runs.c if c.name != "id"], "the runs table", not_null=("runname",))
     row.setdefault("event_time", db.now)
     _lifecycle_from_state(row, db.now)
     values = [row.get(k) for k in db.keys]
-    runname = row.get("runname", "norun")
+    runname = row.get("runname", "norun")  # the column's default (reference A.2)
+    check_runname(runname)
+    problem = bad_key_values(db.keys, values)
+    if problem:
+        raise Refused(f"--record {problem}")
     existing = db.conn.execute(select(runs.c.id).where(_same_run(db, runname, values))).scalar()
     if existing is not None:
         raise Refused(f"run {runname!r} for target {'/'.join(map(str, values))} exists already (id {existing})")

@@ -19,6 +19,7 @@ from .common import (
     lookup_run,
     lookup_test,
     page,
+    parse_record,
     require_run,
     require_test,
     set_test_fields,
@@ -452,14 +453,13 @@ def test_set_archive_block_id(db: Db, *, test_id: int, block_id: int, run_id: in
 
 def insert_test(db: Db, *, run_id: int, record: str) -> int:
     """Insert a complete test record (replication); an existing (testname, item_path) is refused."""
-    from .runs import parse_record
-
     require_run(db, run_id)
     tests = db.t.tests
-    row = parse_record(record, [c.name for c in tests.c if c.name not in ("id", "run_id")], "the tests table")
-    if not row.get("testname"):
+    columns = [c for c in tests.c if c.name not in ("id", "run_id")]
+    row = parse_record(record, columns, "the tests table", not_null=("testname", "item_path"))
+    if "testname" not in row:
         raise Refused("--record needs a testname")
-    check_testname(str(row["testname"]))
+    check_testname(row["testname"])
     row["run_id"] = run_id
     row.setdefault("item_path", "")
     row.setdefault("event_time", db.now)
