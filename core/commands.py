@@ -750,8 +750,9 @@ command(
     "update-tesdata-on-repilcate-db",
     WRITE,
     "misc.update_tesdata_on_repilcate_db",
-    "After an area was replicated, rewrite the rundir and shortdir of every test that starts with "
-    "OLD to start with NEW; prints how many tests changed. (The name keeps Megatest's spelling.)",
+    "After an area was replicated, move the rundir and shortdir of every test that lie under the "
+    "path OLD (OLD itself or OLD/..., not OLDX; compared exactly, case-sensitive) to the same place "
+    "under NEW; prints how many tests changed. (The name keeps Megatest's spelling.)",
     Param("old_linktree", "str", "the old prefix, e.g. /old/links", required=True, nonempty=True),
     Param("new_linktree", "str", "the new prefix, e.g. /new/links", required=True),
     bulk=True,

@@ -145,8 +145,46 @@ def test_update_tesdata_on_replicated_db(hdb, run):
     t = hdb("register-test", run_id=run, testname="t")
     hdb.sql("update tests set rundir = '/old/links/t', shortdir = '/old/links/s' where id = ?", t)
     hdb("register-test", run_id=run, testname="u")
-    assert hdb("update-tesdata-on-repilcate-db", old_linktree="/old/links", new_linktree="/new") == 2
+    assert hdb("update-tesdata-on-repilcate-db", old_linktree="/old/links", new_linktree="/new") == 1  # one test
     assert hdb.sql("select rundir, shortdir from tests where id = ?", t) == [("/new/t", "/new/s")]
+
+
+def _dirs(hdb, run, paths: dict[str, tuple[str, str]]) -> dict[str, int]:
+    ids = {}
+    for name, (rundir, shortdir) in paths.items():
+        ids[name] = hdb("register-test", run_id=run, testname=name)
+        hdb.sql("update tests set rundir = ?, shortdir = ? where id = ?", rundir, shortdir, ids[name])
+    return ids
+
+
+@pytest.mark.parametrize("old", ["/old/links", "/old/links/", "/old/links//"])
+def test_update_tesdata_replaces_a_path_prefix_not_a_string_prefix(hdb, run, old):
+    _dirs(
+        hdb,
+        run,
+        {
+            "a": ("/old/links/a", "/old/linksX/a"),
+            "b": ("/old/linksfoo/b", "/OLD/links/b"),
+            "c": ("/old/links", "rel/old/links/c"),
+            "d": ("/old/l_nks/d", "/old/l%nks/d"),
+        },
+    )
+    assert hdb("update-tesdata-on-repilcate-db", old_linktree=old, new_linktree="/new/") == 2  # tests, not columns
+    assert hdb.sql("select testname, rundir, shortdir from tests order by id") == [
+        ("a", "/new/a", "/old/linksX/a"),
+        ("b", "/old/linksfoo/b", "/OLD/links/b"),
+        ("c", "/new", "rel/old/links/c"),
+        ("d", "/old/l_nks/d", "/old/l%nks/d"),
+    ]
+
+
+def test_update_tesdata_takes_like_wildcards_literally_and_the_root_as_a_prefix(hdb, run):
+    _dirs(hdb, run, {"a": ("/old/l_nks/a", "/old/links/a"), "b": ("/x/b", "y")})
+    assert hdb("update-tesdata-on-repilcate-db", old_linktree="/old/l_nks", new_linktree="/n") == 1
+    assert hdb.sql("select rundir, shortdir from tests order by id") == [("/n/a", "/old/links/a"), ("/x/b", "y")]
+    assert hdb("update-tesdata-on-repilcate-db", old_linktree="/", new_linktree="/mnt") == 2
+    rows = hdb.sql("select rundir, shortdir from tests order by id")
+    assert rows == [("/mnt/n/a", "/mnt/old/links/a"), ("/mnt/x/b", "y")]
 
 
 def test_latest_host_load(hdb, run):

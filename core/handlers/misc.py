@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import and_, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql import ColumnElement
 
 from .. import __version__
 from ..db.context import Db
@@ -52,16 +53,28 @@ def drop_all_triggers(db: Db) -> None:
 
 
 def update_tesdata_on_repilcate_db(db: Db, *, old_linktree: str, new_linktree: str) -> int:
-    """Rewrite the old prefix of rundir/shortdir to the new one; returns the number of tests changed."""
+    """Rewrite rundir/shortdir under the old path to the same place under the new one; returns the
+    number of tests changed. A path prefix, not a string prefix: /old/links is /old/links itself and
+    what is under /old/links/, never /old/linksX (compared exactly: no LIKE wildcards, case-sensitive)."""
     if not old_linktree:
         raise Refused("--old-linktree must not be empty")
+    old, new = old_linktree.rstrip("/"), new_linktree.rstrip("/")  # '/' becomes '': every absolute path
     t = db.t.tests.c
-    n = len(old_linktree)
-    changed = 0
-    for column in (t.rundir, t.shortdir):
-        starts = func.substr(column, 1, n) == old_linktree
-        rewritten = literal(new_linktree) + func.substr(column, n + 1)
-        changed += db.conn.execute(update(db.t.tests).where(starts).values({column.name: rewritten})).rowcount
+
+    def under_old(column) -> ColumnElement:
+        below = func.substr(column, 1, len(old) + 1) == old + "/"
+        return or_(column == old, below) if old else below
+
+    def moved(column) -> ColumnElement:
+        rewritten = case((column == old, literal(new or "/")), else_=literal(new) + func.substr(column, len(old) + 1))
+        return case((under_old(column), rewritten), else_=column)
+
+    statement = (
+        update(db.t.tests)
+        .where(or_(under_old(t.rundir), under_old(t.shortdir)))
+        .values(rundir=moved(t.rundir), shortdir=moved(t.shortdir))
+    )
+    changed = db.conn.execute(statement).rowcount
     if changed:
         db.emit(old_linktree=old_linktree, new_linktree=new_linktree, changed=changed)
     return changed
