@@ -388,6 +388,9 @@ def cli_name(api: str) -> str:
 
 RUN_ID = Param("run_id", "int", "id of the run (printed by register-run, listed by get-runs)", required=True)
 ANY_RUN_ID = RUN_ID.with_(required=False, help="id of the run (accepted for compatibility; the test id decides)")
+TEST_RUN_ID = RUN_ID.with_(
+    required=False, help="id of the test's run (optional: the test id decides; when given it must be the test's run)"
+)
 TEST_ID = Param("test_id", "int", "id of the test (printed by register-test, get-test-id)", required=True)
 TESTNAME = Param("testname", "str", "name of the test", required=True, nonempty=True)
 ITEM_PATH = Param("item_path", "str", "item path of an iterated test; '' (the default) is the toplevel", default="")
@@ -1101,7 +1104,7 @@ command(
     WRITE,
     "tests.test_set_state_status_by_id",
     "Set the state/status of the test with this id and roll its items up into the toplevel.",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     STATE,
     STATUS,
@@ -1112,7 +1115,7 @@ command(
     WRITE,
     "tests.test_set_state_status",
     "Set the state/status/comment of the test with this id, without any roll-up.",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     STATE,
     STATUS,
@@ -1155,7 +1158,7 @@ command(
     WRITE,
     "tests.delete_test_records",
     "Soft-delete a test: its steps and data get status DELETED, the test state DELETED.",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
 )
 command(
@@ -1172,7 +1175,7 @@ command(
     WRITE,
     "tests.test_set_top_process_pid",
     "Record the pid of a test's top process.",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     Param("pid", "int", "process id", required=True, min=0),
 )
@@ -1181,7 +1184,7 @@ command(
     WRITE,
     "tests.test_set_archive_block_id",
     "Record the archive block that holds a test (0 = not archived).",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     Param(
         "block_id", "int", "archive block id (from archive-register-block-name; 0 = not archived)", required=True, min=0
@@ -1485,7 +1488,7 @@ command(
     "steps.teststep_set_status",
     "Record a step of a test: one row per (step, state), so a step normally has a 'start' and an "
     "'end' row; re-sending a state replaces its row (new time).",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     Param("stepname", "str", "name of the step", required=True, nonempty=True),
     Param("state", "str", "step state, normally start or end", required=True, nonempty=True),
@@ -1499,7 +1502,7 @@ command(
     WRITE,
     "steps.delete_steps_for_test",
     "Soft-delete every step of a test (status DELETED; hidden from the step readers).",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     api="delete-steps-for-test!",
     aliases=("delete-steps-for-test",),
@@ -1546,7 +1549,7 @@ command(
     "comment,status,type. Without a status, value is compared with expected±tol (or with the "
     "comparator >, <, >=, <= in tol) to give pass/fail. A (category, variable) already stored is "
     "replaced. Any bad line refuses the whole input.",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     Param("csv", "str", "the CSV text (one or more lines)"),
     Param("file", "str", "read the CSV from this file ('-' = standard input)", client_only=True),
@@ -1560,7 +1563,7 @@ command(
     "testdata.test_data_rollup",
     "Count a test's data rows that passed and failed, store the counts, and set the test's status: "
     "FAIL when any failed, else PASS when any passed (unless WARN).",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     Param("status", "str", IGNORED),
 )

@@ -101,6 +101,15 @@ def test_general_call_refusals_change_nothing(hdb, run, stmt, args, message):
     assert hdb("get-test-info-by-id", test_id=t) == before
 
 
+def test_general_call_refuses_a_run_id_that_is_not_the_tests_run(hdb, run):
+    t = hdb("register-test", run_id=run, testname="t")
+    with pytest.raises(Refused, match=f"test {t} belongs to run {run}, not run 999"):
+        hdb("general-call", stmt="set-test-state", args=["RUNNING", str(t)], run_id=999)
+    assert hdb("get-test-state-status-by-id", test_id=t)["state"] == "NOT_STARTED"
+    hdb("general-call", stmt="set-test-state", args=["RUNNING", str(t)], run_id=run)
+    assert hdb("get-test-state-status-by-id", test_id=t)["state"] == "RUNNING"
+
+
 def test_general_call_statements_are_the_registry_list():
     from dbtool.core.commands import GENERAL_CALL_STATEMENTS, lookup
     from dbtool.core.handlers.misc import STATEMENTS

@@ -405,7 +405,7 @@ def test_rollup_keeps_warn_and_leaves_status_without_data(hdb):
     t = _test(hdb)
     hdb("test-set-state-status-by-id", test_id=t, state="COMPLETED", status="WARN")
     hdb("csv-to-test-data", test_id=t, csv="c,a,1,1,0\n")
-    hdb("test-data-rollup", test_id=t, run_id=12345)  # the run id is ignored
+    hdb("test-data-rollup", test_id=t, run_id=1)  # the test's run: accepted
     assert hdb("get-test-info-by-id", test_id=t)["status"] == "WARN"
     u = hdb("register-test", run_id=1, testname="u")
     hdb("test-data-rollup", test_id=u)

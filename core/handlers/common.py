@@ -201,12 +201,18 @@ def find_test(db: Db, test_id: int) -> dict | None:
     return db.fast.one("find_test", lambda: select(tests).where(tests.c.id == bindparam("id")), {"id": test_id})
 
 
-def require_test(db: Db, test_id: int, *, deleting: bool = False) -> dict:
-    """The test a write refers to. Refused (exit 4): an unknown id, a test of a deleted run and,
-    for a deletion (``deleting``), a test of a locked run."""
+def require_test(db: Db, test_id: int, run_id: int | None = None, *, deleting: bool = False) -> dict:
+    """The test a write refers to. Refused (exit 4): an unknown id; a ``run_id`` given (the
+    --run-id a command takes for compatibility) that is not the test's run; a test of a deleted
+    run; and, for a deletion (``deleting``), a test of a locked run."""
     test = find_test(db, test_id)
     if test is None:
         raise Refused(f"no test with id {test_id}; `dbtool get-tests-for-run --run-id N` lists a run's tests")
+    if run_id is not None and run_id != test["run_id"]:
+        raise Refused(
+            f"test {test_id} belongs to run {test['run_id']}, not run {run_id}; "
+            "give the test's own run id, or leave --run-id out"
+        )
     run = run_lifecycle(db, test["run_id"])
     if run is not None:
         refuse_changes(run, deleting=deleting)

@@ -348,6 +348,8 @@ def general_call(db: Db, *, stmt: str, args: list[str] | None = None, run_id: in
             if run_id is None:
                 raise Refused(f"general-call {stmt} needs --run-id")
             values["run_id"] = run_id
+        elif run_id is not None and "test_id" in values and "run_id" not in values:
+            require_test(db, values["test_id"], run_id)  # a --run-id given with a test id must be its run
         fn(db, **values)
         return True
     expected = " or ".join(" ".join(n.upper() for n in layout) for layout in layouts)

@@ -19,7 +19,7 @@ def csv_to_test_data(db: Db, *, test_id: int, run_id: int | None = None, csv: st
 
     A (category, variable) the test already has is replaced: deleted, then inserted with a new id.
     """
-    test = require_test(db, test_id)
+    test = require_test(db, test_id, run_id)
     if csv is None:
         raise Refused("csv-to-test-data needs the CSV text: --csv TEXT, --file F or --file - (standard input)")
     try:
@@ -115,7 +115,7 @@ def rollup_test_data(db: Db, test_id: int) -> None:
 
 
 def test_data_rollup(db: Db, *, test_id: int, run_id: int | None = None, status: str | None = None) -> None:
-    require_test(db, test_id)
+    require_test(db, test_id, run_id)
     rollup_test_data(db, test_id)
 
 

@@ -174,7 +174,7 @@ def test_set_state_status_by_id(
     status: str | None = None,
     comment: str | None = None,
 ) -> None:
-    apply_state_status(db, require_test(db, test_id), state, status, comment)
+    apply_state_status(db, require_test(db, test_id, run_id), state, status, comment)
 
 
 def get_test_id(db: Db, *, run_id: int, testname: str, item_path: str = "") -> int:
@@ -310,7 +310,7 @@ def test_set_state_status(
     comment: str | None = None,
 ) -> None:
     """C.3: set the given fields, no roll-up."""
-    apply_state_status(db, require_test(db, test_id), state, status, comment, roll=False)
+    apply_state_status(db, require_test(db, test_id, run_id), state, status, comment, roll=False)
 
 
 def set_tests_state_status(
@@ -399,7 +399,7 @@ def delete_test_records(db: Db, *, test_id: int, run_id: int | None = None) -> N
     from .steps import soft_delete_steps
     from .testdata import soft_delete_data
 
-    test = require_test(db, test_id, deleting=True)
+    test = require_test(db, test_id, run_id, deleting=True)
     soft_delete_steps(db, test_id)
     soft_delete_data(db, test_id)
     set_test_fields(db, test_id, {"state": "DELETED", "status": "n/a", "comment": ""})
@@ -434,13 +434,20 @@ def delete_old_deleted_test_records(db: Db, *, days: int = 30) -> int:
 
 
 def test_set_top_process_pid(db: Db, *, test_id: int, pid: int, run_id: int | None = None) -> None:
-    test = require_test(db, test_id)
+    test = require_test(db, test_id, run_id)
     set_test_fields(db, test_id, {"attemptnum": pid})
     db.emit(run_id=test["run_id"], test_id=test_id, testname=test["testname"], item_path=test["item_path"], pid=pid)
 
 
 def test_set_archive_block_id(db: Db, *, test_id: int, block_id: int, run_id: int | None = None) -> None:
-    test = require_test(db, test_id)
+    """tests.archived := the block (0 = not archived); a block id that names no block is refused."""
+    test = require_test(db, test_id, run_id)
+    blocks = db.t.archive_blocks.c
+    if block_id and db.conn.execute(select(blocks.id).where(blocks.id == block_id)).first() is None:
+        raise Refused(
+            f"no archive block with id {block_id}; register it with `dbtool archive-register-block-name` "
+            "(0 = not archived)"
+        )
     set_test_fields(db, test_id, {"archived": block_id})
     db.emit(
         run_id=test["run_id"],
