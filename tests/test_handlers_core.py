@@ -20,6 +20,18 @@ def test_register_run_revives_deleted_run(hdb):
     assert revived == [None, True]
 
 
+def test_init_writes_the_version_vars(hdb):
+    assert hdb("get-var", var="MEGATEST_VERSION") == "test-dbtl"  # reference A.10: <version>-<4 chars>
+    assert hdb("get-var", var="DBTOOL_VERSION") == "test"
+    assert hdb("get-var", var="DBTOOL_SCHEMA") == 2
+
+
+def test_dbtool_init_writes_megatest_version(area):
+    from dbtool.core import __version__
+
+    assert area.ok("get-var", "MEGATEST_VERSION").out == f"{__version__}-dbtl\n"
+
+
 def test_register_run_contour_does_not_distinguish_runs(hdb):
     a = hdb("register-run", target="v1/linux", runname="n", contour="c1")
     b = hdb("register-run", target="v1/linux", runname="n", contour="c2")

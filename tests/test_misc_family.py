@@ -222,6 +222,21 @@ def test_vars_arithmetic(hdb):
     assert hdb("get-var", var="s") == "text"
 
 
+def test_vars_that_overflow(hdb):
+    hdb("set-var", var="h", value="1e400")
+    assert hdb("get-var", var="h") == "1e400"  # no float holds it: the text, not inf (or nothing)
+    hdb("set-var", var="big", value="1e308")
+    with pytest.raises(Refused, match=r"adding 1e\+308 to variable 'big' \(1e308\) gives a number out of range"):
+        hdb("add-var", var="big", n=1e308)
+    assert hdb("get-var", var="big") == 1e308
+    hdb("set-var", var="huge", value="9" * 400)
+    with pytest.raises(Refused, match="out of range"):
+        hdb("add-var", var="huge", n=0.5)
+    assert hdb("add-var", var="huge", n=1) == 10**400  # ints are exact
+    with pytest.raises(Refused, match="not a number"):
+        hdb("inc-var", var="h")
+
+
 def test_no_sync_values_and_locks(hdb):
     hdb("no-sync-set", var="a", value="12")
     assert hdb("no-sync-get-default", var="a") == 12
@@ -241,6 +256,16 @@ def test_testmeta_add_record_refuses_names_no_test_can_have(hdb, name):
     with pytest.raises(Refused, match="non-empty text and contain no '/'"):
         hdb("testmeta-add-record", testname=name)
     assert hdb.sql("select count(*) from test_meta") == [(0,)]
+
+
+def test_testmeta_number_fields_refuse_numbers_out_of_range(hdb):
+    hdb("testmeta-add-record", testname="unit")
+    with pytest.raises(Refused, match="avg_runtime 1e999 is out of range for a number"):
+        hdb("testmeta-update-field", testname="unit", field="avg_runtime", value="1e999")
+    hdb("testmeta-update-field", testname="unit", field="avg_runtime", value="12.5")
+    hdb("testmeta-update-field", testname="unit", field="description", value="1e999")  # text: kept as given
+    record = hdb("testmeta-get-record", testname="unit")
+    assert (record["avg_runtime"], record["description"]) == (12.5, "1e999")
 
 
 def test_test_meta(hdb):

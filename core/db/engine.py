@@ -21,6 +21,9 @@ from .dialect import drop_trigger_ddl, trigger_ddl
 from .schema import RUN_LIFECYCLE_COLUMNS, SCHEMA_VERSION, TRIGGER_TABLES, Schema, schema_for
 
 WRITE, READ, DIRECT, ADMIN = "write", "read", "direct", "admin"
+# Megatest's MEGATEST_VERSION var is "<version>-<first 4 chars of its fossil hash>" (reference A.10).
+# dbtool has no fossil hash: its 4 characters say the area was made by dbtool.
+MEGATEST_VERSION_SUFFIX = "dbtl"
 BUSY_TIMEOUT_MS = 10_000
 NETWORK_FILESYSTEMS = frozenset(
     [
@@ -152,7 +155,12 @@ def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
     if not existing:
         conn.execute(insert(schema.keys_t), [{"fieldname": k, "fieldtype": "TEXT"} for k in keys])
     metadat = schema.metadat
-    for var, val in (("DBTOOL_VERSION", version), ("DBTOOL_SCHEMA", str(SCHEMA_VERSION))):
+    versions = (
+        ("DBTOOL_VERSION", version),
+        ("DBTOOL_SCHEMA", str(SCHEMA_VERSION)),
+        ("MEGATEST_VERSION", f"{version}-{MEGATEST_VERSION_SUFFIX}"),
+    )
+    for var, val in versions:
         found = conn.execute(select(metadat.c.id).where(metadat.c.var == var)).first()
         if found is None:
             conn.execute(insert(metadat).values(var=var, val=val))
