@@ -1830,7 +1830,8 @@ command(
     "archive-get-allocations",
     READ,
     "archives.archive_get_allocations",
-    "List the archive blocks already holding a test/item on disks with more than --dneeded free.",
+    "List the archive blocks already holding a test/item (given to a test of that name and item path, "
+    "in any run, by test-set-archive-block-id) on disks with more than --dneeded free.",
     TESTNAME,
     ITEM_PATH,
     Param("dneeded", "int", "space needed", default=0, min=0),

@@ -331,6 +331,29 @@ def test_archives(hdb, run):
     assert hdb("archive-get-allocations", testname="t", dneeded=60) == []
 
 
+def test_archive_allocations_include_the_blocks_tests_were_given(hdb, run):
+    disk = hdb("archive-register-disk", disk_name="arch", disk_path="/d1", df=1000)
+    small = hdb("archive-register-disk", disk_name="arch", disk_path="/d2", df=5)
+    block = hdb("archive-register-block-name", disk_id=disk, archive_path="/d1/2026_q4/suite_abcde")
+    other = hdb("archive-register-block-name", disk_id=small, archive_path="/d2/2026_q4/suite_abcde")
+    item = hdb("register-test", run_id=run, testname="t", item_path="i")
+    top = hdb("get-test-id", run_id=run, testname="t")
+    assert hdb("archive-get-allocations", testname="t", item_path="i") == []
+    hdb("test-set-archive-block-id", test_id=item, block_id=block)
+    found = hdb("archive-get-allocations", testname="t", item_path="i")
+    assert [(r["id"], r["disk_path"], r["disk"]) for r in found] == [(block, "/d1/2026_q4/suite_abcde", "/d1")]
+    assert hdb("archive-get-allocations", testname="t") == []  # the toplevel has no block
+    hdb("test-set-archive-block-id", test_id=top, block_id=other)
+    assert [r["id"] for r in hdb("archive-get-allocations", testname="t")] == [other]
+    assert hdb("archive-get-allocations", testname="t", dneeded=10) == []  # not enough room on /d2
+    hdb.sql("insert into archive_allocations (archive_block_id, testname, item_path) values (?, 't', 'i')", block)
+    assert [r["id"] for r in hdb("archive-get-allocations", testname="t", item_path="i")] == [block]  # once
+    later = hdb("register-run", target="v1/linux", runname="later")
+    again = hdb("register-test", run_id=later, testname="t", item_path="i")
+    hdb("test-set-archive-block-id", test_id=again, block_id=other)  # another run's archive of the same item
+    assert [r["id"] for r in hdb("archive-get-allocations", testname="t", item_path="i")] == [block, other]
+
+
 def test_change_tracking(hdb, run):
     hdb("drop-all-triggers")
     t = hdb("register-test", run_id=run, testname="t")
