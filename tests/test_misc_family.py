@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
@@ -98,6 +99,24 @@ def test_general_call_refusals_change_nothing(hdb, run, stmt, args, message):
     before = hdb("get-test-info-by-id", test_id=t)
     with pytest.raises(Refused, match=message):
         hdb("general-call", stmt=stmt, args=args)
+    assert hdb("get-test-info-by-id", test_id=t) == before
+
+
+@pytest.mark.parametrize(
+    ("stmt", "args", "message"),
+    [
+        ("update-run-duration", ["-5"], "seconds must be at least 0, not -5"),
+        ("pass-fail-counts", ["1", "-1"], "fail_count must be at least 0, not -1"),
+        ("pass-fail-counts", [str(2**70), "0"], "pass_count is out of range (64-bit integers only)"),
+        ("update-cpuload-diskfree", ["nan", "5"], "cpuload must be a finite number, not 'nan'"),
+        ("update-cpuload-diskfree", ["1.5", "-7"], "diskfree must be at least -1, not -7"),
+    ],
+)
+def test_general_call_refuses_numbers_no_column_can_use(hdb, run, stmt, args, message):
+    t = hdb("register-test", run_id=run, testname="t")
+    before = hdb("get-test-info-by-id", test_id=t)
+    with pytest.raises(Refused, match=re.escape(f"general-call {stmt}: {message}")):
+        hdb("general-call", stmt=stmt, args=[*args, str(t)])
     assert hdb("get-test-info-by-id", test_id=t) == before
 
 

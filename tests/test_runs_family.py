@@ -223,6 +223,9 @@ def test_run_statistics(hdb, runs):
     assert {r["count"] for r in hdb("get-main-run-stats", run_id=1) if r["status"] == "PASS"} == {5}
     with pytest.raises(Refused, match="STATE,STATUS,COUNT"):
         hdb("update-run-stats", run_id=1, stat=["bad"])
+    with pytest.raises(Refused, match=r"--stat ',,-5': COUNT must be a whole number of tests \(0 or more\)"):
+        hdb("update-run-stats", run_id=1, stat=[",,-5"])
+    assert {r["count"] for r in hdb("get-main-run-stats", run_id=1) if r["status"] == "PASS"} == {5}
     with pytest.raises(NotFound):
         hdb("get-main-run-stats", run_id=4)  # deleted
     stats = hdb("get-run-stats")

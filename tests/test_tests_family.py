@@ -279,6 +279,12 @@ def test_mindata_state_status_and_multi_run_lists(hdb, run):
     ]
 
 
+def test_run_ids_of_a_multi_run_list_must_be_ids(hdb, run):
+    for bad in (["x"], [str(2**70)], ["-1"]):
+        with pytest.raises(Refused, match="--run-ids must be a comma list of run ids"):
+            hdb("get-tests-for-runs-mindata", run_ids=bad)
+
+
 def test_previous_run_records(hdb, run):
     setup_tests(hdb, run, [("t", "", "COMPLETED", "FAIL"), ("t", "i", "COMPLETED", "FAIL")])
     second = hdb("register-run", target="v1/linux", runname="r2")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from sqlalchemy import and_, case, exists, func, insert, literal, or_, select, update
@@ -298,30 +299,39 @@ STATEMENTS: dict[str, tuple[tuple[tuple[str, ...], ...], Statement]] = {
     "delete-test-data-records": ((("test_id",),), _delete_data),
 }
 
-_INTS = {
-    "run_id",
-    "test_id",
-    "seconds",
-    "pass_count",
-    "fail_count",
-    "diskfree",
-    "diskusage",
-    "run_duration",
-    "update_time",
+# The numeric arguments of the statements: name → (type, least value). Counts, durations and times
+# are never negative; -1 means "unknown" for disk space and load (the columns' defaults).
+_NUMBERS: dict[str, tuple[type, int | None]] = {
+    "run_id": (int, None),
+    "test_id": (int, None),
+    "seconds": (int, 0),
+    "pass_count": (int, 0),
+    "fail_count": (int, 0),
+    "run_duration": (int, 0),
+    "update_time": (int, 0),
+    "diskfree": (int, -1),
+    "diskusage": (int, -1),
+    "cpuload": (float, -1),
 }
-_FLOATS = {"cpuload"}
 
 
 def _convert(stmt: str, name: str, text: str) -> object:
+    """A statement's argument as its column takes it (text unless it is one of _NUMBERS)."""
+    if name not in _NUMBERS:
+        return text
+    kind, least = _NUMBERS[name]
     try:
-        if name in _INTS:
-            return int(text)
-        if name in _FLOATS:
-            return float(text)
+        value = kind(text)
     except ValueError:
-        kind = "an integer" if name in _INTS else "a number"
-        raise Refused(f"general-call {stmt}: {name} must be {kind}, got {text!r}") from None
-    return text
+        expected = "an integer" if kind is int else "a number"
+        raise Refused(f"general-call {stmt}: {name} must be {expected}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise Refused(f"general-call {stmt}: {name} must be a finite number, not {text!r}")
+    if kind is int and not -(2**63) <= value < 2**63:
+        raise Refused(f"general-call {stmt}: {name} is out of range (64-bit integers only)")
+    if least is not None and value < least:
+        raise Refused(f"general-call {stmt}: {name} must be at least {least}, not {text}")
+    return value
 
 
 def general_call(db: Db, *, stmt: str, args: list[str] | None = None, run_id: int | None = None) -> bool:

@@ -505,9 +505,12 @@ def _parse_stat(text: str) -> tuple[str, str, int]:
     if len(parts) != 3:
         raise Refused(f"--stat {text!r} must be STATE,STATUS,COUNT")
     try:
-        return parts[0].strip(), parts[1].strip(), int(parts[2])
+        count = int(parts[2])
     except ValueError:
-        raise Refused(f"--stat {text!r}: COUNT must be an integer") from None
+        count = -1
+    if not 0 <= count < 2**63:
+        raise Refused(f"--stat {text!r}: COUNT must be a whole number of tests (0 or more)")
+    return parts[0].strip(), parts[1].strip(), count
 
 
 def get_main_run_stats(db: Db, *, run_id: int) -> Records:

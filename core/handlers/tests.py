@@ -609,7 +609,9 @@ def get_tests_for_runs_mindata(
     try:
         ids = [int(i) for i in run_ids] if run_ids else None
     except ValueError:
-        raise Refused(f"--run-ids must be a comma list of run ids, not {','.join(run_ids)!r}") from None
+        ids = [-1]
+    if ids and not all(0 <= i < 2**63 for i in ids):
+        raise Refused(f"--run-ids must be a comma list of run ids, not {','.join(run_ids)!r}")
     return get_tests_for_run(
         db,
         run_id=ids,
