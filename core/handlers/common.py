@@ -71,13 +71,13 @@ def find_run(db: Db, run_id: int) -> dict | None:
     return db.fast.one(key, lambda: select(*run_columns(db)).where(db.t.runs.c.id == bindparam("id")), {"id": run_id})
 
 
-def require_run(db: Db, run_id: int, *, deleting: bool = False) -> dict:
-    """The run a write refers to. Refused (exit 4): an unknown id, a deleted run (nothing is written
-    into it until register-run revives it) and, for a deletion (``deleting``), a locked run."""
+def require_run(db: Db, run_id: int) -> dict:
+    """The run a write refers to. Refused (exit 4): an unknown id, and a deleted run (nothing is
+    written into it until register-run revives it)."""
     run = find_run(db, run_id)
     if run is None:
         raise Refused(f"no run with id {run_id}; `dbtool get-runs` lists the runs")
-    refuse_changes(run, deleting=deleting)
+    refuse_changes(run)
     return run
 
 
@@ -151,7 +151,7 @@ def split_target(db: Db, target: str) -> list[str]:
         )
     problem = bad_key_values(db.keys, parts)
     if problem:
-        raise Refused(f"target {target!r} {problem}, e.g. {'/'.join(k.lower() for k in db.keys)}")
+        raise Refused(f"target {target!r} {problem} ({'/'.join(db.keys)})")
     return parts
 
 
