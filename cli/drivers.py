@@ -110,7 +110,10 @@ DELETE_BATCH = 2000  # tests per transaction when delete-run shows progress
 
 
 def delete_run(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
-    """delete-run: one transaction, unless a person watches: then batches with a progress bar."""
+    """delete-run: one transaction, unless a person watches: then batches with a progress bar.
+
+    The first batch deletes the run itself (the server marks it and its tests deleted at once), so
+    an interrupted client leaves a deleted run whose removal the next delete-run finishes."""
     if params.get("batch") is not None or not _watched():
         return send(params)
     first = send({**params, "batch": DELETE_BATCH})

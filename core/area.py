@@ -26,6 +26,9 @@ RESERVED_KEY_NAMES = frozenset(
         "fail_count",
         "pass_count",
         "last_update",
+        "locked_by",
+        "locked_at",
+        "deleted_at",
         "target",
     ]
 )

@@ -400,6 +400,9 @@ def cli_name(api: str) -> str:
 
 RUN_ID = Param("run_id", "int", "id of the run (printed by register-run, listed by get-runs)", required=True)
 ANY_RUN_ID = RUN_ID.with_(required=False, help="id of the run (accepted for compatibility; the test id decides)")
+TEST_RUN_ID = RUN_ID.with_(
+    required=False, help="id of the test's run (optional: the test id decides; when given it must be the test's run)"
+)
 TEST_ID = Param("test_id", "int", "id of the test (printed by register-test, get-test-id)", required=True)
 TESTNAME = Param("testname", "str", "name of the test", required=True, nonempty=True)
 ITEM_PATH = Param("item_path", "str", "item path of an iterated test; '' (the default) is the toplevel", default="")
@@ -708,18 +711,41 @@ command(
     "runs.get_keys",
     "List the area's keys through the server (a write: it starts the server when none runs).",
 )
+# The named statements of general-call (reference D.9), in the reference's order; the handler
+# (handlers/misc.py STATEMENTS) implements exactly these.
+GENERAL_CALL_STATEMENTS = (
+    "register-test",
+    "update-run-duration",
+    "set-test-state",
+    "set-test-status",
+    "state-status",
+    "state-status-msg",
+    "set-test-comment",
+    "set-test-start-time",
+    "pass-fail-counts",
+    "test_data-pf-rollup",
+    "test-set-log",
+    "test-set-rundir-shortdir",
+    "delete-tests-in-state",
+    "tests:test-set-toplog",
+    "update-cpuload-diskfree",
+    "update-uname-host",
+    "update-test-rundat",
+    "update-test-state",
+    "update-test-status",
+    "update-pass-fail-counts",
+    "top-test-set-running",
+    "top-test-set-per-pf-counts",
+    "delete-test-step-records",
+    "delete-test-data-records",
+)
 command(
     "general-call",
     WRITE,
     "misc.general_call",
     "Run one of Megatest's named statements (reference D.9) with its arguments in order, e.g. "
     "`general-call state-status COMPLETED PASS 12`. Only these names are accepted: "
-    "register-test, update-run-duration, set-test-state, set-test-status, state-status, "
-    "state-status-msg, set-test-comment, set-test-start-time, pass-fail-counts, test_data-pf-rollup, "
-    "test-set-log, test-set-rundir-shortdir, delete-tests-in-state, tests:test-set-toplog, "
-    "update-cpuload-diskfree, update-uname-host, update-test-rundat, update-test-state, "
-    "update-test-status, update-pass-fail-counts, top-test-set-running, top-test-set-per-pf-counts, "
-    "delete-test-step-records, delete-test-data-records. Returns true.",
+    f"{', '.join(GENERAL_CALL_STATEMENTS)}. Returns true.",
     Param("stmt", "str", "the statement name", required=True, positional=True, metavar="STMT"),
     Param("args", "argv", "the statement's arguments, in the order of reference D.9", metavar="ARG..."),
     RUN_ID.with_(required=False, help="id of the run (used by statements that take one)"),
@@ -764,8 +790,9 @@ command(
     "update-tesdata-on-repilcate-db",
     WRITE,
     "misc.update_tesdata_on_repilcate_db",
-    "After an area was replicated, rewrite the rundir and shortdir of every test that starts with "
-    "OLD to start with NEW; prints how many tests changed. (The name keeps Megatest's spelling.)",
+    "After an area was replicated, move the rundir and shortdir of every test that lie under the "
+    "path OLD (OLD itself or OLD/..., not OLDX; compared exactly, case-sensitive) to the same place "
+    "under NEW; prints how many tests changed. (The name keeps Megatest's spelling.)",
     Param("old_linktree", "str", "the old prefix, e.g. /old/links", required=True, nonempty=True),
     Param("new_linktree", "str", "the new prefix, e.g. /new/links", required=True),
     bulk=True,
@@ -940,7 +967,7 @@ command(
     "get-run-info",
     READ,
     "runs.get_run_info",
-    "Show one run's record (deleted runs too). Exit 1 when the run does not exist.",
+    "Show one run's record (deleted runs too: state deleted, deleted_at set). Exit 1 when the run does not exist.",
     RUN_ID,
 )
 command(
@@ -974,7 +1001,7 @@ command(
     "set-run-state-status",
     WRITE,
     "runs.set_run_state_status",
-    "Set a run's state and/or status.",
+    "Set a run's state and/or status ('deleted' and 'locked' are refused: delete-run and lock-unlock-run set those).",
     RUN_ID,
     STATE,
     STATUS,
@@ -1001,14 +1028,15 @@ command(
     "delete-run",
     WRITE,
     "runs.delete_run",
-    "Delete a run: its steps and test data are removed, its tests and the run are marked deleted "
-    "(register-run revives it). A locked run is refused. On a terminal a large run is deleted in "
-    "batches with a progress bar.",
+    "Delete a run: the first request marks the run deleted (hidden from lists; register-run of its "
+    "target and name revives it) and its tests DELETED, all at once; its steps and test data are then "
+    "removed, in batches with --batch (and on a terminal, with a progress bar). delete-run on a deleted "
+    "run finishes an interrupted removal. A locked run is refused.",
     RUN_ID,
     Param(
         "batch",
         "int",
-        "delete the steps and data of at most N tests per transaction and print what is left "
+        "remove the steps and data of at most N tests per transaction and print what is left "
         "(default: everything in one transaction)",
         min=1,
     ),
@@ -1019,7 +1047,9 @@ command(
     "lock-unlock-run",
     WRITE,
     "runs.lock_unlock_run",
-    "Lock (or unlock) a run: a locked run refuses delete-run. Recorded in the access log.",
+    "Lock (or unlock) a run. While locked the run reports state 'locked' (its own state is kept and "
+    "comes back on unlock) and shows locked_by/locked_at; delete-run and the deletion of its tests "
+    "are refused, status writes are accepted. Recorded in the access log.",
     RUN_ID,
     Param("lock", "bool", "lock the run (the default when neither is given)"),
     Param("unlock", "bool", "unlock the run"),
@@ -1111,7 +1141,7 @@ command(
     WRITE,
     "tests.test_set_state_status_by_id",
     "Set the state/status of the test with this id and roll its items up into the toplevel.",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     STATE,
     STATUS,
@@ -1122,7 +1152,7 @@ command(
     WRITE,
     "tests.test_set_state_status",
     "Set the state/status/comment of the test with this id, without any roll-up.",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     STATE,
     STATUS,
@@ -1165,7 +1195,7 @@ command(
     WRITE,
     "tests.delete_test_records",
     "Soft-delete a test: its steps and data get status DELETED, the test state DELETED.",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
 )
 command(
@@ -1182,7 +1212,7 @@ command(
     WRITE,
     "tests.test_set_top_process_pid",
     "Record the pid of a test's top process.",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     Param("pid", "int", "process id", required=True, min=0),
 )
@@ -1191,7 +1221,7 @@ command(
     WRITE,
     "tests.test_set_archive_block_id",
     "Record the archive block that holds a test (0 = not archived).",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     Param(
         "block_id", "int", "archive block id (from archive-register-block-name; 0 = not archived)", required=True, min=0
@@ -1209,7 +1239,7 @@ command(
 command(
     "mark-incomplete",
     WRITE,
-    "tests.mark_incomplete",
+    "deadjobs.mark_incomplete",
     "Mark dead tests COMPLETED/DEAD: RUNNING or REMOTEHOSTSTART longer than run_duration + deadtime, "
     "LAUNCHED for over a day (placeholder toplevels left alone). Prints the ids it marked.",
     RUN_ID.with_(required=False, help="only this run (default: every run)"),
@@ -1219,7 +1249,7 @@ command(
 command(
     "get-toplevels-and-incompletes",
     READ,
-    "tests.get_toplevels_and_incompletes",
+    "deadjobs.get_toplevels_and_incompletes",
     "The tests mark-incomplete would mark: {incompletes, old_launched, toplevels} (toplevels: "
     "placeholder toplevels that look dead, left alone).",
     RUN_ID.with_(required=False, help="only this run (default: every run)"),
@@ -1229,7 +1259,7 @@ command(
 command(
     "have-incompletes",
     READ,
-    "tests.have_incompletes",
+    "deadjobs.have_incompletes",
     "Print true when a run has tests mark-incomplete would mark, else false.",
     RUN_ID.with_(required=False, help="only this run (default: every run)"),
     DEADTIME,
@@ -1497,7 +1527,7 @@ command(
     "steps.teststep_set_status",
     "Record a step of a test: one row per (step, state), so a step normally has a 'start' and an "
     "'end' row; re-sending a state replaces its row (new time).",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     Param("stepname", "str", "name of the step", required=True, nonempty=True),
     Param("state", "str", "step state, normally start or end", required=True, nonempty=True),
@@ -1511,7 +1541,7 @@ command(
     WRITE,
     "steps.delete_steps_for_test",
     "Soft-delete every step of a test (status DELETED; hidden from the step readers).",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     api="delete-steps-for-test!",
     aliases=("delete-steps-for-test",),
@@ -1558,7 +1588,7 @@ command(
     "comment,status,type. Without a status, value is compared with expected±tol (or with the "
     "comparator >, <, >=, <= in tol) to give pass/fail. A (category, variable) already stored is "
     "replaced. Any bad line refuses the whole input.",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     Param("csv", "str", "the CSV text (one or more lines)"),
     Param("file", "str", "read the CSV from this file ('-' = standard input)", client_only=True),
@@ -1572,7 +1602,7 @@ command(
     "testdata.test_data_rollup",
     "Count a test's data rows that passed and failed, store the counts, and set the test's status: "
     "FAIL when any failed, else PASS when any passed (unless WARN).",
-    ANY_RUN_ID,
+    TEST_RUN_ID,
     TEST_ID,
     Param("status", "str", IGNORED),
 )
@@ -1664,7 +1694,12 @@ command(
     "tasks.tasks_set_state_given_param_key",
     "Set the state of every task whose params are LIKE the key; prints how many changed.",
     Param("param_key", "str", "the task key (LIKE pattern)", required=True),
-    Param("state", "str", "the new state: new, waiting, reset, inprogress, running, done, killed", required=True),
+    Param(
+        "state",
+        "str",
+        "the new state, any text; the usual ones: new, waiting, reset, inprogress, running, done, killed",
+        required=True,
+    ),
     bulk=True,
 )
 command(
@@ -1841,7 +1876,8 @@ command(
     "archive-get-allocations",
     READ,
     "archives.archive_get_allocations",
-    "List the archive blocks already holding a test/item on disks with more than --dneeded free.",
+    "List the archive blocks already holding a test/item (given to a test of that name and item path, "
+    "in any run, by test-set-archive-block-id) on disks with more than --dneeded free.",
     TESTNAME,
     ITEM_PATH,
     Param("dneeded", "int", "space needed", default=0, min=0),

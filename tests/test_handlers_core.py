@@ -10,13 +10,26 @@ from dbtool.core.errors import NotFound, Refused
 
 def test_register_run_revives_deleted_run(hdb):
     run_id = hdb("register-run", target="v1/linux", runname="n")
-    hdb.sql("update runs set state='deleted', status='gone' where id=?", run_id)
+    hdb("set-run-status", run_id=run_id, status="gone")
+    hdb("delete-run", run_id=run_id)
     assert hdb("get-runs") == []
     assert hdb("register-run", target="v1/linux", runname="n", state="again") == run_id
     run = hdb("get-run-info", run_id=run_id)
     assert (run["state"], run["status"], run["owner"]) == ("again", "n/a", "tester")
     revived = [(e["data"] or {}).get("revived") for e in hdb.events if e["cmd"] == "register-run"]
     assert revived == [None, True]
+
+
+def test_init_writes_the_version_vars(hdb):
+    assert hdb("get-var", var="MEGATEST_VERSION") == "test-dbtl"  # reference A.10: <version>-<4 chars>
+    assert hdb("get-var", var="DBTOOL_VERSION") == "test"
+    assert hdb("get-var", var="DBTOOL_SCHEMA") == 2
+
+
+def test_dbtool_init_writes_megatest_version(area):
+    from dbtool.core import __version__
+
+    assert area.ok("get-var", "MEGATEST_VERSION").out == f"{__version__}-dbtl\n"
 
 
 def test_register_run_contour_does_not_distinguish_runs(hdb):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
@@ -100,6 +101,62 @@ def test_general_call_refusals_change_nothing(hdb, run, stmt, args, message):
     assert hdb("get-test-info-by-id", test_id=t) == before
 
 
+@pytest.mark.parametrize(
+    ("stmt", "args", "message"),
+    [
+        ("update-run-duration", ["-5"], "seconds must be at least 0, not -5"),
+        ("pass-fail-counts", ["1", "-1"], "fail_count must be at least 0, not -1"),
+        ("pass-fail-counts", [str(2**70), "0"], "pass_count is out of range (64-bit integers only)"),
+        ("update-cpuload-diskfree", ["nan", "5"], "cpuload must be a finite number, not 'nan'"),
+        ("update-cpuload-diskfree", ["1.5", "-7"], "diskfree must be at least -1, not -7"),
+    ],
+)
+def test_general_call_refuses_numbers_no_column_can_use(hdb, run, stmt, args, message):
+    t = hdb("register-test", run_id=run, testname="t")
+    before = hdb("get-test-info-by-id", test_id=t)
+    with pytest.raises(Refused, match=re.escape(f"general-call {stmt}: {message}")):
+        hdb("general-call", stmt=stmt, args=[*args, str(t)])
+    assert hdb("get-test-info-by-id", test_id=t) == before
+
+
+def test_general_call_refuses_a_run_id_that_is_not_the_tests_run(hdb, run):
+    t = hdb("register-test", run_id=run, testname="t")
+    with pytest.raises(Refused, match=f"test {t} belongs to run {run}, not run 999"):
+        hdb("general-call", stmt="set-test-state", args=["RUNNING", str(t)], run_id=999)
+    assert hdb("get-test-state-status-by-id", test_id=t)["state"] == "NOT_STARTED"
+    hdb("general-call", stmt="set-test-state", args=["RUNNING", str(t)], run_id=run)
+    assert hdb("get-test-state-status-by-id", test_id=t)["state"] == "RUNNING"
+
+
+def test_general_call_statements_are_the_registry_list():
+    from dbtool.core.commands import GENERAL_CALL_STATEMENTS, lookup
+    from dbtool.core.handlers.misc import STATEMENTS
+
+    assert list(STATEMENTS) == list(GENERAL_CALL_STATEMENTS)
+    assert ", ".join(GENERAL_CALL_STATEMENTS) in lookup("general-call").help
+
+
+@pytest.mark.parametrize(
+    ("stored", "data", "status", "expected"),
+    [
+        ((0, 2), ["pass", "pass"], "PASS", "FAIL"),  # the stored fail count decides, not the data
+        ((3, 0), ["fail"], "n/a", "PASS"),
+        ((3, 0), [], "WARN", "WARN"),  # a PASS does not hide WARN or FAIL
+        ((3, 0), [], "FAIL", "FAIL"),
+        ((0, 0), ["fail"], "RUNNING", "RUNNING"),  # no counts: unchanged
+    ],
+)
+def test_general_call_pf_rollup_uses_the_stored_counts(hdb, run, stored, data, status, expected):
+    t = hdb("register-test", run_id=run, testname="t")
+    hdb("general-call", stmt="pass-fail-counts", args=[str(stored[0]), str(stored[1]), str(t)])
+    hdb("general-call", stmt="set-test-status", args=[status, str(t)])
+    for i, verdict in enumerate(data):
+        hdb("csv-to-test-data", test_id=t, csv=f"c,v{i},1,1,0,,,{verdict}")
+    hdb("general-call", stmt="test_data-pf-rollup", args=[str(t)] * 4)
+    info = hdb("get-test-info-by-id", test_id=t)
+    assert (info["status"], info["pass_count"], info["fail_count"]) == (expected, *stored)
+
+
 def test_triggers_can_be_dropped_and_restored(hdb, run):
     t = hdb("register-test", run_id=run, testname="t")
     hdb("drop-all-triggers")
@@ -115,8 +172,46 @@ def test_update_tesdata_on_replicated_db(hdb, run):
     t = hdb("register-test", run_id=run, testname="t")
     hdb.sql("update tests set rundir = '/old/links/t', shortdir = '/old/links/s' where id = ?", t)
     hdb("register-test", run_id=run, testname="u")
-    assert hdb("update-tesdata-on-repilcate-db", old_linktree="/old/links", new_linktree="/new") == 2
+    assert hdb("update-tesdata-on-repilcate-db", old_linktree="/old/links", new_linktree="/new") == 1  # one test
     assert hdb.sql("select rundir, shortdir from tests where id = ?", t) == [("/new/t", "/new/s")]
+
+
+def _dirs(hdb, run, paths: dict[str, tuple[str, str]]) -> dict[str, int]:
+    ids = {}
+    for name, (rundir, shortdir) in paths.items():
+        ids[name] = hdb("register-test", run_id=run, testname=name)
+        hdb.sql("update tests set rundir = ?, shortdir = ? where id = ?", rundir, shortdir, ids[name])
+    return ids
+
+
+@pytest.mark.parametrize("old", ["/old/links", "/old/links/", "/old/links//"])
+def test_update_tesdata_replaces_a_path_prefix_not_a_string_prefix(hdb, run, old):
+    _dirs(
+        hdb,
+        run,
+        {
+            "a": ("/old/links/a", "/old/linksX/a"),
+            "b": ("/old/linksfoo/b", "/OLD/links/b"),
+            "c": ("/old/links", "rel/old/links/c"),
+            "d": ("/old/l_nks/d", "/old/l%nks/d"),
+        },
+    )
+    assert hdb("update-tesdata-on-repilcate-db", old_linktree=old, new_linktree="/new/") == 2  # tests, not columns
+    assert hdb.sql("select testname, rundir, shortdir from tests order by id") == [
+        ("a", "/new/a", "/old/linksX/a"),
+        ("b", "/old/linksfoo/b", "/OLD/links/b"),
+        ("c", "/new", "rel/old/links/c"),
+        ("d", "/old/l_nks/d", "/old/l%nks/d"),
+    ]
+
+
+def test_update_tesdata_takes_like_wildcards_literally_and_the_root_as_a_prefix(hdb, run):
+    _dirs(hdb, run, {"a": ("/old/l_nks/a", "/old/links/a"), "b": ("/x/b", "y")})
+    assert hdb("update-tesdata-on-repilcate-db", old_linktree="/old/l_nks", new_linktree="/n") == 1
+    assert hdb.sql("select rundir, shortdir from tests order by id") == [("/n/a", "/old/links/a"), ("/x/b", "y")]
+    assert hdb("update-tesdata-on-repilcate-db", old_linktree="/", new_linktree="/mnt") == 2
+    rows = hdb.sql("select rundir, shortdir from tests order by id")
+    assert rows == [("/mnt/n/a", "/mnt/old/links/a"), ("/mnt/x/b", "y")]
 
 
 def test_latest_host_load(hdb, run):
@@ -145,6 +240,21 @@ def test_vars_arithmetic(hdb):
     assert hdb("get-var", var="s") == "text"
 
 
+def test_vars_that_overflow(hdb):
+    hdb("set-var", var="h", value="1e400")
+    assert hdb("get-var", var="h") == "1e400"  # no float holds it: the text, not inf (or nothing)
+    hdb("set-var", var="big", value="1e308")
+    with pytest.raises(Refused, match=r"adding 1e\+308 to variable 'big' \(1e308\) gives a number out of range"):
+        hdb("add-var", var="big", n=1e308)
+    assert hdb("get-var", var="big") == 1e308
+    hdb("set-var", var="huge", value="9" * 400)
+    with pytest.raises(Refused, match="out of range"):
+        hdb("add-var", var="huge", n=0.5)
+    assert hdb("add-var", var="huge", n=1) == 10**400  # ints are exact
+    with pytest.raises(Refused, match="not a number"):
+        hdb("inc-var", var="h")
+
+
 def test_no_sync_values_and_locks(hdb):
     hdb("no-sync-set", var="a", value="12")
     assert hdb("no-sync-get-default", var="a") == 12
@@ -157,6 +267,23 @@ def test_no_sync_values_and_locks(hdb):
     assert second == {"acquired": False, "value": first["value"]}
     hdb("no-sync-del", var="L")
     assert hdb("no-sync-get-lock", var="L")["acquired"] is True
+
+
+@pytest.mark.parametrize("name", ["a/b", "/"])
+def test_testmeta_add_record_refuses_names_no_test_can_have(hdb, name):
+    with pytest.raises(Refused, match="non-empty text and contain no '/'"):
+        hdb("testmeta-add-record", testname=name)
+    assert hdb.sql("select count(*) from test_meta") == [(0,)]
+
+
+def test_testmeta_number_fields_refuse_numbers_out_of_range(hdb):
+    hdb("testmeta-add-record", testname="unit")
+    with pytest.raises(Refused, match="avg_runtime 1e999 is out of range for a number"):
+        hdb("testmeta-update-field", testname="unit", field="avg_runtime", value="1e999")
+    hdb("testmeta-update-field", testname="unit", field="avg_runtime", value="12.5")
+    hdb("testmeta-update-field", testname="unit", field="description", value="1e999")  # text: kept as given
+    record = hdb("testmeta-get-record", testname="unit")
+    assert (record["avg_runtime"], record["description"]) == (12.5, "1e999")
 
 
 def test_test_meta(hdb):
@@ -187,8 +314,9 @@ def test_tasks(hdb):
     assert hdb("tasks-set-state-given-param-key", param_key="% host1 123", state="running") == 1
     assert [r["id"] for r in hdb("find-task-queue-records", target="v1/linux", runname="r", statepatt="run%")] == [a]
     assert len(hdb("find-task-queue-records", target="v1/linux", runname="r")) == 2
-    with pytest.raises(Refused, match="not one of"):
-        hdb("tasks-set-state-given-param-key", param_key="%", state="bogus")
+    # any state text, as Megatest's does (the help lists the usual ones)
+    assert hdb("tasks-set-state-given-param-key", param_key="% host1 456", state="paused-by-ops") == 1
+    assert hdb("tasks-get-last", target="v1/linux", runname="r")["state"] == "paused-by-ops"
     with pytest.raises(NotFound):
         hdb("tasks-get-last", target="v1/linux", runname="other")
 
@@ -219,6 +347,29 @@ def test_archives(hdb, run):
     hdb.sql("insert into archive_allocations (archive_block_id, testname, item_path) values (?, 't', '')", block)
     assert [r["id"] for r in hdb("archive-get-allocations", testname="t", dneeded=10)] == [block]
     assert hdb("archive-get-allocations", testname="t", dneeded=60) == []
+
+
+def test_archive_allocations_include_the_blocks_tests_were_given(hdb, run):
+    disk = hdb("archive-register-disk", disk_name="arch", disk_path="/d1", df=1000)
+    small = hdb("archive-register-disk", disk_name="arch", disk_path="/d2", df=5)
+    block = hdb("archive-register-block-name", disk_id=disk, archive_path="/d1/2026_q4/suite_abcde")
+    other = hdb("archive-register-block-name", disk_id=small, archive_path="/d2/2026_q4/suite_abcde")
+    item = hdb("register-test", run_id=run, testname="t", item_path="i")
+    top = hdb("get-test-id", run_id=run, testname="t")
+    assert hdb("archive-get-allocations", testname="t", item_path="i") == []
+    hdb("test-set-archive-block-id", test_id=item, block_id=block)
+    found = hdb("archive-get-allocations", testname="t", item_path="i")
+    assert [(r["id"], r["disk_path"], r["disk"]) for r in found] == [(block, "/d1/2026_q4/suite_abcde", "/d1")]
+    assert hdb("archive-get-allocations", testname="t") == []  # the toplevel has no block
+    hdb("test-set-archive-block-id", test_id=top, block_id=other)
+    assert [r["id"] for r in hdb("archive-get-allocations", testname="t")] == [other]
+    assert hdb("archive-get-allocations", testname="t", dneeded=10) == []  # not enough room on /d2
+    hdb.sql("insert into archive_allocations (archive_block_id, testname, item_path) values (?, 't', 'i')", block)
+    assert [r["id"] for r in hdb("archive-get-allocations", testname="t", item_path="i")] == [block]  # once
+    later = hdb("register-run", target="v1/linux", runname="later")
+    again = hdb("register-test", run_id=later, testname="t", item_path="i")
+    hdb("test-set-archive-block-id", test_id=again, block_id=other)  # another run's archive of the same item
+    assert [r["id"] for r in hdb("archive-get-allocations", testname="t", item_path="i")] == [block, other]
 
 
 def test_change_tracking(hdb, run):

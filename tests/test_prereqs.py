@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from dbtool.core.errors import NotFound, Refused
+from dbtool.core.errors import Refused
 from dbtool.core.rules.prereqs import parse_itemmap
 from dbtool.core.rules.vocab import BADLY_ENDED_STATES, ENDED_STATES
 
@@ -135,9 +135,13 @@ def test_rows_of_other_runs_do_not_count(hdb, run_id):
     assert blocking(prereqs(hdb, run_id, "w")) == [("w", None, None, None)]
 
 
-def test_unknown_run_is_not_found(hdb):
-    with pytest.raises(NotFound, match="no run with id 99"):
-        prereqs(hdb, 99, "w")
+def test_a_run_with_no_rows_blocks_on_each_waiton_by_name(hdb):
+    # run 99 does not exist: it simply has no rows, as Megatest answers
+    assert prereqs(hdb, 99, "w,v") == [
+        {"id": None, "run_id": 99, "testname": name, "item_path": None, "state": None, "status": None}
+        for name in ("w", "v")
+    ]
+    assert prereqs(hdb, 99, "") == []
 
 
 # -- toplevel mode and badly-ended waitons -----------------------------------------------------------

@@ -6,7 +6,7 @@ import re
 
 import pytest
 from dbtool.core.rules.deadjobs import classify, why_dead
-from dbtool.core.rules.numbers import parse_number
+from dbtool.core.rules.numbers import number_out_of_range, numeric_or_text, parse_number
 from dbtool.core.rules.patterns import (
     GLOB,
     LIKE,
@@ -89,6 +89,23 @@ def test_numbers(text, number):
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "8mA", "1_000", "", "0x10", "1e", "--1", "1.2.3"])
 def test_not_numbers(text):
     assert parse_number(text) is None
+
+
+@pytest.mark.parametrize("text", ["1e400", "-1e999", "9" * 400 + ".5", "1" * 5000])
+def test_numbers_no_finite_float_or_int_holds_stay_text(text):
+    assert parse_number(text) is None
+    assert numeric_or_text(text) == text
+    assert number_out_of_range(text)
+
+
+@pytest.mark.parametrize("text", ["1e308", "1e-400", "8mA", "inf", ""])
+def test_numbers_in_range(text):
+    assert not number_out_of_range(text)
+
+
+def test_a_huge_int_is_exact_but_too_big_for_a_real_column():
+    assert parse_number("9" * 400) == 10**400 - 1
+    assert number_out_of_range("9" * 400)
 
 
 @pytest.mark.parametrize(

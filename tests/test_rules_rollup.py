@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dbtool.core.rules.rollup import merge_item, roll_up, special_sort
+from dbtool.core.rules.rollup import merge_item, roll_up, roll_up_run, special_sort
 from dbtool.core.rules.vocab import STATE_RANK, STATUS_RANK
 
 
@@ -137,3 +137,33 @@ def test_special_sort_ties():
     assert special_sort(["B", "A", "C"], {}, first="C") == ["C", "A", "B"]
     assert special_sort(["PASS", "FAIL", "n/a"], STATUS_RANK) == ["FAIL", "PASS", "n/a"]
     assert special_sort(["X", "X", None], {}) == ["X"]
+
+
+# -- the run roll-up (SPEC 9.2 as amended) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toplevels", "expected"),
+    [
+        # B24: the B rules would give NOT_STARTED/STARTED and hide the failures
+        (
+            [("COMPLETED", "FAIL"), ("KILLED", "KILLED"), ("COMPLETED", "DEAD"), ("NOT_STARTED", "n/a")],
+            ("NOT_STARTED", "FAIL"),
+        ),
+        ([("COMPLETED", "PASS"), ("NOT_STARTED", "TEN_STRIKES")], ("COMPLETED", "PASS")),  # B: COMPLETED/STARTED
+        ([("RUNNING", "n/a"), ("COMPLETED", "FAIL")], ("RUNNING", "FAIL")),
+        ([("COMPLETED", "PASS"), ("COMPLETED", "WARN")], ("COMPLETED", "WARN")),
+        ([("COMPLETED", "PASS"), ("NOT_STARTED", "PREQ_FAIL")], ("NOT_STARTED", "PREQ_FAIL")),
+        ([("COMPLETED", "ABORT"), ("NOT_STARTED", "PREQ_FAIL")], ("NOT_STARTED", "ABORT")),  # the worst wins
+        ([("NOT_STARTED", "n/a")], ("NOT_STARTED", "n/a")),
+        ([("COMPLETED", "KILLED"), ("COMPLETED", "INCOMPLETE")], ("COMPLETED", "INCOMPLETE")),  # rank 0: alphabetical
+    ],
+)
+def test_run_state_follows_the_b_rules_and_its_status_is_the_worst_toplevel(toplevels, expected):
+    groups = [(state, status, 1) for state, status in toplevels]
+    assert roll_up_run(groups) == expected
+    assert roll_up_run(groups)[0] == roll_up(groups, None, None)[0]
+
+
+def test_run_roll_up_counts_groups_with_items_only():
+    assert roll_up_run([("COMPLETED", "PASS", 3), ("COMPLETED", "FAIL", 0)]) == ("COMPLETED", "PASS")

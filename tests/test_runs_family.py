@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from dbtool.core.errors import NotFound, Refused
@@ -98,6 +99,32 @@ def test_get_run_record_ids_follows_run_and_test_changes(hdb, runs):
     assert hdb("get-run-record-ids", since=50, target="*/mac") == [2]
 
 
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("/", "target '/' leaves RELEASE and PLATFORM empty"),
+        ("v1/", "target 'v1/' leaves PLATFORM empty"),
+        ("/linux", "target '/linux' leaves RELEASE empty"),
+    ],
+)
+def test_register_run_refuses_empty_key_values_naming_the_key(hdb, target, message):
+    with pytest.raises(Refused, match=message):
+        hdb("register-run", target=target, runname="n")
+    assert hdb.sql("select count(*) from runs") == [(0,)]
+
+
+def test_register_run_refuses_an_empty_run_name(hdb):
+    from dbtool.core.db.context import Db
+    from dbtool.core.handlers.runs import register_run
+    from dbtool.core.request import RequestContext
+
+    # the registry refuses '' before the handler runs; the handler refuses it on its own too
+    with hdb.engine.connect() as conn, conn.begin():
+        db = Db(conn, hdb.schema, RequestContext("t", "register-run", {}, hdb.client))
+        with pytest.raises(Refused, match="invalid run name '': it must be non-empty text"):
+            register_run(db, target="v1/linux", runname="")
+
+
 def test_run_state_status_commands(hdb, runs):
     hdb("set-run-status", run_id=1, status="FAIL", comment="broken")
     assert hdb("get-run-status", run_id=1) == "FAIL"
@@ -128,6 +155,19 @@ def test_roll_up_run_from_toplevels(hdb, runs):
     assert hdb("set-state-status-and-roll-up-run", run_id=1) == {"state": "COMPLETED", "status": "FAIL"}
 
 
+def test_run_roll_up_does_not_hide_failures_behind_tests_not_started(hdb, runs):
+    for name, state, status in [
+        ("f", "COMPLETED", "FAIL"),
+        ("k", "KILLED", "KILLED"),
+        ("d", "COMPLETED", "DEAD"),
+        ("n1", "NOT_STARTED", "n/a"),
+        ("n2", "NOT_STARTED", "n/a"),
+    ]:
+        hdb("set-state-status-and-roll-up-items", run_id=1, testname=name, state=state, status=status)
+    assert hdb("set-state-status-and-roll-up-run", run_id=1) == {"state": "NOT_STARTED", "status": "FAIL"}
+    assert hdb("get-run-state-status", run_id=1) == {"state": "NOT_STARTED", "status": "FAIL"}
+
+
 def test_delete_run_removes_steps_and_data_and_revives(hdb, runs):
     t = hdb("register-test", run_id=1, testname="t")
     hdb.sql("insert into test_steps (test_id, stepname, state) values (?, 's', 'start')", t)
@@ -150,7 +190,7 @@ def test_locked_run_refuses_delete_and_changes_nothing(hdb, runs):
     assert hdb("get-run-info", run_id=1)["state"] == "locked"
     assert hdb("get-test-info-by-id", test_id=t)["state"] == "NOT_STARTED"
     hdb("lock-unlock-run", run_id=1, unlock=True)
-    assert hdb("get-run-info", run_id=1)["state"] == "unlocked"
+    assert hdb("get-run-info", run_id=1)["state"] == "new"  # the state the lock kept underneath
     hdb("lock-unlock-run", run_id=2)  # neither flag: lock (fail-safe)
     assert hdb("get-run-state", run_id=2) == "locked"
     assert hdb.sql("select user, args from access_log order by id") == [
@@ -183,6 +223,9 @@ def test_run_statistics(hdb, runs):
     assert {r["count"] for r in hdb("get-main-run-stats", run_id=1) if r["status"] == "PASS"} == {5}
     with pytest.raises(Refused, match="STATE,STATUS,COUNT"):
         hdb("update-run-stats", run_id=1, stat=["bad"])
+    with pytest.raises(Refused, match=r"--stat ',,-5': COUNT must be a whole number of tests \(0 or more\)"):
+        hdb("update-run-stats", run_id=1, stat=[",,-5"])
+    assert {r["count"] for r in hdb("get-main-run-stats", run_id=1) if r["status"] == "PASS"} == {5}
     with pytest.raises(NotFound):
         hdb("get-main-run-stats", run_id=4)  # deleted
     stats = hdb("get-run-stats")
@@ -223,6 +266,35 @@ def test_insert_run(hdb, runs):
         hdb("insert-run", record='{"id": 99}')
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"event_time": "yesterday"}, "event_time must be an integer, not 'yesterday'"),
+        ({"fail_count": "many"}, "fail_count must be an integer, not 'many'"),
+        ({"fail_count": True}, "fail_count must be an integer, not True"),
+        ({"event_time": 1.5}, "event_time must be an integer, not 1.5"),
+        ({"event_time": 2**70}, "event_time must be an integer"),
+        ({"comment": 5}, "comment must be text, not 5"),
+        ({"runname": None}, "runname must not be null"),
+        ({"runname": ""}, "invalid run name ''"),
+        ({"RELEASE": ""}, "leaves RELEASE empty"),
+        ({"PLATFORM": "a/b"}, "PLATFORM must be text without '/'"),
+    ],
+)
+def test_insert_run_refuses_values_of_the_wrong_type(hdb, fields, message):
+    record = {"runname": "q", "RELEASE": "a", "PLATFORM": "b", **fields}
+    with pytest.raises(Refused, match=re.escape(message)):
+        hdb("insert-run", record=json.dumps(record))
+    assert hdb.sql("select count(*) from runs") == [(0,)]
+
+
+def test_insert_run_refuses_json_nan_and_keeps_null_keys(hdb):
+    with pytest.raises(Refused, match="pass_count must be an integer, not nan"):
+        hdb("insert-run", record='{"runname": "q", "RELEASE": "a", "PLATFORM": "b", "pass_count": NaN}')
+    run_id = hdb("insert-run", record='{"runname": "q", "RELEASE": "a", "owner": null}')
+    assert hdb("get-target", run_id=run_id) == "a/-na-"
+
+
 # -- the CLI over a real server ------------------------------------------------------------------------------
 
 
@@ -250,10 +322,11 @@ def test_runs_cli_common_paths(area):
 
 def test_delete_run_in_batches(hdb, runs):
     ids = [hdb("register-test", run_id=1, testname=f"t{i}") for i in range(5)]
-    hdb.sql("insert into test_steps (test_id, stepname, state) values (?, 's', 'start')", ids[4])
+    for test_id in ids:
+        hdb.sql("insert into test_steps (test_id, stepname, state) values (?, 's', 'start')", test_id)
     hdb.sql("update tests set state = 'DELETED' where id = ?", ids[4])  # soft-deleted earlier, steps still there
     assert hdb("delete-run", run_id=1, batch=2) == {"tests": 2, "remaining": 3}
-    assert hdb("get-run-state", run_id=1) == "new"  # not done yet
+    assert hdb("get-run-state", run_id=1) == "deleted"  # the first request deletes the run; the purge goes on
     assert hdb("delete-run", run_id=1, batch=2) == {"tests": 2, "remaining": 1}
     assert hdb("delete-run", run_id=1, batch=2) == {"tests": 1, "remaining": 0}
     assert hdb("get-run-state", run_id=1) == "deleted"

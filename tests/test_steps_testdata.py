@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
+import re
 import sqlite3
 import subprocess
 import sys
@@ -13,8 +13,18 @@ from conftest import dbtool_argv, run_in_pty
 from dbtool.cli import drivers
 from dbtool.core.errors import NotFound, Refused
 from dbtool.core.rules import testdata
-from dbtool.core.rules.numbers import parse_number
-from dbtool.core.rules.testdata import cell, judge, latest_per_key, read_records, record_ends, rollup_status
+from dbtool.core.rules.numbers import number_out_of_range, parse_number
+from dbtool.core.rules.testdata import (
+    NumberOutOfRange,
+    cell,
+    data_rows,
+    judge,
+    latest_per_key,
+    locate_out_of_range,
+    read_records,
+    record_ends,
+    rollup_status,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -64,7 +74,7 @@ CSV_TEXT = st.text(alphabet=st.sampled_from('ab ,,,"\n\r\t\x00\u2028é'), max_si
 def _csv_module_records(text: str) -> list[list[str]] | str:
     """What the csv module reads (the reference for the split-at-commas path), or the error."""
     try:
-        return [record for record, _ in testdata._csv_records(testdata._lines(text))]
+        return [record for record, _, _ in testdata._csv_records(testdata._lines(text))]
     except ValueError as err:
         return str(err)
 
@@ -115,7 +125,6 @@ def test_text_cut_at_record_ends_reads_as_the_same_records(text, rows, chars):
         ("nan", "nan"),
         ("inf", "inf"),
         ("-Infinity", "-Infinity"),
-        ("1e999", "1e999"),
         ("1_000", "1_000"),
         ("0x10", "0x10"),
         ("", None),
@@ -132,12 +141,20 @@ def test_cells_are_numbers_when_they_spell_one(text, stored):
 def test_cells_follow_parse_number(text):
     text = text.strip()
     number = parse_number(text)
-    if number is None or (isinstance(number, float) and not math.isfinite(number)):
+    if number_out_of_range(text):
+        with pytest.raises(NumberOutOfRange):
+            cell(text)
+    elif number is None:
         assert cell(text) == (text or None)
     elif isinstance(number, int) and not -(2**63) <= number < 2**63:
         assert cell(text) == float(number) and type(cell(text)) is float
     else:
         assert cell(text) == number and type(cell(text)) is type(number)
+
+
+def test_judge_treats_an_empty_tol_as_no_tol():
+    assert judge(5, 5, "") == judge(5, 5, None) == "pass"
+    assert judge(5, 6, "") == "fail"
 
 
 def _judge(value: str, expected: str, tol: str) -> str | None:
@@ -274,7 +291,12 @@ def test_csv_rows_are_stored_with_numbers_text_and_status(hdb):
     assert (rows["v2"]["value"], rows["v2"]["status"]) == ("8mA", None)
     assert (rows["v3"]["tol"], rows["v3"]["status"]) == (">", "pass")
     assert rows["v4"]["status"] == "ERROR: bad tol comparator ~"
-    assert (rows["v5"]["value"], rows["v5"]["tol"], rows["v5"]["status"]) == (1000.0, None, "pass")
+    assert (rows["v5"]["value"], rows["v5"]["tol"], rows["v5"]["units"], rows["v5"]["status"]) == (
+        1000.0,
+        "",
+        "",
+        "pass",
+    )  # blank tol and units are stored as "" (reference F.4 case 37)
     assert (rows["v6"]["status"], rows["v6"]["type"]) == ("WAIVED", "meas")  # a given status wins
     assert rows["v7"]["status"] == rows["v8"]["status"] == "fail"  # n/a and blank: not given
     assert (rows["v9"]["value"], rows["v9"]["status"]) == ("nan", None)
@@ -287,6 +309,62 @@ def test_csv_rows_are_stored_with_numbers_text_and_status(hdb):
     )
     typeof = dict(hdb.sql("select variable, typeof(value) from test_data"))
     assert (typeof["v1"], typeof["v2"], typeof["v9"]) == ("real", "text", "text")
+
+
+def test_f4_case_37_blank_tol_and_units_are_empty_strings(hdb):
+    t = _test(hdb)
+    hdb("csv-to-test-data", test_id=t, csv='faz,bar,10,8mA,,,"this is a comment"')
+    row = _data(hdb, t)["bar"]
+    assert (row["value"], row["expected"], row["tol"], row["units"], row["comment"], row["status"]) == (
+        10,
+        "8mA",
+        "",
+        "",
+        "this is a comment",
+        None,
+    )
+    assert hdb.sql("select typeof(tol), typeof(units) from test_data") == [("text", "text")]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("a,b,1e999,1,0", "line 1: value 1e999 is out of range for a number"),
+        ("a,b,1,-1e999,0", "line 1: expected -1e999 is out of range for a number"),
+        ('a,b,1,1,"1e400"', "line 1: tol 1e400 is out of range for a number"),
+        (f"a,ok,1,1,0\na,b,{'9' * 400},1,0", "line 2: value 9999"),
+        ('a,"multi\nline",1,1,0\na,b,1E+999', "line 3: value 1E+999"),
+    ],
+)
+def test_numbers_that_overflow_refuse_the_whole_input(hdb, line, message):
+    t = _test(hdb)
+    with pytest.raises(NumberOutOfRange):
+        data_rows(read_records(line))
+    assert str(locate_out_of_range(line)).startswith(message)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        record_ends(line)  # the client's check of a whole file, before it sends anything
+    with pytest.raises(Refused, match=re.escape(message)):
+        hdb("csv-to-test-data", test_id=t, csv=line)
+    assert hdb.sql("select count(*) from test_data") == [(0,)]
+
+
+def test_in_range_numbers_with_long_exponents_are_stored(hdb):
+    t = _test(hdb)
+    hdb("csv-to-test-data", test_id=t, csv="a,b,1e308,1e-400,0\na,c,1e99,1e99,0,e999,see e999")
+    rows = _data(hdb, t)
+    assert (rows["b"]["value"], rows["b"]["expected"]) == (1e308, 0.0)
+    assert (rows["c"]["units"], rows["c"]["status"]) == ("e999", "pass")
+
+
+def test_a_field_over_the_size_limit_says_so_without_quoting_advice():
+    import csv as csv_module
+
+    limit = csv_module.field_size_limit()
+    with pytest.raises(ValueError) as err:
+        read_records('a,"' + "x" * (limit + 1) + '",1')
+    assert str(err.value) == (
+        f"line 1: a field is longer than the limit of {limit} characters (128 KiB); store big texts elsewhere"
+    )
 
 
 def test_same_category_and_variable_is_replaced_with_a_new_id(hdb):
@@ -405,7 +483,7 @@ def test_rollup_keeps_warn_and_leaves_status_without_data(hdb):
     t = _test(hdb)
     hdb("test-set-state-status-by-id", test_id=t, state="COMPLETED", status="WARN")
     hdb("csv-to-test-data", test_id=t, csv="c,a,1,1,0\n")
-    hdb("test-data-rollup", test_id=t, run_id=12345)  # the run id is ignored
+    hdb("test-data-rollup", test_id=t, run_id=1)  # the test's run: accepted
     assert hdb("get-test-info-by-id", test_id=t)["status"] == "WARN"
     u = hdb("register-test", run_id=1, testname="u")
     hdb("test-data-rollup", test_id=u)

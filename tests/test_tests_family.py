@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from dbtool.core.errors import NotFound, Refused
@@ -96,8 +97,10 @@ def test_pid_archive_block_and_reads(hdb, run):
     (t,) = setup_tests(hdb, run, [("t", "", "RUNNING", "n/a")])
     hdb("test-set-top-process-pid", test_id=t, pid=4242)
     assert hdb("test-get-top-process-pid", test_id=t) == 4242
-    hdb("test-set-archive-block-id", test_id=t, block_id=7)
-    assert hdb("get-test-info-by-id", test_id=t)["archived"] == 7
+    disk = hdb("archive-register-disk", disk_name="arch", disk_path="/d1")
+    block = hdb("archive-register-block-name", disk_id=disk, archive_path="/d1/b")
+    hdb("test-set-archive-block-id", test_id=t, block_id=block)
+    assert hdb("get-test-info-by-id", test_id=t)["archived"] == block
     assert hdb("get-testinfo-state-status", test_id=t) == {
         "id": t,
         "run_id": run,
@@ -231,6 +234,31 @@ def test_insert_test(hdb, run):
         hdb("insert-test", run_id=999, record='{"testname": "x"}')
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"state": 123}, "state must be text, not 123"),
+        ({"run_duration": "long"}, "run_duration must be an integer, not 'long'"),
+        ({"event_time": "now"}, "event_time must be an integer, not 'now'"),
+        ({"cpuload": "high"}, "cpuload must be a number, not 'high'"),
+        ({"cpuload": 1e400}, "cpuload must be a number, not inf"),
+        ({"archived": False}, "archived must be an integer, not False"),
+        ({"item_path": None}, "item_path must not be null"),
+        ({"testname": 5}, "testname must be text, not 5"),
+        ({"testname": "a/b"}, "invalid test name 'a/b'"),
+    ],
+)
+def test_insert_test_refuses_values_of_the_wrong_type(hdb, run, fields, message):
+    with pytest.raises(Refused, match=re.escape(message)):
+        hdb("insert-test", run_id=run, record=json.dumps({"testname": "zz", **fields}))
+    assert hdb.sql("select count(*) from tests") == [(0,)]
+
+
+def test_insert_test_takes_an_int_for_a_real_column(hdb, run):
+    t = hdb("insert-test", run_id=run, record='{"testname": "zz", "cpuload": 2, "comment": null}')
+    assert hdb("get-test-info-by-id", test_id=t)["cpuload"] == 2
+
+
 def test_mindata_state_status_and_multi_run_lists(hdb, run):
     other = hdb("register-run", target="v2/linux", runname="r")
     a, b = setup_tests(hdb, run, [("a", "", "COMPLETED", "PASS"), ("b", "", "DELETED", "n/a")])
@@ -249,6 +277,12 @@ def test_mindata_state_status_and_multi_run_lists(hdb, run):
         (a, run, "a", "COMPLETED", "PASS", ""),
         (b, run, "b", "DELETED", "n/a", ""),
     ]
+
+
+def test_run_ids_of_a_multi_run_list_must_be_ids(hdb, run):
+    for bad in (["x"], [str(2**70)], ["-1"]):
+        with pytest.raises(Refused, match="--run-ids must be a comma list of run ids"):
+            hdb("get-tests-for-runs-mindata", run_ids=bad)
 
 
 def test_previous_run_records(hdb, run):
@@ -338,3 +372,61 @@ def test_tests_cli_common_paths(area):
     assert bad.code == 4 and "unknown match field" in bad.err
     refused = area.run("test-set-top-process-pid", "--test-id", "999", "--pid", "1")
     assert refused.code == 4 and "no test with id 999" in refused.err
+
+
+# -- writes that take --run-id for compatibility: when given, it must be the test's run (B18) ---------------
+
+TEST_WRITE_PARAMS = {
+    "test-set-state-status-by-id": {"state": "RUNNING"},
+    "test-set-state-status": {"state": "RUNNING"},
+    "delete-test-records": {},
+    "test-set-top-process-pid": {"pid": 7},
+    "test-set-archive-block-id": {"block_id": 0},
+    "teststep-set-status": {"stepname": "s", "state": "start"},
+    "delete-steps-for-test": {},
+    "csv-to-test-data": {"csv": "c,v,1"},
+    "test-data-rollup": {},
+}
+
+
+def test_every_test_write_with_a_compatibility_run_id_is_checked():
+    from dbtool.core.commands import COMMANDS, WRITE
+
+    writes = {
+        c.name
+        for c in COMMANDS.values()
+        if c.kind == WRITE and {"run_id", "test_id"} <= {p.name for p in c.params} and not c.param("run_id").required
+    }
+    assert writes == set(TEST_WRITE_PARAMS)
+
+
+@pytest.mark.parametrize("cmd", sorted(TEST_WRITE_PARAMS))
+def test_a_test_write_refuses_a_run_id_that_is_not_the_tests_run(hdb, run, cmd):
+    t = hdb("register-test", run_id=run, testname="t")
+    other = hdb("register-run", target="v2/linux", runname="other")
+    before = hdb.sql("select * from tests"), hdb.sql("select count(*) from events")
+    for wrong in (999, other):
+        with pytest.raises(Refused, match=f"test {t} belongs to run {run}, not run {wrong}"):
+            hdb(cmd, run_id=wrong, test_id=t, **TEST_WRITE_PARAMS[cmd])
+    assert (hdb.sql("select * from tests"), hdb.sql("select count(*) from events")) == before
+    hdb(cmd, run_id=run, test_id=t, **TEST_WRITE_PARAMS[cmd])  # the right run, or none, is fine
+    hdb(cmd, test_id=t, **TEST_WRITE_PARAMS[cmd])
+
+
+def test_mark_incomplete_refuses_an_unknown_run(hdb, run):
+    with pytest.raises(Refused, match="no run with id 999"):
+        hdb("mark-incomplete", run_id=999)
+    assert hdb("mark-incomplete", run_id=run) == []
+
+
+def test_archive_block_id_must_name_a_block_or_be_zero(hdb, run):
+    t = hdb("register-test", run_id=run, testname="t")
+    with pytest.raises(Refused, match="no archive block with id 999; register it with `dbtool archive-register-block"):
+        hdb("test-set-archive-block-id", test_id=t, block_id=999)
+    assert hdb("get-test-info-by-id", test_id=t)["archived"] == 0
+    disk = hdb("archive-register-disk", disk_name="arch", disk_path="/d1")
+    block = hdb("archive-register-block-name", disk_id=disk, archive_path="/d1/b")
+    hdb("test-set-archive-block-id", test_id=t, block_id=block)
+    assert hdb("get-test-info-by-id", test_id=t)["archived"] == block
+    hdb("test-set-archive-block-id", test_id=t, block_id=0)  # not archived (any more)
+    assert hdb("get-test-info-by-id", test_id=t)["archived"] == 0

@@ -8,18 +8,22 @@ documented recipe for pysqlite).
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy import Text, cast, create_engine, event, func, insert, inspect, literal, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, QueuePool
 
 from ..errors import Refused
 from ..rules.regex import search as regex_search
 from .dialect import drop_trigger_ddl, trigger_ddl
-from .schema import SCHEMA_VERSION, TRIGGER_TABLES, Schema, schema_for
+from .schema import RUN_LIFECYCLE_COLUMNS, SCHEMA_VERSION, TRIGGER_TABLES, Schema, schema_for
 
 WRITE, READ, DIRECT, ADMIN = "write", "read", "direct", "admin"
+# Megatest's MEGATEST_VERSION var is "<version>-<first 4 chars of its fossil hash>" (reference A.10).
+# dbtool has no fossil hash: its 4 characters say the area was made by dbtool.
+MEGATEST_VERSION_SUFFIX = "dbtl"
 BUSY_TIMEOUT_MS = 10_000
 NETWORK_FILESYSTEMS = frozenset(
     [
@@ -136,20 +140,62 @@ def read_keys(conn: Connection) -> list[str]:
 
 
 def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
-    """Create every table, index and trigger of an area with these keys (idempotent)."""
+    """Create every table, index and trigger of an area with these keys, and bring the tables of
+    an area made by an older dbtool up to this schema (idempotent)."""
     schema = schema_for(keys)
     for table in schema.all_tables():
         table.create(conn, checkfirst=True)
+    _migrate_run_lifecycle(conn, schema)
     create_triggers(conn)
     existing = read_keys(conn)
     if not existing:
         conn.execute(insert(schema.keys_t), [{"fieldname": k, "fieldtype": "TEXT"} for k in keys])
     metadat = schema.metadat
-    for var, val in (("DBTOOL_VERSION", version), ("DBTOOL_SCHEMA", str(SCHEMA_VERSION))):
+    versions = (
+        ("DBTOOL_VERSION", version),
+        ("DBTOOL_SCHEMA", str(SCHEMA_VERSION)),
+        ("MEGATEST_VERSION", f"{version}-{MEGATEST_VERSION_SUFFIX}"),
+    )
+    for var, val in versions:
         found = conn.execute(select(metadat.c.id).where(metadat.c.var == var)).first()
         if found is None:
             conn.execute(insert(metadat).values(var=var, val=val))
+    # the schema var says what the tables are now, whichever dbtool made them
+    conn.execute(update(metadat).where(metadat.c.var == "DBTOOL_SCHEMA").values(val=str(SCHEMA_VERSION)))
     return schema
+
+
+def _migrate_run_lifecycle(conn: Connection, schema: Schema) -> None:
+    """Schema 1 → 2: add runs.locked_by/locked_at/deleted_at, and move what schema 1 kept in
+    ``state`` into them. A run whose state is 'locked' gets the user and time of its last lock in
+    the access log ('' and now when there is none) and state 'unlocked' (what Megatest's unlock
+    writes; the state before the lock was lost). A run whose state is 'deleted' gets deleted_at."""
+    present = {c["name"] for c in inspect(conn).get_columns("runs")}
+    missing = [(name, type_) for name, type_ in RUN_LIFECYCLE_COLUMNS if name not in present]
+    if not missing:
+        return
+    for name, type_ in missing:  # names and types from the schema, never from input
+        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {type_().compile(conn.dialect)}")
+    runs, log = schema.runs, schema.access_log
+    now = int(time.time())
+    last_lock = (
+        select(log.c.user, log.c.accessed)
+        .where(log.c.args == literal("locked ") + cast(runs.c.id, Text))
+        .order_by(log.c.id.desc())
+        .limit(1)
+    )
+    conn.execute(
+        update(runs)
+        .where(runs.c.state == "locked")
+        .values(
+            locked_by=func.coalesce(last_lock.with_only_columns(log.c.user).scalar_subquery(), ""),
+            locked_at=func.coalesce(last_lock.with_only_columns(log.c.accessed).scalar_subquery(), now),
+            state="unlocked",
+        )
+    )
+    conn.execute(
+        update(runs).where(runs.c.state == "deleted").values(deleted_at=func.coalesce(runs.c.last_update, now))
+    )
 
 
 def create_triggers(conn: Connection) -> None:

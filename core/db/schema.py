@@ -31,7 +31,9 @@ from sqlmodel import Field, SQLModel
 
 from .dialect import epoch_now
 
-SCHEMA_VERSION = 1
+# 2: runs.locked_by/locked_at/deleted_at (a run's lock and deletion apart from its state; see
+# runs_table). engine.create_schema brings an area of an older version up to this one.
+SCHEMA_VERSION = 2
 
 
 # Defaults live in the database only (server_default): an INSERT that omits a column gets the
@@ -496,6 +498,14 @@ def _idempotency() -> type[SQLModel]:
 TRIGGER_TABLES = ("runs", "run_stats", "tests", "test_steps", "test_data")
 
 
+# The run's lock and deletion live in their own columns, never in ``state``, so that no roll-up or
+# status write can clear them (SPEC 9.2). NULL = not locked / not deleted:
+#   locked_by   TEXT     who locked the run ('' when unknown: a lock migrated from an older area)
+#   locked_at   INTEGER  when it was locked (Unix time)
+#   deleted_at  INTEGER  when delete-run deleted it; register-run of its target and name clears it
+RUN_LIFECYCLE_COLUMNS = (("locked_by", Text), ("locked_at", Integer), ("deleted_at", Integer))
+
+
 def runs_table(keys: list[str], metadata: MetaData) -> Table:
     """The runs table for an area with these keys: one TEXT column per key, in key order."""
     return Table(
@@ -513,6 +523,7 @@ def runs_table(keys: list[str], metadata: MetaData) -> Table:
         Column("fail_count", Integer, server_default=text("0")),
         Column("pass_count", Integer, server_default=text("0")),
         Column("last_update", Integer, server_default=DefaultClause(epoch_now())),
+        *(Column(name, type_, nullable=True) for name, type_ in RUN_LIFECYCLE_COLUMNS),
         UniqueConstraint("runname", *keys, name="runs_unique"),
         Index("runs_event_time", "event_time"),
         Index("runs_last_update", "last_update"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 
 from ..db.context import Db
 from ..errors import NotFound, Refused
@@ -50,14 +50,18 @@ def test_get_archive_block_info(db: Db, *, block_id: int) -> dict:
 
 
 def archive_get_allocations(db: Db, *, testname: str, item_path: str = "", dneeded: int = 0) -> Records:
-    """Blocks already holding this test/item, on disks with more than ``dneeded`` free (reference H)."""
-    a, b, d = db.t.archive_allocations.c, db.t.archive_blocks.c, db.t.archive_disks.c
+    """Blocks already holding this test/item, on disks with more than ``dneeded`` free (reference H).
+
+    A block holds a test/item when test-set-archive-block-id gave it to a test of that name and
+    item path (in any run), or when an archive_allocations row says so.
+    """
+    a, b, d, t = db.t.archive_allocations.c, db.t.archive_blocks.c, db.t.archive_disks.c, db.t.tests.c
+    allocated = select(a.archive_block_id).where(a.testname == testname, a.item_path == item_path)
+    given = select(t.archived).where(t.testname == testname, t.item_path == item_path, t.archived != 0)
     query = (
         select(b.id, b.archive_disk_id, b.disk_path, b.last_du, d.disk_path.label("disk"), d.last_df)
-        .join_from(db.t.archive_blocks, db.t.archive_allocations, a.archive_block_id == b.id)
-        .join(db.t.archive_disks, d.id == b.archive_disk_id)
-        .where(a.testname == testname, a.item_path == item_path, d.last_df > dneeded)
-        .distinct()
+        .join_from(db.t.archive_blocks, db.t.archive_disks, d.id == b.archive_disk_id)
+        .where(or_(b.id.in_(allocated), b.id.in_(given)), d.last_df > dneeded)
         .order_by(b.id)
     )
     return db.table(query)

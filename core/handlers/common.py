@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, false, func, literal, or_, select, update
+from sqlalchemy import Column, Float, Integer, Table, and_, bindparam, case, false, func, literal, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
 from ..db.dialect import glob, like
+from ..db.schema import NumberOrText
 from ..errors import NotFound, Refused
+from ..rules.names import bad_key_values, bad_run_name, bad_test_name
 from ..rules.patterns import GLOB, field_patterns, parse_testpatt
+from ..rules.records import INTEGER, NUMBER_OR_TEXT, REAL, TEXT, bad_value
 
 NA = "-na-"  # how a NULL key value renders in a target (reference A.17)
 DELETED = "DELETED"  # the status of a soft-deleted step or data row
 
 
 # -- runs ---------------------------------------------------------------------------------------
+
+
+RUN_DELETED, RUN_LOCKED = "deleted", "locked"  # the states a deleted / locked run reports (reference B.3)
 
 
 def run_columns(db: Db) -> list[ColumnElement]:
@@ -27,7 +35,7 @@ def run_columns(db: Db) -> list[ColumnElement]:
         r.runname,
         target_expr(db).label("target"),
         *db.t.key_columns,
-        r.state,
+        run_state(db).label("state"),
         r.status,
         r.owner,
         r.event_time,
@@ -36,7 +44,17 @@ def run_columns(db: Db) -> list[ColumnElement]:
         r.fail_count,
         r.pass_count,
         r.last_update,
+        r.locked_by,
+        r.locked_at,
+        r.deleted_at,
     ]
+
+
+def run_state(db: Db) -> ColumnElement:
+    """The state a run reports: 'deleted' or 'locked' while it is, else its own (rolled-up) state,
+    which a lock keeps underneath and gives back on unlock."""
+    r = db.t.runs.c
+    return case((r.deleted_at.is_not(None), RUN_DELETED), (r.locked_by.is_not(None), RUN_LOCKED), else_=r.state)
 
 
 def target_expr(db: Db) -> ColumnElement:
@@ -54,11 +72,61 @@ def find_run(db: Db, run_id: int) -> dict | None:
 
 
 def require_run(db: Db, run_id: int) -> dict:
-    """The run a write refers to; an unknown id is refused (exit 4)."""
+    """The run a write refers to. Refused (exit 4): an unknown id, and a deleted run (nothing is
+    written into it until register-run revives it)."""
     run = find_run(db, run_id)
     if run is None:
         raise Refused(f"no run with id {run_id}; `dbtool get-runs` lists the runs")
+    refuse_changes(run)
     return run
+
+
+def refuse_changes(run: dict, *, deleting: bool = False) -> None:
+    """Refuse a write into a deleted run, and a deletion in a locked one (a run record, or the
+    lifecycle fields of ``run_lifecycle``)."""
+    if run["deleted_at"] is not None:
+        raise Refused(
+            f"run {run['id']} is deleted (since {_when(run['deleted_at'])}), so nothing can be written to it; "
+            f"`dbtool register-run --target {run['target']} --runname {run['runname']}` revives it"
+        )
+    if deleting:
+        refuse_if_locked(run)
+
+
+def refuse_if_locked(run: dict) -> None:
+    """Refuse a deletion in a locked run, saying who locked it, when, and how to unlock it."""
+    if run["locked_by"] is not None:
+        who = f"by {run['locked_by']} " if run["locked_by"] else ""
+        raise Refused(
+            f"run {run['id']} is locked {who}since {_when(run['locked_at'])}, so nothing of it can be deleted; "
+            f"unlock it first with `dbtool lock-unlock-run --run-id {run['id']} --unlock`"
+        )
+
+
+def _when(seconds: int | None) -> str:
+    return "an unknown time" if seconds is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def run_lifecycle(db: Db, run_id: int) -> dict | None:
+    """A run's id, name, target and lock/deletion fields (None when there is no such run)."""
+    r = db.t.runs.c
+
+    def build():
+        columns = [r.id, r.runname, target_expr(db).label("target"), r.locked_by, r.locked_at, r.deleted_at]
+        return select(*columns).where(r.id == bindparam("id"))
+
+    return db.fast.one(("run_lifecycle", tuple(db.keys)), build, {"id": run_id})
+
+
+def deleted_run_ids(db: Db):
+    """SELECT of the ids of the deleted runs."""
+    return select(db.t.runs.c.id).where(db.t.runs.c.deleted_at.is_not(None))
+
+
+def locked_run_ids(db: Db):
+    """SELECT of the ids of the locked runs (whose tests a bulk deletion leaves alone, as Megatest
+    skips locked runs)."""
+    return select(db.t.runs.c.id).where(db.t.runs.c.locked_by.is_not(None))
 
 
 def lookup_run(db: Db, run_id: int) -> dict:
@@ -70,7 +138,7 @@ def lookup_run(db: Db, run_id: int) -> dict:
 
 
 def not_deleted_run(db: Db) -> ColumnElement:
-    return func.coalesce(db.t.runs.c.state, "") != "deleted"
+    return db.t.runs.c.deleted_at.is_(None)
 
 
 def split_target(db: Db, target: str) -> list[str]:
@@ -81,7 +149,44 @@ def split_target(db: Db, target: str) -> list[str]:
             f"target {target!r} has {len(parts)} part(s) but the area's keys are "
             f"{'/'.join(db.keys)} ({len(db.keys)}); give one value per key, joined by '/'"
         )
+    problem = bad_key_values(db.keys, parts)
+    if problem:
+        raise Refused(f"target {target!r} {problem} ({'/'.join(db.keys)})")
     return parts
+
+
+# -- whole records (replication) ------------------------------------------------------------------------
+
+
+def parse_record(text: str, columns: list[Column], what: str, not_null: tuple[str, ...] = ()) -> dict:
+    """A --record JSON object: only the given columns, each value of its column's type
+    (rules/records.py), NULL only where the column takes it."""
+    try:
+        record = json.loads(text)
+    except ValueError as err:
+        raise Refused(f"--record is not valid JSON: {err}") from None
+    if not isinstance(record, dict) or not record:
+        raise Refused("--record must be a non-empty JSON object of column: value")
+    by_name = {c.name: c for c in columns}
+    unknown = sorted(set(record) - set(by_name))
+    if unknown:
+        raise Refused(f"{what} has no column(s) {', '.join(unknown)}; allowed: {', '.join(by_name)}")
+    for name, value in record.items():
+        problem = bad_value(name, column_kind(by_name[name]), value, nullable=name not in not_null)
+        if problem:
+            raise Refused(f"--record: {problem}")
+    return record
+
+
+def column_kind(column: Column) -> str:
+    """The kind of values a column holds, as rules/records.py names them."""
+    if isinstance(column.type, NumberOrText):
+        return NUMBER_OR_TEXT
+    if isinstance(column.type, Integer):
+        return INTEGER
+    if isinstance(column.type, Float):  # REAL
+        return REAL
+    return TEXT
 
 
 # -- tests --------------------------------------------------------------------------------------
@@ -96,12 +201,48 @@ def find_test(db: Db, test_id: int) -> dict | None:
     return db.fast.one("find_test", lambda: select(tests).where(tests.c.id == bindparam("id")), {"id": test_id})
 
 
-def require_test(db: Db, test_id: int) -> dict:
-    """The test a write refers to; an unknown id is refused (exit 4)."""
+def require_test(db: Db, test_id: int, run_id: int | None = None, *, deleting: bool = False) -> dict:
+    """The test a write refers to. Refused (exit 4): an unknown id; a ``run_id`` given (the
+    --run-id a command takes for compatibility) that is not the test's run; a test of a deleted
+    run; and, for a deletion (``deleting``), a test of a locked run."""
     test = find_test(db, test_id)
     if test is None:
         raise Refused(f"no test with id {test_id}; `dbtool get-tests-for-run --run-id N` lists a run's tests")
+    if run_id is not None and run_id != test["run_id"]:
+        raise Refused(
+            f"test {test_id} belongs to run {test['run_id']}, not run {run_id}; "
+            "give the test's own run id, or leave --run-id out"
+        )
+    run = run_lifecycle(db, test["run_id"])
+    if run is not None:
+        refuse_changes(run, deleting=deleting)
     return test
+
+
+def check_testname(testname: object) -> None:
+    """Refuse (exit 4) a name no test can have (rules/names.py)."""
+    problem = bad_test_name(testname)
+    if problem:
+        raise Refused(problem)
+
+
+def check_runname(runname: object) -> None:
+    problem = bad_run_name(runname)
+    if problem:
+        raise Refused(problem)
+
+
+def set_test_fields(db: Db, test_id: int, values: dict) -> None:
+    """Set some columns of one test row (a prepared statement per set of column names)."""
+    if not values:
+        return
+    tests = db.t.tests
+    names = tuple(sorted(values))
+
+    def build():
+        return update(tests).where(tests.c.id == bindparam("test_id")).values({n: bindparam(f"v_{n}") for n in names})
+
+    db.fast.execute(("set_fields", names), build, {"test_id": test_id, **{f"v_{n}": values[n] for n in names}})
 
 
 def lookup_test(db: Db, test_id: int) -> dict:

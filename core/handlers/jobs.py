@@ -6,22 +6,22 @@ had to spool is a complete request on its own when the next server ingests it.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from ..db.context import Db
 from ..db.dialect import upsert
 from ..errors import Refused
-from .common import require_run, require_test, test_record
+from .common import check_testname, require_run, require_test, set_test_fields, test_record
 from .outputs import add_output
 from .runs import set_state_status_and_roll_up_run
-from .tests import _check_testname, _set_fields, apply_state_status, ensure_test
+from .tests import apply_state_status, ensure_test
 
 REVIVED = "heartbeat resumed after the test was marked dead"
 
 
 def _job_test(db: Db, run_id: int, testname: str, item_path: str, create: bool) -> dict:
     require_run(db, run_id)
-    _check_testname(testname)
+    check_testname(testname)
     if create:
         if item_path:
             ensure_test(db, run_id, testname, "")
@@ -58,7 +58,7 @@ def exec_begin(
         fields.update(rundir=rundir, shortdir=rundir)
     if log:
         fields["final_logf"] = log
-    _set_fields(db, test["id"], fields)
+    set_test_fields(db, test["id"], fields)
     apply_state_status(db, {**test, **fields}, "RUNNING", "n/a", "")
     hb = {"test_id": test["id"], "host": host, "pid": pid, "period": heartbeat, "started": db.now, "last_beat": db.now}
     db.conn.execute(
@@ -94,7 +94,7 @@ def exec_heartbeat(
     fields: dict = {"run_duration": run_duration, "cpuload": cpuload, "diskfree": diskfree}
     if pid is not None:
         fields["attemptnum"] = pid
-    _set_fields(db, test["id"], fields)
+    set_test_fields(db, test["id"], fields)
     hb = db.t.heartbeats
     if not db.conn.execute(update(hb).where(hb.c.test_id == test["id"]).values(last_beat=db.now)).rowcount:
         row = {"test_id": test["id"], "host": test["host"], "pid": pid, "period": heartbeat, "last_beat": db.now}
@@ -140,7 +140,7 @@ def exec_end(
         state, status, comment = "COMPLETED", "PASS", ""
     else:
         state, status, comment = "COMPLETED", "FAIL", f"exit code {exit_code}"
-    _set_fields(db, test["id"], {"run_duration": run_duration})
+    set_test_fields(db, test["id"], {"run_duration": run_duration})
     apply_state_status(db, test, state, status, comment)
     db.conn.execute(delete(db.t.heartbeats).where(db.t.heartbeats.c.test_id == test["id"]))
     p = db.t.processes.c
@@ -168,13 +168,3 @@ def exec_step(
 
     test = _job_test(db, run_id, testname, item_path, create=True)
     teststep_set_status(db, test_id=test["id"], stepname=stepname, state=state, status=status, logfile=logfile)
-
-
-def dead_job_scan(db: Db) -> dict:
-    """What the server's periodic check needs: are there dead jobs, and the shortest live heartbeat."""
-    from .tests import _deadtime, find_dead
-
-    deadtime = _deadtime(db, None)
-    found = find_dead(db, None, deadtime, deadtime)
-    shortest = db.conn.execute(select(func.min(db.t.heartbeats.c.period))).scalar()
-    return {"dead": len(found["incompletes"]) + len(found["old_launched"]), "shortest_heartbeat": shortest}

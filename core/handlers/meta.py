@@ -6,7 +6,10 @@ from sqlalchemy import select, update
 
 from ..db.context import Db
 from ..db.dialect import insert_ignore
+from ..db.schema import NumberOrText
 from ..errors import NotFound, Refused
+from ..rules.numbers import number_out_of_range
+from .common import check_testname
 
 # The columns testmeta-update-field may set (SPEC 7: no field names from input without a whitelist).
 UPDATABLE_FIELDS = (
@@ -23,6 +26,7 @@ UPDATABLE_FIELDS = (
 
 
 def testmeta_add_record(db: Db, *, testname: str) -> None:
+    check_testname(testname)
     row = {"testname": testname, **{f: "" for f in UPDATABLE_FIELDS if f != "jobgroup"}}
     if db.conn.execute(insert_ignore(db.dialect, db.t.test_meta, row, ("testname",))).rowcount:
         db.emit(testname=testname, meta="added")
@@ -32,6 +36,8 @@ def testmeta_update_field(db: Db, *, testname: str, field: str, value: str) -> N
     if field not in UPDATABLE_FIELDS:
         raise Refused(f"test_meta has no updatable field {field!r}; use one of {', '.join(UPDATABLE_FIELDS)}")
     m = db.t.test_meta
+    if isinstance(m.c[field].type, NumberOrText) and number_out_of_range(value):  # REAL affinity: it would be inf
+        raise Refused(f"{field} {value} is out of range for a number; give a smaller number or text")
     if not db.conn.execute(update(m).where(m.c.testname == testname).values({field: value})).rowcount:
         raise Refused(
             f"no meta record for test {testname!r}; create it with `dbtool testmeta-add-record --testname {testname}`"

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
-from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import and_, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql import ColumnElement
 
 from .. import __version__
 from ..db.context import Db
 from ..db.engine import checkpoint, create_triggers, drop_triggers
 from ..errors import Refused
 from ..request import log
-from .common import emit_for_test, require_run, require_test
+from ..rules.testdata import rollup_status
+from .common import deleted_run_ids, emit_for_test, locked_run_ids, require_run, require_test
 
 
 def login(
@@ -51,16 +54,28 @@ def drop_all_triggers(db: Db) -> None:
 
 
 def update_tesdata_on_repilcate_db(db: Db, *, old_linktree: str, new_linktree: str) -> int:
-    """Rewrite the old prefix of rundir/shortdir to the new one; returns the number of tests changed."""
+    """Rewrite rundir/shortdir under the old path to the same place under the new one; returns the
+    number of tests changed. A path prefix, not a string prefix: /old/links is /old/links itself and
+    what is under /old/links/, never /old/linksX (compared exactly: no LIKE wildcards, case-sensitive)."""
     if not old_linktree:
         raise Refused("--old-linktree must not be empty")
+    old, new = old_linktree.rstrip("/"), new_linktree.rstrip("/")  # '/' becomes '': every absolute path
     t = db.t.tests.c
-    n = len(old_linktree)
-    changed = 0
-    for column in (t.rundir, t.shortdir):
-        starts = func.substr(column, 1, n) == old_linktree
-        rewritten = literal(new_linktree) + func.substr(column, n + 1)
-        changed += db.conn.execute(update(db.t.tests).where(starts).values({column.name: rewritten})).rowcount
+
+    def under_old(column) -> ColumnElement:
+        below = func.substr(column, 1, len(old) + 1) == old + "/"
+        return or_(column == old, below) if old else below
+
+    def moved(column) -> ColumnElement:
+        rewritten = case((column == old, literal(new or "/")), else_=literal(new) + func.substr(column, len(old) + 1))
+        return case((under_old(column), rewritten), else_=column)
+
+    statement = (
+        update(db.t.tests)
+        .where(or_(under_old(t.rundir), under_old(t.shortdir)))
+        .values(rundir=moved(t.rundir), shortdir=moved(t.shortdir))
+    )
+    changed = db.conn.execute(statement).rowcount
     if changed:
         db.emit(old_linktree=old_linktree, new_linktree=new_linktree, changed=changed)
     return changed
@@ -135,18 +150,23 @@ def _update_rows(db: Db, condition, values: dict) -> None:
 
 
 def _update_test_state(db: Db, newstate: str, oldstate: str, run_id: int, testname: str) -> None:
+    require_run(db, run_id)
     _update_rows(db, and_(_rows_of_test(db, run_id, testname), db.t.tests.c.state == oldstate), {"state": newstate})
 
 
 def _update_test_status(db: Db, newstatus: str, status_patt: str, run_id: int, testname: str) -> None:
     from ..db.dialect import like
 
+    require_run(db, run_id)
     condition = and_(_rows_of_test(db, run_id, testname), like(db.dialect, db.t.tests.c.status, status_patt))
     _update_rows(db, condition, {"status": newstatus})
 
 
 def _delete_tests_in_state(db: Db, state: str) -> None:
-    _update_rows(db, db.t.tests.c.state == state, {"state": "DELETED"})
+    """Every run's tests in that state (C.6), but those of locked and deleted runs."""
+    t = db.t.tests.c
+    left_alone = and_(t.run_id.not_in(locked_run_ids(db)), t.run_id.not_in(deleted_run_ids(db)))
+    _update_rows(db, and_(t.state == state, left_alone), {"state": "DELETED"})
 
 
 def _toplevel_values(db: Db, run_id: int, testname: str, values: dict) -> None:
@@ -157,6 +177,7 @@ def _toplevel_values(db: Db, run_id: int, testname: str, values: dict) -> None:
 
 
 def _rundir_shortdir(db: Db, rundir: str, shortdir: str, testname: str, item_path: str, run_id: int) -> None:
+    require_run(db, run_id)
     t = db.t.tests.c
     condition = and_(t.run_id == run_id, t.testname == testname, t.item_path == item_path)
     _update_rows(db, condition, {"rundir": rundir, "shortdir": shortdir})
@@ -175,23 +196,25 @@ def _per_pf_counts(db: Db, testname: str, run_id: int) -> None:
 
 
 def _data_rollup(db: Db, test_id: int) -> None:
-    from .testdata import rollup_test_data
-
-    require_test(db, test_id)
-    rollup_test_data(db, test_id)
+    """D.9 test_data-pf-rollup is C.4 step 3 alone: the status from the counts stored on the test
+    (not recounted from its data, and left as they are)."""
+    test = require_test(db, test_id)
+    status = rollup_status(test["status"], test["pass_count"] or 0, test["fail_count"] or 0)
+    if status != test["status"]:
+        _set_test(db, test_id, {"status": status})
 
 
 def _delete_steps(db: Db, test_id: int) -> None:
     from .steps import soft_delete_steps
 
-    require_test(db, test_id)
+    require_test(db, test_id, deleting=True)
     soft_delete_steps(db, test_id)
 
 
 def _delete_data(db: Db, test_id: int) -> None:
     from .testdata import soft_delete_data
 
-    require_test(db, test_id)
+    require_test(db, test_id, deleting=True)
     soft_delete_data(db, test_id)
 
 
@@ -276,30 +299,39 @@ STATEMENTS: dict[str, tuple[tuple[tuple[str, ...], ...], Statement]] = {
     "delete-test-data-records": ((("test_id",),), _delete_data),
 }
 
-_INTS = {
-    "run_id",
-    "test_id",
-    "seconds",
-    "pass_count",
-    "fail_count",
-    "diskfree",
-    "diskusage",
-    "run_duration",
-    "update_time",
+# The numeric arguments of the statements: name → (type, least value). Counts, durations and times
+# are never negative; -1 means "unknown" for disk space and load (the columns' defaults).
+_NUMBERS: dict[str, tuple[type, int | None]] = {
+    "run_id": (int, None),
+    "test_id": (int, None),
+    "seconds": (int, 0),
+    "pass_count": (int, 0),
+    "fail_count": (int, 0),
+    "run_duration": (int, 0),
+    "update_time": (int, 0),
+    "diskfree": (int, -1),
+    "diskusage": (int, -1),
+    "cpuload": (float, -1),
 }
-_FLOATS = {"cpuload"}
 
 
 def _convert(stmt: str, name: str, text: str) -> object:
+    """A statement's argument as its column takes it (text unless it is one of _NUMBERS)."""
+    if name not in _NUMBERS:
+        return text
+    kind, least = _NUMBERS[name]
     try:
-        if name in _INTS:
-            return int(text)
-        if name in _FLOATS:
-            return float(text)
+        value = kind(text)
     except ValueError:
-        kind = "an integer" if name in _INTS else "a number"
-        raise Refused(f"general-call {stmt}: {name} must be {kind}, got {text!r}") from None
-    return text
+        expected = "an integer" if kind is int else "a number"
+        raise Refused(f"general-call {stmt}: {name} must be {expected}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise Refused(f"general-call {stmt}: {name} must be a finite number, not {text!r}")
+    if kind is int and not -(2**63) <= value < 2**63:
+        raise Refused(f"general-call {stmt}: {name} is out of range (64-bit integers only)")
+    if least is not None and value < least:
+        raise Refused(f"general-call {stmt}: {name} must be at least {least}, not {text}")
+    return value
 
 
 def general_call(db: Db, *, stmt: str, args: list[str] | None = None, run_id: int | None = None) -> bool:
@@ -326,6 +358,8 @@ def general_call(db: Db, *, stmt: str, args: list[str] | None = None, run_id: in
             if run_id is None:
                 raise Refused(f"general-call {stmt} needs --run-id")
             values["run_id"] = run_id
+        elif run_id is not None and "test_id" in values and "run_id" not in values:
+            require_test(db, values["test_id"], run_id)  # a --run-id given with a test id must be its run
         fn(db, **values)
         return True
     expected = " or ".join(" ".join(n.upper() for n in layout) for layout in layouts)

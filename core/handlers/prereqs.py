@@ -8,7 +8,7 @@ judge. Decisions where the reference leaves room:
   reference reads through ``get-tests-for-run-state-status``, which keeps them, but a DELETED row
   records something removed that nothing will ever finish: counting it would leave a waiting item
   blocked on it for good, while SPEC 9.9 hides soft-deleted rows from every list.
-* An unknown run id is "not found" (exit 1) rather than "blocked by every waiton".
+* A run id with no run is a run with no rows, as in Megatest: each waiton blocks by its name.
 * ``exclusive`` applies even when the waiton list is empty: it is about the waiting test itself.
 """
 
@@ -31,7 +31,6 @@ from ..rules.prereqs import (
     wanted_item_path,
 )
 from ..rules.vocab import COUNTED_RUNNING_STATES
-from .common import lookup_run
 
 
 def get_prereqs_not_met(
@@ -59,7 +58,6 @@ def get_prereqs_not_met(
     ``ref_item_path`` mapped by the first ``itemmap`` whose test pattern matches W.
     """
     modes, itemmaps = _checked_request(waitons, ref_testname, mode, itemmap)
-    lookup_run(db, run_id)
     records = _running_instances(db, ref_testname, ref_item_path) if modes.exclusive else []
     rows = _waiton_rows(db, run_id, waitons)
     for name in waitons:

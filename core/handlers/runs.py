@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
@@ -11,16 +9,24 @@ from ..db.context import Db
 from ..db.dialect import insert_ignore
 from ..errors import NotFound, Refused
 from ..protocol import Records
+from ..rules.names import bad_key_values
 from ..rules.patterns import LIKE, element_kind
-from ..rules.rollup import roll_up
+from ..rules.rollup import roll_up_run
 from .common import (
+    RUN_DELETED,
+    RUN_LOCKED,
+    check_runname,
     field_filter,
+    find_run,
     lookup_run,
     not_deleted_run,
     page,
+    parse_record,
     pattern_cond,
+    refuse_if_locked,
     require_run,
     run_columns,
+    run_state,
     split_target,
     target_expr,
     testpatt_filter,
@@ -70,55 +76,64 @@ def register_run(
 ) -> int:
     """C.19: insert-or-ignore by (runname, key values); a deleted run is revived; returns the id."""
     runs = db.t.runs
+    check_runname(runname)
     values = split_target(db, target)
+    _check_own_state(state)
     owner = owner or db.ctx.client.get("user") or ""
     row = {"runname": runname, "state": state, "status": status, "owner": owner, "event_time": db.now}
     row["contour"] = contour or ""
     row.update(zip(db.keys, values, strict=True))
     inserted = db.conn.execute(insert_ignore(db.dialect, runs, row, ("runname", *db.keys)))
-    run_id, current_state = db.conn.execute(select(runs.c.id, runs.c.state).where(_same_run(db, runname, values))).one()
+    run_id, deleted_at = db.conn.execute(
+        select(runs.c.id, runs.c.deleted_at).where(_same_run(db, runname, values))
+    ).one()
     if inserted.rowcount:
         db.emit(run_id=run_id, state=state, status=status, runname=runname, target=target)
-    elif current_state == "deleted":
-        db.conn.execute(update(runs).where(runs.c.id == run_id).values(state=state, status=status, event_time=db.now))
+    elif deleted_at is not None:  # the only way back for a deleted run (C.19)
+        revived = {"state": state, "status": status, "event_time": db.now, "deleted_at": None}
+        db.conn.execute(update(runs).where(runs.c.id == run_id).values(revived))
         db.emit(run_id=run_id, state=state, status=status, runname=runname, target=target, revived=True)
     return run_id
+
+
+def _check_own_state(state: str | None) -> None:
+    """'deleted' and 'locked' are not states a caller writes: they follow a run's deletion and lock."""
+    if state == RUN_DELETED:
+        raise Refused("a run's state cannot be set to 'deleted': `dbtool delete-run --run-id N` deletes it")
+    if state == RUN_LOCKED:
+        raise Refused("a run's state cannot be set to 'locked': `dbtool lock-unlock-run --run-id N --lock` locks it")
 
 
 def _same_run(db: Db, runname: str, values: list) -> ColumnElement:
     return and_(db.t.runs.c.runname == runname, *(col == v for col, v in zip(db.t.key_columns, values, strict=True)))
 
 
-def parse_record(text: str, allowed: list[str], what: str) -> dict:
-    """A --record JSON object, restricted to whitelisted columns and scalar values."""
-    try:
-        record = json.loads(text)
-    except ValueError as err:
-        raise Refused(f"--record is not valid JSON: {err}") from None
-    if not isinstance(record, dict) or not record:
-        raise Refused("--record must be a non-empty JSON object of column: value")
-    unknown = sorted(set(record) - set(allowed))
-    if unknown:
-        raise Refused(f"{what} has no column(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-    for key, value in record.items():
-        if isinstance(value, (dict, list)):
-            raise Refused(f"--record: {key} must be a number, a string or null")
-    return record
-
-
 def insert_run(db: Db, *, record: str) -> int:
     runs = db.t.runs
-    columns = [c.name for c in runs.c if c.name != "id"]
-    row = parse_record(record, columns, "the runs table")
+    row = parse_record(record, [c for c in runs.c if c.name != "id"], "the runs table", not_null=("runname",))
     row.setdefault("event_time", db.now)
+    _lifecycle_from_state(row, db.now)
     values = [row.get(k) for k in db.keys]
-    runname = row.get("runname", "norun")
+    runname = row.get("runname", "norun")  # the column's default (reference A.2)
+    check_runname(runname)
+    problem = bad_key_values(db.keys, values)
+    if problem:
+        raise Refused(f"--record {problem}")
     existing = db.conn.execute(select(runs.c.id).where(_same_run(db, runname, values))).scalar()
     if existing is not None:
         raise Refused(f"run {runname!r} for target {'/'.join(map(str, values))} exists already (id {existing})")
     run_id = db.conn.execute(insert(runs).values(row)).inserted_primary_key[0]
     db.emit(run_id=run_id, state=row.get("state"), status=row.get("status"), runname=runname)
     return run_id
+
+
+def _lifecycle_from_state(row: dict, now: int) -> None:
+    """A record copied from Megatest (or an older dbtool) says 'deleted'/'locked' in its state:
+    give it the fields that make it so here, as the schema migration does."""
+    if row.get("state") == RUN_DELETED and row.get("deleted_at") is None:
+        row["deleted_at"] = now
+    elif row.get("state") == RUN_LOCKED and row.get("locked_by") is None:
+        row.update(state="unlocked", locked_by="", locked_at=row.get("locked_at") or now)
 
 
 # -- listing runs -----------------------------------------------------------------------------------
@@ -163,7 +178,8 @@ def simple_get_runs(
     include_deleted: bool = False,
 ) -> Records:
     r = db.t.runs.c
-    columns = [target_expr(db).label("target"), r.id, r.runname, r.state, r.status, r.owner, r.event_time]
+    columns = [target_expr(db).label("target"), r.id, r.runname, run_state(db).label("state"), r.status, r.owner]
+    columns.append(r.event_time)
     query = select(*columns).order_by(*_newest_first(db))
     query = _run_filters(db, query, runname, None, include_deleted)
     if target:
@@ -203,7 +219,8 @@ def get_runs_by_patt(
     unknown = [f for f in names if f not in runs.c]
     if unknown:
         raise Refused(f"unknown run field(s) {', '.join(unknown)}; the runs table has: {', '.join(runs.c.keys())}")
-    columns = [*db.t.key_columns, *(runs.c[f] for f in names if f not in db.keys)]
+    columns = [*db.t.key_columns]
+    columns += [run_state(db).label("state") if f == "state" else runs.c[f] for f in names if f not in db.keys]
     query = select(*columns).where(*_by_patt_filter(db, runname, target))
     if not include_deleted:
         query = query.where(not_deleted_run(db))
@@ -313,6 +330,7 @@ def get_run_state_status(db: Db, *, run_id: int) -> dict:
 
 def _set_run(db: Db, run_id: int, values: dict, cmd_data: dict | None = None) -> None:
     require_run(db, run_id)
+    _check_own_state(values.get("state"))
     if values:
         db.conn.execute(update(db.t.runs).where(db.t.runs.c.id == run_id).values(values))
     db.emit(run_id=run_id, state=values.get("state"), status=values.get("status"), **(cmd_data or {}))
@@ -338,19 +356,21 @@ def update_run_event_time(db: Db, *, run_id: int) -> None:
 def set_state_status_and_roll_up_run(
     db: Db, *, run_id: int, state: str | None = None, status: str | None = None
 ) -> dict:
-    """C.2 / SPEC 9.2: the item roll-up rules applied to the run's toplevel tests, stored on the run."""
+    """C.2 / SPEC 9.2: the run's state by the item roll-up rules applied to its toplevel tests, its
+    status the worst of theirs (``roll_up_run``); stored on the run (under a lock too)."""
     run = require_run(db, run_id)
-    tests = db.t.tests.c
+    tests, r = db.t.tests.c, db.t.runs.c
     groups = db.conn.execute(
         select(tests.state, tests.status, func.count())
         .where(tests.run_id == run_id, tests.item_path == "", tests.state != "DELETED")
         .group_by(tests.state, tests.status)
     ).all()
-    current = (state if state is not None else run["state"], status if status is not None else run["status"])
     if not groups:
         return {"state": run["state"], "status": run["status"]}
-    new = roll_up(groups, None, None)
-    if new != current or new != (run["state"], run["status"]):
+    stored = tuple(db.conn.execute(select(r.state, r.status).where(r.id == run_id)).one())  # under a lock too
+    current = (state if state is not None else stored[0], status if status is not None else stored[1])
+    new = roll_up_run(groups)
+    if new != current or new != stored:
         _set_run(db, run_id, {"state": new[0], "status": new[1]}, {"rollup": True})
     return {"state": new[0], "status": new[1]}
 
@@ -359,52 +379,88 @@ def set_state_status_and_roll_up_run(
 
 
 def delete_run(db: Db, *, run_id: int, batch: int | None = None) -> dict | None:
-    """C.6: hard-delete the run's steps and data; its tests → DELETED, the run → deleted.
+    """C.6: the run → deleted and its tests → DELETED, then its steps and data hard-deleted.
 
-    With ``batch``, only the next ``batch`` tests are done in this transaction (so a huge run does
-    not hold the writer, and a client can show progress); the run itself is marked deleted by the
-    request that finds nothing left. Returns {"tests": done in this request, "remaining": left}.
+    The first request does the deletion itself, all of it in its one transaction: from its commit
+    on the run is deleted and hidden, however the purge that follows is interrupted. Without
+    ``batch`` that request also purges everything; with ``batch`` each request purges the steps and
+    data of at most ``batch`` more tests (so a huge run does not hold the writer, and a client can
+    show progress) and returns {"tests": purged in this request, "remaining": tests left to purge}.
+    delete-run on a deleted run goes on with an interrupted purge (a no-op once there is nothing left).
     """
-    run = require_run(db, run_id)
-    if run["state"] == "locked":
-        raise Refused(
-            f"run {run_id} is locked; unlock it first with `dbtool lock-unlock-run --run-id {run_id} --unlock`"
-        )
-    if batch is not None and batch < 1:
-        raise Refused("--batch must be at least 1")
+    run = find_run(db, run_id)
+    if run is None:
+        raise Refused(f"no run with id {run_id}; `dbtool get-runs` lists the runs")
+    refuse_if_locked(run)
+    first = run["deleted_at"] is None
+    if first:
+        _mark_deleted(db, run_id)
+    purged = _purge(db, run_id, batch)
+    remaining = _left_to_purge(db, run_id) if batch is not None else 0
+    if first:
+        db.emit(run_id=run_id, state=RUN_DELETED, purged=purged, remaining=remaining)
+    elif purged:
+        db.emit(run_id=run_id, purged=purged, remaining=remaining)
+    return None if batch is None else {"tests": purged, "remaining": remaining}
+
+
+def _mark_deleted(db: Db, run_id: int) -> None:
+    """The deletion proper: the run deleted, every test of it DELETED, their heartbeats gone."""
+    tests = db.t.tests
+    of_run = select(tests.c.id).where(tests.c.run_id == run_id)
+    db.conn.execute(update(tests).where(tests.c.run_id == run_id).values(state="DELETED", comment=""))
+    db.conn.execute(delete(db.t.heartbeats).where(db.t.heartbeats.c.test_id.in_(of_run)))
+    values = {"state": RUN_DELETED, "comment": "", "deleted_at": db.now}
+    db.conn.execute(update(db.t.runs).where(db.t.runs.c.id == run_id).values(values))
+
+
+def _unpurged(db: Db) -> ColumnElement:
+    """A test that still has steps or data rows."""
     tests, steps, data = db.t.tests, db.t.test_steps, db.t.test_data
-    pending = select(tests.c.id).where(tests.c.run_id == run_id)
-    left = or_(  # a test still to do: not marked yet, or with steps/data left over
-        tests.c.state != "DELETED",
+    return or_(
         select(steps.c.id).where(steps.c.test_id == tests.c.id).exists(),
         select(data.c.id).where(data.c.test_id == tests.c.id).exists(),
     )
-    if batch is not None:
-        pending = pending.where(left).order_by(tests.c.id).limit(batch)
-    ids = list(db.conn.execute(pending).scalars())
+
+
+def _purge(db: Db, run_id: int, batch: int | None) -> int:
+    """Hard-delete the steps and data of the run's tests (of the next ``batch`` tests that have
+    any); returns how many tests were purged."""
+    tests, steps, data = db.t.tests, db.t.test_steps, db.t.test_data
+    pending = select(tests.c.id).where(tests.c.run_id == run_id, _unpurged(db))
+    if batch is None:
+        count = db.conn.execute(select(func.count()).select_from(pending.subquery())).scalar_one()
+        part = select(tests.c.id).where(tests.c.run_id == run_id)
+        db.conn.execute(delete(steps).where(steps.c.test_id.in_(part)))
+        db.conn.execute(delete(data).where(data.c.test_id.in_(part)))
+        return count
+    ids = list(db.conn.execute(pending.order_by(tests.c.id).limit(batch)).scalars())
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         db.conn.execute(delete(steps).where(steps.c.test_id.in_(part)))
         db.conn.execute(delete(data).where(data.c.test_id.in_(part)))
-        db.conn.execute(update(tests).where(tests.c.id.in_(part)).values(state="DELETED", comment=""))
-    if batch is not None:
-        remaining = db.conn.execute(select(func.count()).where(tests.c.run_id == run_id, left)).scalar_one()
-        if remaining:
-            db.emit(run_id=run_id, tests=len(ids), remaining=remaining)
-            return {"tests": len(ids), "remaining": remaining}
-    db.conn.execute(update(db.t.runs).where(db.t.runs.c.id == run_id).values(state="deleted", comment=""))
-    db.emit(run_id=run_id, state="deleted", tests=len(ids))
-    return None if batch is None else {"tests": len(ids), "remaining": 0}
+    return len(ids)
+
+
+def _left_to_purge(db: Db, run_id: int) -> int:
+    tests = db.t.tests
+    return db.conn.execute(select(func.count()).where(tests.c.run_id == run_id, _unpurged(db))).scalar_one()
 
 
 def lock_unlock_run(db: Db, *, run_id: int, lock: bool = False, unlock: bool = False, user: str | None = None) -> None:
-    """C.7: state locked/unlocked (lock is the fail-safe default), recorded in access_log."""
+    """C.7 (lock is the fail-safe default), recorded in access_log; the lock lives in locked_by/locked_at,
+    so the run's own state is kept underneath and the run reports 'locked' until it is unlocked."""
     if lock and unlock:
         raise Refused("give --lock or --unlock, not both")
-    state = "unlocked" if unlock else "locked"
+    require_run(db, run_id)
     user = user or db.ctx.client.get("user") or ""
-    _set_run(db, run_id, {"state": state}, {"user": user})
-    db.conn.execute(insert(db.t.access_log).values(user=user, accessed=db.now, args=f"{state} {run_id}"))
+    action = "unlocked" if unlock else "locked"
+    values = {"locked_by": None, "locked_at": None} if unlock else {"locked_by": user, "locked_at": db.now}
+    r = db.t.runs.c
+    db.conn.execute(update(db.t.runs).where(r.id == run_id).values(values))
+    db.conn.execute(insert(db.t.access_log).values(user=user, accessed=db.now, args=f"{action} {run_id}"))
+    state = db.conn.execute(select(r.state).where(r.id == run_id)).scalar() if unlock else RUN_LOCKED
+    db.emit(run_id=run_id, state=state, user=user, **{action: True})
 
 
 # -- statistics ---------------------------------------------------------------------------------------
@@ -449,14 +505,17 @@ def _parse_stat(text: str) -> tuple[str, str, int]:
     if len(parts) != 3:
         raise Refused(f"--stat {text!r} must be STATE,STATUS,COUNT")
     try:
-        return parts[0].strip(), parts[1].strip(), int(parts[2])
+        count = int(parts[2])
     except ValueError:
-        raise Refused(f"--stat {text!r}: COUNT must be an integer") from None
+        count = -1
+    if not 0 <= count < 2**63:
+        raise Refused(f"--stat {text!r}: COUNT must be a whole number of tests (0 or more)")
+    return parts[0].strip(), parts[1].strip(), count
 
 
 def get_main_run_stats(db: Db, *, run_id: int) -> Records:
     run = lookup_run(db, run_id)
-    if run["state"] in ("deleted", "DELETED"):
+    if run["deleted_at"] is not None or run["state"] == "DELETED":  # B.3: upper case counts here too
         raise NotFound(f"run {run_id} is deleted")
     rs = db.t.run_stats.c
     query = select(rs.state, rs.status, rs["count"]).where(rs.run_id == run_id).order_by(rs.state, rs.status)

@@ -42,7 +42,7 @@ def teststep_set_status(
 
     A replaced row is deleted and inserted again, so it gets a new id as well as the new time.
     """
-    test = require_test(db, test_id)
+    test = require_test(db, test_id, run_id)
     status = "n/a" if status is None else status
     steps = db.t.test_steps
     db.conn.execute(
@@ -68,7 +68,7 @@ def soft_delete_steps(db: Db, test_id: int) -> int:
 
 
 def delete_steps_for_test(db: Db, *, test_id: int, run_id: int | None = None) -> None:
-    require_test(db, test_id)
+    require_test(db, test_id, run_id, deleting=True)
     soft_delete_steps(db, test_id)
 
 

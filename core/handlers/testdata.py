@@ -8,7 +8,15 @@ from sqlalchemy.sql import ColumnElement
 from ..db.context import Db
 from ..db.dialect import like
 from ..errors import NotFound, Refused
-from ..rules.testdata import FIELDS, data_rows, latest_per_key, read_records, rollup_status
+from ..rules.testdata import (
+    FIELDS,
+    NumberOutOfRange,
+    data_rows,
+    latest_per_key,
+    locate_out_of_range,
+    read_records,
+    rollup_status,
+)
 from .common import emit_for_test, find_test, require_test, soft_delete_rows, status_not_deleted
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -19,14 +27,16 @@ def csv_to_test_data(db: Db, *, test_id: int, run_id: int | None = None, csv: st
 
     A (category, variable) the test already has is replaced: deleted, then inserted with a new id.
     """
-    test = require_test(db, test_id)
+    test = require_test(db, test_id, run_id)
     if csv is None:
         raise Refused("csv-to-test-data needs the CSV text: --csv TEXT, --file F or --file - (standard input)")
     try:
         records = read_records(csv)
+        rows = data_rows(latest_per_key(records), (test_id,))
+    except NumberOutOfRange:
+        raise Refused(f"bad CSV for test {test_id}: {locate_out_of_range(csv)}; nothing was stored") from None
     except ValueError as err:
         raise Refused(f"bad CSV for test {test_id}: {err}; nothing was stored") from None
-    rows = data_rows(latest_per_key(records), (test_id,))
     if not rows:
         return
     replaced = _store_rows(db, test_id, rows)
@@ -115,7 +125,7 @@ def rollup_test_data(db: Db, test_id: int) -> None:
 
 
 def test_data_rollup(db: Db, *, test_id: int, run_id: int | None = None, status: str | None = None) -> None:
-    require_test(db, test_id)
+    require_test(db, test_id, run_id)
     rollup_test_data(db, test_id)
 
 

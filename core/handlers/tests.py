@@ -8,22 +8,23 @@ from ..db.context import Db
 from ..db.dialect import insert_ignore, like, regexp
 from ..errors import NotFound, Refused
 from ..protocol import Records
-from ..rules.deadjobs import CANDIDATE_STATES, DEAD_STATE, DEAD_STATUS, classify
 from ..rules.regex import RegexError, compile_user
 from ..rules.rollup import legacy_pf_rollup, merge_item, roll_up
-from ..rules.vocab import COUNTED_RUNNING_STATES
+from ..rules.vocab import COUNTED_RUNNING_STATES, FAIL_LIKE, PASS_LIKE
 from .common import (
+    check_testname,
     emit_for_test,
+    locked_run_ids,
     lookup_run,
     lookup_test,
     page,
+    parse_record,
     require_run,
     require_test,
+    set_test_fields,
     test_record,
     testpatt_filter,
 )
-
-DEFAULT_DEADTIME = 7200  # SPEC 9.8
 
 EVENT_TIME_RESET_STATES = ("LAUNCHED", "REMOTEHOSTSTART")
 
@@ -66,29 +67,12 @@ def ensure_test(db: Db, run_id: int, testname: str, item_path: str) -> int:
     return test_id
 
 
-def _check_testname(testname: str) -> None:
-    if not testname or "/" in testname:
-        raise Refused(f"invalid test name {testname!r}: it must be non-empty and contain no '/'")
-
-
 def register_test(db: Db, *, run_id: int, testname: str, item_path: str = "") -> int:
     require_run(db, run_id)
-    _check_testname(testname)
+    check_testname(testname)
     if item_path:
         ensure_test(db, run_id, testname, "")
     return ensure_test(db, run_id, testname, item_path)
-
-
-def _set_fields(db: Db, test_id: int, values: dict) -> None:
-    if not values:
-        return
-    tests = db.t.tests
-    names = tuple(sorted(values))
-
-    def build():
-        return update(tests).where(tests.c.id == bindparam("test_id")).values({n: bindparam(f"v_{n}") for n in names})
-
-    db.fast.execute(("set_fields", names), build, {"test_id": test_id, **{f"v_{n}": values[n] for n in names}})
 
 
 def apply_state_status(
@@ -107,7 +91,7 @@ def apply_state_status(
         changes["status"] = status
     if comment is not None:
         changes["comment"] = comment
-    _set_fields(db, test["id"], changes)
+    set_test_fields(db, test["id"], changes)
     new_state = state if state is not None else test["state"]
     new_status = status if status is not None else test["status"]
     emit_for_test(db, test, state=new_state, status=new_status)
@@ -147,7 +131,7 @@ def roll_up_items(db: Db, run_id: int, testname: str, item_path: str, state: str
         "test_state", lambda: select(t.state, t.status).where(t.id == bindparam("id")), {"id": top_id}
     )
     if tuple(current[0]) != (top_state, top_status):
-        _set_fields(db, top_id, {"state": top_state, "status": top_status})
+        set_test_fields(db, top_id, {"state": top_state, "status": top_status})
         db.emit(
             run_id=run_id,
             test_id=top_id,
@@ -171,7 +155,7 @@ def set_state_status_and_roll_up_items(
     comment: str | None = None,
 ) -> int:
     require_run(db, run_id)
-    _check_testname(testname)
+    check_testname(testname)
     test_id = ensure_test(db, run_id, testname, item_path)
     test = require_test(db, test_id)
     apply_state_status(db, test, state, status, comment)
@@ -187,7 +171,7 @@ def test_set_state_status_by_id(
     status: str | None = None,
     comment: str | None = None,
 ) -> None:
-    apply_state_status(db, require_test(db, test_id), state, status, comment)
+    apply_state_status(db, require_test(db, test_id, run_id), state, status, comment)
 
 
 def get_test_id(db: Db, *, run_id: int, testname: str, item_path: str = "") -> int:
@@ -321,7 +305,7 @@ def test_set_state_status(
     comment: str | None = None,
 ) -> None:
     """C.3: set the given fields, no roll-up."""
-    apply_state_status(db, require_test(db, test_id), state, status, comment, roll=False)
+    apply_state_status(db, require_test(db, test_id, run_id), state, status, comment, roll=False)
 
 
 def set_tests_state_status(
@@ -389,13 +373,9 @@ def top_test_set_per_pf_counts(db: Db, *, run_id: int, testname: str) -> dict:
     state, status = legacy_pf_rollup(
         [tuple(r) for r in _items(db, run_id, testname)], top["pass_count"] or 0, top["fail_count"] or 0
     )
-    _set_fields(db, top["id"], {"state": state, "status": status})
+    set_test_fields(db, top["id"], {"state": state, "status": status})
     db.emit(run_id=run_id, test_id=top["id"], testname=testname, item_path="", state=state, status=status)
     return {"test_id": top["id"], "state": state, "status": status}
-
-
-PASS_LIKE = ("PASS", "WARN", "WAIVED")
-FAIL_LIKE = ("FAIL", "CHECK", "INCOMPLETE", "ABORT")
 
 
 def update_pass_fail_counts(db: Db, *, run_id: int, testname: str) -> dict:
@@ -404,7 +384,7 @@ def update_pass_fail_counts(db: Db, *, run_id: int, testname: str) -> dict:
     top = _toplevel(db, run_id, testname)
     statuses = [status for _state, status in _items(db, run_id, testname)]
     counts = {"pass_count": sum(s in PASS_LIKE for s in statuses), "fail_count": sum(s in FAIL_LIKE for s in statuses)}
-    _set_fields(db, top["id"], counts)
+    set_test_fields(db, top["id"], counts)
     db.emit(run_id=run_id, test_id=top["id"], testname=testname, item_path="", **counts)
     return counts
 
@@ -414,10 +394,10 @@ def delete_test_records(db: Db, *, test_id: int, run_id: int | None = None) -> N
     from .steps import soft_delete_steps
     from .testdata import soft_delete_data
 
-    test = require_test(db, test_id)
+    test = require_test(db, test_id, run_id, deleting=True)
     soft_delete_steps(db, test_id)
     soft_delete_data(db, test_id)
-    _set_fields(db, test_id, {"state": "DELETED", "status": "n/a", "comment": ""})
+    set_test_fields(db, test_id, {"state": "DELETED", "status": "n/a", "comment": ""})
     db.emit(
         run_id=test["run_id"],
         test_id=test_id,
@@ -429,11 +409,14 @@ def delete_test_records(db: Db, *, test_id: int, run_id: int | None = None) -> N
 
 
 def delete_old_deleted_test_records(db: Db, *, days: int = 30) -> int:
-    """C.6: purge tests DELETED longer than ``days`` ago, with their steps, data, samples and outputs."""
+    """C.6: purge tests DELETED longer than ``days`` ago, with their steps, data, samples and outputs
+    (every run but the locked ones)."""
     if days < 0:
         raise Refused("--days must not be negative")
     t = db.t.tests
-    ids = select(t.c.id).where(t.c.state == "DELETED", t.c.event_time < db.now - days * 86400)
+    ids = select(t.c.id).where(
+        t.c.state == "DELETED", t.c.event_time < db.now - days * 86400, t.c.run_id.not_in(locked_run_ids(db))
+    )
     doomed = list(db.conn.execute(ids).scalars())
     for chunk in range(0, len(doomed), 500):
         part = doomed[chunk : chunk + 500]
@@ -446,14 +429,21 @@ def delete_old_deleted_test_records(db: Db, *, days: int = 30) -> int:
 
 
 def test_set_top_process_pid(db: Db, *, test_id: int, pid: int, run_id: int | None = None) -> None:
-    test = require_test(db, test_id)
-    _set_fields(db, test_id, {"attemptnum": pid})
+    test = require_test(db, test_id, run_id)
+    set_test_fields(db, test_id, {"attemptnum": pid})
     db.emit(run_id=test["run_id"], test_id=test_id, testname=test["testname"], item_path=test["item_path"], pid=pid)
 
 
 def test_set_archive_block_id(db: Db, *, test_id: int, block_id: int, run_id: int | None = None) -> None:
-    test = require_test(db, test_id)
-    _set_fields(db, test_id, {"archived": block_id})
+    """tests.archived := the block (0 = not archived); a block id that names no block is refused."""
+    test = require_test(db, test_id, run_id)
+    blocks = db.t.archive_blocks.c
+    if block_id and db.conn.execute(select(blocks.id).where(blocks.id == block_id)).first() is None:
+        raise Refused(
+            f"no archive block with id {block_id}; register it with `dbtool archive-register-block-name` "
+            "(0 = not archived)"
+        )
+    set_test_fields(db, test_id, {"archived": block_id})
     db.emit(
         run_id=test["run_id"],
         test_id=test_id,
@@ -465,14 +455,13 @@ def test_set_archive_block_id(db: Db, *, test_id: int, block_id: int, run_id: in
 
 def insert_test(db: Db, *, run_id: int, record: str) -> int:
     """Insert a complete test record (replication); an existing (testname, item_path) is refused."""
-    from .runs import parse_record
-
     require_run(db, run_id)
     tests = db.t.tests
-    row = parse_record(record, [c.name for c in tests.c if c.name not in ("id", "run_id")], "the tests table")
-    if not row.get("testname"):
+    columns = [c for c in tests.c if c.name not in ("id", "run_id")]
+    row = parse_record(record, columns, "the tests table", not_null=("testname", "item_path"))
+    if "testname" not in row:
         raise Refused("--record needs a testname")
-    _check_testname(str(row["testname"]))
+    check_testname(row["testname"])
     row["run_id"] = run_id
     row.setdefault("item_path", "")
     row.setdefault("event_time", db.now)
@@ -492,69 +481,6 @@ def insert_test(db: Db, *, run_id: int, record: str) -> int:
         status=row.get("status"),
     )
     return test_id
-
-
-# -- dead jobs (C.8) --------------------------------------------------------------------------------------
-
-
-def _deadtime(db: Db, given: int | None) -> int:
-    value = given if given is not None else db.setting("tests", "deadtime", DEFAULT_DEADTIME)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise Refused(f"tests.deadtime in config.toml must be a number of seconds, not {value!r}") from None
-
-
-def find_dead(db: Db, run_id: int | None, running_deadtime: int, remote_deadtime: int) -> dict[str, list[dict]]:
-    t, hb = db.t.tests.c, db.t.heartbeats.c
-    columns = [t.id, t.run_id, t.testname, t.item_path, t.state, t.status, t.event_time, t.run_duration, t.uname]
-    query = (
-        select(*columns, hb.period.label("hb_period"), hb.last_beat.label("hb_last"))
-        .select_from(db.t.tests.outerjoin(db.t.heartbeats, hb.test_id == t.id))
-        .where(t.state.in_(CANDIDATE_STATES))
-    )
-    if run_id is not None:
-        query = query.where(t.run_id == run_id)
-    rows = db.records(query.order_by(t.id))
-    return classify(rows, db.now, running_deadtime, remote_deadtime)
-
-
-def get_toplevels_and_incompletes(
-    db: Db,
-    *,
-    run_id: int | None = None,
-    running_deadtime: int | None = None,
-    remotehoststart_deadtime: int | None = None,
-) -> dict:
-    running = _deadtime(db, running_deadtime)
-    return find_dead(
-        db, run_id, running, _deadtime(db, remotehoststart_deadtime) if remotehoststart_deadtime else running
-    )
-
-
-def have_incompletes(db: Db, *, run_id: int | None = None, deadtime: int | None = None) -> bool:
-    """Whether mark-incomplete would mark anything (placeholder toplevels, which it leaves alone, do not count)."""
-    deadtime = _deadtime(db, deadtime)
-    found = find_dead(db, run_id, deadtime, deadtime)
-    return bool(found["incompletes"] or found["old_launched"])
-
-
-def mark_incomplete(db: Db, *, run_id: int | None = None, deadtime: int | None = None) -> list[int]:
-    """C.8 (working, SPEC 9.5): dead tests → COMPLETED/DEAD with the reason; items roll up."""
-    from .runs import set_state_status_and_roll_up_run
-
-    deadtime = _deadtime(db, deadtime)
-    found = find_dead(db, run_id, deadtime, deadtime)
-    marked = []
-    for row in found["incompletes"] + found["old_launched"]:
-        test = require_test(db, row["id"])
-        apply_state_status(db, test, DEAD_STATE, DEAD_STATUS, f"Test failed to complete: {row['reason']}")
-        marked.append(row["id"])
-    if marked:
-        db.conn.execute(delete(db.t.heartbeats).where(db.t.heartbeats.c.test_id.in_(marked)))
-        for run in sorted({row["run_id"] for row in found["incompletes"] + found["old_launched"]}):
-            set_state_status_and_roll_up_run(db, run_id=run)
-    return marked
 
 
 # -- reads (D.6) -------------------------------------------------------------------------------------------
@@ -678,7 +604,9 @@ def get_tests_for_runs_mindata(
     try:
         ids = [int(i) for i in run_ids] if run_ids else None
     except ValueError:
-        raise Refused(f"--run-ids must be a comma list of run ids, not {','.join(run_ids)!r}") from None
+        ids = [-1]
+    if ids and not all(0 <= i < 2**63 for i in ids):
+        raise Refused(f"--run-ids must be a comma list of run ids, not {','.join(run_ids)!r}")
     return get_tests_for_run(
         db,
         run_id=ids,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from sqlalchemy import delete, select
 
 from ..db.context import Db
@@ -30,18 +32,34 @@ def del_var(db: Db, *, var: str) -> None:
 
 
 def _add(db: Db, var: str, n: float) -> int | float:
-    """val := val + n; a missing variable counts as 0; a non-numeric one is refused."""
+    """val := val + n; a missing variable counts as 0; a non-numeric one is refused, and so is a
+    result no finite float holds (ints stay exact)."""
     m = db.t.metadat.c
     current = db.conn.execute(select(m.val).where(m.var == var)).scalar()
     base = 0 if current is None else parse_number(current)
     if base is None:
-        raise Refused(f"variable {var!r} holds {current!r}, not a number")
-    value = base + n
+        raise Refused(f"variable {var!r} holds {_brief(current)!r}, not a number")
+    if isinstance(base, int) and float(n).is_integer():
+        n = int(n)
+    try:
+        value = base + n
+    except OverflowError:  # an int beyond any float, plus a fraction
+        value = math.inf
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Refused(
+            f"adding {n:g} to variable {var!r} ({_brief(current)}) gives a number out of range; "
+            "the variable is unchanged"
+        )
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     db.conn.execute(upsert(db.dialect, db.t.metadat, {"var": var, "val": str(value)}, ("var",), ("val",)))
     db.emit(var=var, value=value)
     return value
+
+
+def _brief(text: object) -> str:
+    text = str(text)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def inc_var(db: Db, *, var: str) -> int | float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 NUMBER_PATTERN = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
@@ -9,20 +10,35 @@ _NUMBER = re.compile(NUMBER_PATTERN)
 
 
 def parse_number(text: object) -> int | float | None:
-    """The number ``text`` spells, or None. ``"8mA"``, ``"nan"``, ``"1_000"`` are not numbers."""
+    """The number ``text`` spells, or None. ``"8mA"``, ``"nan"``, ``"1_000"`` are not numbers, nor
+    is a float no finite float holds (``"1e400"``): it stays text rather than becoming infinity.
+    Ints are exact (up to the digits Python's int() reads)."""
     if isinstance(text, bool):
         return None
-    if isinstance(text, (int, float)):
+    if isinstance(text, int):
         return text
+    if isinstance(text, float):
+        return text if math.isfinite(text) else None
     if not isinstance(text, str):
         return None
     s = text.strip()
     m = _NUMBER.fullmatch(s)
     if m is None:
         return None
-    if "." in s or "e" in s or "E" in s:
-        return float(s)
-    return int(s)
+    try:
+        if "." in s or "e" in s or "E" in s:
+            number = float(s)
+            return number if math.isfinite(number) else None
+        return int(s)
+    except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+        return None
+
+
+def number_out_of_range(text: str) -> bool:
+    """Whether ``text`` spells a number that no finite float holds: a REAL column (SQLite's REAL
+    affinity converts such text) would store it as infinity."""
+    s = text.strip()
+    return _NUMBER.fullmatch(s) is not None and not math.isfinite(float(s))
 
 
 def numeric_or_text(text: object) -> object:

@@ -2,7 +2,8 @@
 
 ``roll_up`` is pure: given the (state, status, count) groups of the items (this item's new
 values included) and the incoming state/status, it returns the toplevel's new state/status.
-The same rules roll a run's toplevel tests into the run (C.2).
+A run's state follows the same rules applied to its toplevel tests, and its status is the worst
+of theirs (``roll_up_run``, C.2 and SPEC 9.2).
 """
 
 from __future__ import annotations
@@ -58,6 +59,19 @@ def roll_up(groups: Iterable[tuple[str, str, int]], state: str | None, status: s
     else:
         new_status = statuses[0] if statuses else "n/a"
     return new_state, new_status
+
+
+def roll_up_run(groups: Iterable[tuple[str, str, int]]) -> tuple[str, str]:
+    """A run's (state, status) from its toplevel tests grouped as (state, status, count) (SPEC 9.2).
+
+    The state follows the B rules of ``roll_up``; the status is the worst status among the
+    toplevels (``STATUS_RANK``), so that a run never hides a FAIL behind a test that has not
+    started (B's STARTED) or a prerequisite failure.
+    """
+    groups = [(g_state, g_status, count) for g_state, g_status, count in groups if count]
+    state, _ = roll_up(groups, None, None)
+    statuses = special_sort((g_status for _, g_status, _ in groups), STATUS_RANK)
+    return state, statuses[0] if statuses else "n/a"
 
 
 def merge_item(groups: Iterable[tuple[str, str, int]], state: str, status: str) -> list[tuple[str, str, int]]:

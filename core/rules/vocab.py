@@ -40,11 +40,14 @@ RUNNING_STATES = frozenset({"RUNNING", "REMOTEHOSTSTART", "LAUNCHED", "STARTED"}
 COUNTED_RUNNING_STATES = ("LAUNCHED", "RUNNING", "REMOTEHOSTSTART")
 ENDED_STATES = frozenset({"COMPLETED", "KILLED", "KILLREQ", "STUCK", "ARCHIVED", "INCOMPLETE"})
 BADLY_ENDED_STATES = frozenset({"KILLED", "KILLREQ", "STUCK", "INCOMPLETE", "DEAD"})
-CANT_RUN_STATES = frozenset({"COMPLETED", "KILLED", "ARCHIVED", "INCOMPLETE", "UNKNOWN"})
 DONT_ROLL_UP_STATES = frozenset({"DELETED", "REMOVING", "CLEANING", "ARCHIVE_REMOVING"})
 
 WELL_ENDED_STATUSES = frozenset({"PASS", "WARN", "CHECK", "WAIVED", "SKIP"})
 NOT_STARTED_OK_STATUSES = frozenset({"n/a", "PASS", "SKIP", "WARN", "WAIVED", "CHECK", "DEAD", "FAIL", "na"})
+
+# Item statuses counted as passed / failed by update-pass-fail-counts (C.3).
+PASS_LIKE = ("PASS", "WARN", "WAIVED")
+FAIL_LIKE = ("FAIL", "CHECK", "INCOMPLETE", "ABORT")
 
 # Statuses an exit code maps to (B.2): 0 → PASS, anything else → FAIL.
 PASS, FAIL = "PASS", "FAIL"

@@ -265,7 +265,7 @@ class Server:
 
     async def _dead_jobs(self) -> None:
         """Mark dead jobs COMPLETED/DEAD (C.8, SPEC 9.8) as they die, at least once per heartbeat period."""
-        from ..handlers.jobs import dead_job_scan
+        from ..handlers.deadjobs import dead_job_scan
 
         configured = float(self.config["tests"].get("dead_check_interval", DEAD_CHECK_INTERVAL))
         interval = configured

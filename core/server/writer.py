@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..commands import Command
 from ..db.context import EVENT_FIELDS, Db
+from ..db.engine import BUSY_TIMEOUT_MS
 from ..db.fast import Statements
 from ..db.schema import Schema
 from ..errors import Busy, DbtoolError, Internal, Refused
@@ -53,7 +54,6 @@ IDEM_COLUMNS = ("idem", "response", "created")
 
 IDEMPOTENCY_TTL = 24 * 3600  # seconds a write's idempotency key is remembered
 LOCK_WAIT = 10.0  # seconds to wait for a write lock held by another process
-BUSY_TIMEOUT_MS = 10_000
 
 
 class Job:
