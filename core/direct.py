@@ -10,7 +10,7 @@ import os
 
 from .area import Area, load_config
 from .commands import Command
-from .errors import DbtoolError, Internal, Refused
+from .errors import DbtoolError, Internal, Outdated, Refused
 from .link import client_identity
 from .protocol import Reply
 from .request import RequestContext, activate
@@ -33,6 +33,7 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
     engine = sqlite_engine(area.db_path, DIRECT, pool_size=1)
     try:
         with activate(ctx), engine.connect() as conn, conn.begin():
+            _check_schema(conn, area)
             schema = schema_for(read_keys(conn))
             result = resolve(cmd.handler)(Db(conn, schema, ctx, config), **params)
     except DbtoolError as err:
@@ -45,3 +46,23 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
     finally:
         engine.dispose()
     return Reply(result, ctx.log, ctx.id)  # Records as they are, like a server's packed answer
+
+
+def _check_schema(conn, area: Area) -> None:
+    """An area an older dbtool made has an older schema, which only a server upgrades (a direct
+    read cannot write): say so, and the router starts one."""
+    from sqlalchemy import select
+
+    from .db.schema import SCHEMA_VERSION, table
+
+    metadat = table("metadat")
+    found = conn.execute(select(metadat.c.val).where(metadat.c.var == "DBTOOL_SCHEMA")).scalar()
+    try:
+        version = int(found)
+    except (TypeError, ValueError):
+        version = 0
+    if version < SCHEMA_VERSION:
+        raise Outdated(
+            f"{area.db_path} has schema {version}, this dbtool needs {SCHEMA_VERSION}: a write, or `dbtool server "
+            "start`, upgrades it (the area's owner must run it once)"
+        )

@@ -46,6 +46,10 @@ class Refused(DbtoolError):
     exit_code = 4
 
 
+class Outdated(Refused):
+    """The area's database was made by an older dbtool; a server (which upgrades it) must open it first."""
+
+
 class Unavailable(DbtoolError):
     """No server could be reached or started."""
 

@@ -156,7 +156,11 @@ def test_special_sort_ties():
         ([("COMPLETED", "PASS"), ("NOT_STARTED", "PREQ_FAIL")], ("NOT_STARTED", "PREQ_FAIL")),
         ([("COMPLETED", "ABORT"), ("NOT_STARTED", "PREQ_FAIL")], ("NOT_STARTED", "ABORT")),  # the worst wins
         ([("NOT_STARTED", "n/a")], ("NOT_STARTED", "n/a")),
-        ([("COMPLETED", "KILLED"), ("COMPLETED", "INCOMPLETE")], ("COMPLETED", "INCOMPLETE")),  # rank 0: alphabetical
+        ([("COMPLETED", "KILLED"), ("COMPLETED", "INCOMPLETE")], ("COMPLETED", "INCOMPLETE")),  # equal: alphabetical
+        ([("COMPLETED", "PASS"), ("KILLED", "KILLED")], ("KILLED", "KILLED")),  # a killed test never hides behind PASS
+        ([("COMPLETED", "PASS"), ("COMPLETED", "TIMED_OUT")], ("COMPLETED", "TIMED_OUT")),
+        ([("COMPLETED", "FAIL"), ("KILLED", "KILLED")], ("KILLED", "FAIL")),  # FAIL is worse still (the demo)
+        ([("COMPLETED", "PASS"), ("COMPLETED", "AUTO")], ("COMPLETED", "PASS")),  # not a failure: rank 0
     ],
 )
 def test_run_state_follows_the_b_rules_and_its_status_is_the_worst_toplevel(toplevels, expected):

@@ -280,3 +280,23 @@ def test_create_schema_migrates_an_old_area(hdb):
     with hdb.engine.connect() as conn, conn.begin():  # idempotent
         create_schema(conn, ["RELEASE", "PLATFORM"], "test")
     assert hdb.sql("select count(*) from runs where locked_by is not null") == [(1,)]
+
+
+def test_a_read_on_an_area_of_an_older_dbtool_upgrades_it_through_a_server(area):
+    """An area made before the lock and deletion fields: a read with no server cannot upgrade it
+    (it is read-only), so it starts the server that does, and is answered by it."""
+    import sqlite3
+
+    area.ok("register-run", "--target", "v1/linux", "--runname", "old")
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    con = sqlite3.connect(area.dir / "dbtool.db")
+    for column in ("locked_by", "locked_at", "deleted_at"):
+        con.execute(f"alter table runs drop column {column}")
+    con.execute("update metadat set val = '1' where var = 'DBTOOL_SCHEMA'")
+    con.commit()
+    con.close()
+    runs = area.ok("get-runs", "--json").json
+    assert [r["runname"] for r in runs] == ["old"] and "deleted_at" in runs[0]
+    assert area.server_pids()  # the server that upgraded the area
+    assert area.ok("get-var", "DBTOOL_SCHEMA").out == "2\n"

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from .vocab import (
     DONT_ROLL_UP_STATES,
     NOT_STARTED_OK_STATUSES,
+    RUN_STATUS_RANK,
     RUNNING_STATES,
     STATE_RANK,
     STATUS_RANK,
@@ -65,12 +66,13 @@ def roll_up_run(groups: Iterable[tuple[str, str, int]]) -> tuple[str, str]:
     """A run's (state, status) from its toplevel tests grouped as (state, status, count) (SPEC 9.2).
 
     The state follows the B rules of ``roll_up``; the status is the worst status among the
-    toplevels (``STATUS_RANK``), so that a run never hides a FAIL behind a test that has not
-    started (B's STARTED) or a prerequisite failure.
+    toplevels (``RUN_STATUS_RANK``: B.2's ranks, with KILLED and the like as bad as DEAD), so that
+    a run never hides a FAIL behind a test that has not started (B's STARTED), nor a killed test
+    behind passing ones.
     """
     groups = [(g_state, g_status, count) for g_state, g_status, count in groups if count]
     state, _ = roll_up(groups, None, None)
-    statuses = special_sort((g_status for _, g_status, _ in groups), STATUS_RANK)
+    statuses = special_sort((g_status for _, g_status, _ in groups), RUN_STATUS_RANK)
     return state, statuses[0] if statuses else "n/a"
 
 

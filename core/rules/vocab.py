@@ -35,6 +35,14 @@ STATUS_RANK = {
     "na": 0,
 }
 
+# A run's status is the worst of its toplevels' (SPEC 9.2). The statuses B.2 leaves unranked that
+# say a test went wrong rank with DEAD there, so that a KILLED or TIMED_OUT test never hides behind
+# PASS; the item roll-up keeps B.2's ranks as they are (reference F.3).
+RUN_STATUS_RANK = {
+    **STATUS_RANK,
+    **dict.fromkeys(("KILLED", "INCOMPLETE", "STUCK/INCOMPLETE", "TIMED_OUT", "FAILED TO KILL"), STATUS_RANK["DEAD"]),
+}
+
 RUNNING_STATES = frozenset({"RUNNING", "REMOTEHOSTSTART", "LAUNCHED", "STARTED"})
 # States counted by the running-test counters (C.10).
 COUNTED_RUNNING_STATES = ("LAUNCHED", "RUNNING", "REMOTEHOSTSTART")
