@@ -32,6 +32,8 @@ from .main import default_timeout
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 UNREACHABLE = (Unavailable, Busy, VersionMismatch, Unauthorized)  # no usable server: spool the report
+PERIOD = COMMANDS["exec-heartbeat"].param("heartbeat")  # the periods the server accepts: min, max, default
+WAIT_SLICE = 60.0  # the longest single wait of the heartbeat thread (seconds)
 
 
 def warn(message: str) -> None:
@@ -87,8 +89,6 @@ def run(
 ) -> int:
     if not command:
         raise UsageError("give the command to run after --, e.g. dbtool exec --run-id 1 --testname t -- make test")
-    if heartbeat <= 0:
-        raise UsageError("--heartbeat must be a positive number of seconds")
     rundir = rundir or os.getcwd()
     if not os.path.isdir(rundir):
         raise UsageError(f"--rundir {rundir} is not a directory")
@@ -111,7 +111,7 @@ def run(
         },
     )
     job = Job(command, rundir, log)
-    beats = Heartbeats(reporter, where, job, heartbeat, started, rundir)
+    beats = Heartbeats(reporter, where, job.pid, heartbeat, started, rundir)
     beats.start()
     try:
         code = job.wait()
@@ -203,32 +203,62 @@ class Job:
 
 
 class Heartbeats(threading.Thread):
-    """Beats every ``period`` seconds (the first one at once, with the command's pid)."""
+    """Beats every ``period`` seconds (the first one at once, with the command's pid).
 
-    def __init__(self, reporter: Reporter, where: dict, job: Job, period: float, started: float, rundir: str):
+    The period is bounded to what the server accepts (a NaN gives the default), and each wait is
+    at most ``WAIT_SLICE`` seconds: no period can make a wait overflow or return at once. A beat
+    that fails in any way is skipped: bookkeeping never stops the job.
+    """
+
+    def __init__(self, reporter: Reporter, where: dict, pid: int, period: float, started: float, rundir: str):
         super().__init__(name="dbtool-heartbeat", daemon=True)
         self.reporter = reporter
         self.where = where
-        self.job = job
-        self.period = period
+        self.pid = pid
+        self.period = bounded_period(period)
         self.started = started
         self.rundir = rundir
         self.stopped = threading.Event()
+        self.failed = False
 
     def run(self) -> None:
         first = True
         while not self.stopped.is_set():
-            params = {**self.where, "heartbeat": self.period, "cpuload": _load(), "diskfree": _free_kib(self.rundir)}
-            params["run_duration"] = int(time.time() - self.started)
-            if first:
-                params["pid"] = self.job.pid
-            self.reporter.try_report("exec-heartbeat", params, timeout=max(1.0, min(self.period, 10.0)))
+            try:
+                self.beat(first)
+            except Exception as err:  # a bug or an OS error in a beat must not end the beats
+                if not self.failed:
+                    warn(f"a heartbeat failed ({type(err).__name__}: {err}); the job goes on")
+                    self.failed = True
             first = False
-            self.stopped.wait(self.period)
+            self.pause()
+
+    def beat(self, first: bool) -> None:
+        params = {**self.where, "heartbeat": self.period, "cpuload": _load(), "diskfree": _free_kib(self.rundir)}
+        params["run_duration"] = int(time.time() - self.started)
+        if first:
+            params["pid"] = self.pid
+        self.reporter.try_report("exec-heartbeat", params, timeout=max(1.0, min(self.period, 10.0)))
+
+    def pause(self) -> None:
+        """Wait one period, or until stopped."""
+        until = time.monotonic() + self.period
+        while not self.stopped.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            self.stopped.wait(min(left, WAIT_SLICE))
 
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=15)
+
+
+def bounded_period(seconds: float) -> float:
+    """A heartbeat period the server accepts: within its bounds (NaN: the default)."""
+    if seconds != seconds:
+        return PERIOD.default
+    return min(max(seconds, PERIOD.min), PERIOD.max)
 
 
 def _load() -> float:

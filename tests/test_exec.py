@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -237,7 +238,42 @@ def test_exec_refusals_and_usage(run, tmp_path):
     assert run.run("exec", "--run-id", "1", "--testname", "t").code == 2
     missing = run.run("exec", "--run-id", "1", "--testname", "t", "--", "/no/such/program")
     assert missing.code == 2 and "cannot run /no/such/program" in missing.err
-    assert run.run("exec", "--run-id", "1", "--testname", "t", "--heartbeat", "0", "--", "true").code == 2
+
+
+@pytest.mark.parametrize("period", ["nan", "inf", "-inf", "1e300", "86401", "0", "-1"])
+def test_a_heartbeat_that_is_no_usable_period_is_refused_before_anything_runs(run, tmp_path, period):
+    test_id = run.ok("register-test", "--run-id", "1", "--testname", "hb").out.strip()
+    before = info(run, "hb")
+    marker = tmp_path / "ran"
+    refused = exec_(run, "--testname", "hb", "--heartbeat", period, cmd=[PY, "-c", f"open({str(marker)!r}, 'w')"])
+    assert refused.code == 4 and refused.out == ""
+    assert refused.err.startswith("dbtool: error: --heartbeat must be") and refused.err.count("\n") == 1
+    assert not marker.exists()
+    assert info(run, "hb") == before  # the test untouched
+    assert query(run, "select count(*) from heartbeats where test_id = ?", int(test_id)) == [(0,)]
+
+
+@pytest.mark.parametrize("period", [float("nan"), float("inf"), 1e300])
+def test_the_heartbeat_thread_bounds_its_wait_whatever_the_period(run, period):
+    from dbtool.cli.jobexec import Heartbeats, Reporter
+    from dbtool.core.area import Area as CoreArea
+
+    reporter = Reporter(CoreArea(str(run.root)), 30.0)
+    where = {"run_id": 1, "testname": "beats", "item_path": ""}
+    reporter.report("exec-begin", {**where, "host": "h", "pid": os.getpid(), "heartbeat": 1.0})
+    failures = []
+    previous, threading.excepthook = threading.excepthook, failures.append
+    try:
+        beats = Heartbeats(reporter, where, os.getpid(), period, time.time(), str(run.root))
+        beats.start()
+        assert wait_for(lambda: query(run, "select count(*) from test_rundat") == [(1,)])
+        time.sleep(0.5)  # a flood (no wait between beats) would show here
+        beats.stop()
+        assert not beats.is_alive()
+    finally:
+        threading.excepthook = previous
+    assert failures == []
+    assert query(run, "select count(*) from test_rundat") == [(1,)]
 
 
 def test_output_files(run, tmp_path):
