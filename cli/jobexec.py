@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import BinaryIO
 
 from dbtool.core import spool
 from dbtool.core.area import Area, find_area
@@ -93,10 +94,19 @@ def run(
     if not os.path.isdir(rundir):
         raise UsageError(f"--rundir {rundir} is not a directory")
     area = find_area(opts.area)
+    output = _open_log(log)  # before the test is touched: a log that cannot be written refuses the job
     reporter = Reporter(area, default_timeout(opts))
     where = {"run_id": run_id, "testname": testname, "item_path": item_path}
-    if step:
-        return _run_step(reporter, where, step, log, rundir, command)
+    job = Job(command, rundir, output)
+    try:
+        if step:
+            return _run_step(reporter, where, step, log, job)
+        return _run_test(reporter, where, log, heartbeat, rundir, job)
+    finally:
+        job.close_log()
+
+
+def _run_test(reporter: Reporter, where: dict, log: str | None, heartbeat: float, rundir: str, job: Job) -> int:
     started = time.time()
     reporter.report(
         "exec-begin",
@@ -110,50 +120,77 @@ def run(
             "log": log or "",
         },
     )
-    job = Job(command, rundir, log)
-    beats = Heartbeats(reporter, where, job.pid, heartbeat, started, rundir)
-    beats.start()
-    try:
-        code = job.wait()
-    finally:
-        beats.stop()
-    reporter.final(
-        "exec-end",
-        {**where, "exit_code": code, "signal": job.signal_name, "run_duration": int(time.time() - started)},
-    )
+    end = {**where}
+    if job.start():
+        beats = Heartbeats(reporter, where, job.pid, heartbeat, started, rundir)
+        beats.start()
+        try:
+            code = job.wait()
+        finally:
+            beats.stop()
+        end.update(exit_code=code, signal=job.signal_name)
+    else:
+        code = job.cannot_start()
+        end.update(exit_code=code, error=job.failure)
+    reporter.final("exec-end", {**end, "run_duration": int(time.time() - started)})
     return code
 
 
-def _run_step(reporter: Reporter, where: dict, step: str, log: str | None, rundir: str, command: list[str]) -> int:
+def _run_step(reporter: Reporter, where: dict, step: str, log: str | None, job: Job) -> int:
     common = {**where, "stepname": step, "logfile": log or ""}
     reporter.report("exec-step", {**common, "state": "start", "status": "-"})
-    job = Job(command, rundir, log)
-    code = job.wait()
+    code = job.wait() if job.start() else job.cannot_start()
     reporter.final("exec-step", {**common, "state": "end", "status": job.signal_name or str(code)})
     return code
+
+
+def _open_log(path: str | None) -> BinaryIO | None:
+    if path is None:
+        return None
+    try:
+        return open(path, "wb")  # the Job closes it
+    except OSError as err:
+        raise UsageError(f"cannot write --log {path}: {err.strerror}") from None
 
 
 class Job:
     """CMD in its own process group, its output passed through and copied to the log file."""
 
-    def __init__(self, command: list[str], rundir: str, log: str | None) -> None:
+    def __init__(self, command: list[str], rundir: str, log: BinaryIO | None) -> None:
+        self.command = command
+        self.rundir = rundir
+        self.log = log
         self.signal_name: str | None = None
-        self.log = open(log, "wb") if log else None  # noqa: SIM115 - closed in wait()
+        self.failure = ""  # why CMD could not be started
+        self.failure_code = 0  # and the exit code a shell gives for that
+        self.lock = threading.Lock()
+        self.copiers: list[threading.Thread] = []
+
+    def start(self) -> bool:
+        """Start CMD; False (and ``failure`` says why) when it cannot be started."""
         pipe = subprocess.PIPE if self.log else None
         try:
-            self.proc = subprocess.Popen(command, cwd=rundir, stdout=pipe, stderr=pipe, process_group=0)
+            self.proc = subprocess.Popen(self.command, cwd=self.rundir, stdout=pipe, stderr=pipe, process_group=0)
         except OSError as err:
-            if self.log:
-                self.log.close()
-            raise UsageError(f"cannot run {command[0]}: {err.strerror}") from None
+            self.failure = f"cannot run {self.command[0]}: {err.strerror or err}"
+            self.failure_code = 127 if isinstance(err, FileNotFoundError) else 126
+            return False
         self.previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
-        self.lock = threading.Lock()
-        self.copiers = []
         if self.log:
             for stream, sink in ((self.proc.stdout, sys.stdout.buffer), (self.proc.stderr, sys.stderr.buffer)):
                 copier = threading.Thread(target=self._copy, args=(stream, sink), daemon=True)
                 copier.start()
                 self.copiers.append(copier)
+        return True
+
+    def cannot_start(self) -> int:
+        """Say why CMD did not start; its exit code as a shell gives it (127: not found, 126: not runnable)."""
+        print(f"dbtool: error: {self.failure}", file=sys.stderr, flush=True)
+        return self.failure_code
+
+    def close_log(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
     @property
     def pid(self) -> int:
@@ -194,8 +231,6 @@ class Job:
         finally:
             for sig, handler in self.previous.items():
                 signal.signal(sig, handler)
-            if self.log:
-                self.log.close()
         if code < 0:
             self.signal_name = signal.Signals(-code).name
             return 128 - code

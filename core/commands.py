@@ -613,12 +613,13 @@ command(
     "exec-end",
     WRITE,
     "jobs.exec_end",
-    "End of a job (used by `exec`): COMPLETED PASS/FAIL by exit code, or KILLED by a signal; roll-up "
-    "into the toplevel and the run.",
+    "End of a job (used by `exec`): COMPLETED PASS/FAIL by exit code (FAIL with the reason when the "
+    "command could not run), or KILLED by a signal; roll-up into the toplevel and the run.",
     *JOB_WHERE,
     Param("exit_code", "int", "the command's exit code", required=True, min=0, max=255),
     Param("signal", "str", "the signal that killed it (e.g. SIGTERM)"),
     Param("run_duration", "int", "seconds the job ran", default=0, min=0),
+    Param("error", "str", "why the command could not run: the test FAILs with this as its comment"),
     hidden=True,
 )
 command(

@@ -236,8 +236,44 @@ def test_exec_refusals_and_usage(run, tmp_path):
     refused = run.run("exec", "--run-id", "99", "--testname", "t", "--", PY, "-c", f"open({str(marker)!r}, 'w')")
     assert refused.code == 4 and "no run with id 99" in refused.err and not marker.exists()
     assert run.run("exec", "--run-id", "1", "--testname", "t").code == 2
-    missing = run.run("exec", "--run-id", "1", "--testname", "t", "--", "/no/such/program")
-    assert missing.code == 2 and "cannot run /no/such/program" in missing.err
+
+
+@pytest.mark.parametrize("where", ["missing/job.log", "."])
+def test_a_log_that_cannot_be_written_is_refused_before_anything_runs(run, tmp_path, where):
+    run.ok("register-test", "--run-id", "1", "--testname", "logbad")
+    before = info(run, "logbad")
+    marker = tmp_path / "ran"
+    log = tmp_path / where
+    bad = exec_(run, "--testname", "logbad", "--log", str(log), cmd=[PY, "-c", f"open({str(marker)!r}, 'w')"])
+    why = "No such file or directory" if where.startswith("missing") else "Is a directory"
+    assert bad.code == 2 and bad.out == ""
+    assert bad.err == f"dbtool: error: cannot write --log {log}: {why}\n"
+    assert not marker.exists() and info(run, "logbad") == before
+
+
+def test_a_command_that_cannot_start_fails_the_test_with_the_reason(run, tmp_path):
+    missing = exec_(run, "--testname", "nocmd", "--heartbeat", "0.2", cmd=["/nonexistent/cmd", "x"])
+    why = "cannot run /nonexistent/cmd: No such file or directory"
+    assert missing.code == 127 and missing.err == f"dbtool: error: {why}\n"
+    nocmd = info(run, "nocmd")
+    assert (nocmd["state"], nocmd["status"], nocmd["comment"]) == ("COMPLETED", "FAIL", why)
+    script = tmp_path / "script.sh"
+    script.write_text("echo hi\n")
+    script.chmod(0o644)
+    denied = exec_(run, "--testname", "noexec", cmd=[str(script)])
+    assert denied.code == 126 and denied.err == f"dbtool: error: cannot run {script}: Permission denied\n"
+    noexec = info(run, "noexec")
+    assert (noexec["state"], noexec["status"], noexec["comment"]) == (
+        "COMPLETED",
+        "FAIL",
+        f"cannot run {script}: Permission denied",
+    )
+    assert query(run, "select count(*) from heartbeats") == [(0,)]  # nothing expected to beat
+    assert [r[0] for r in query(run, "select status from processes")] == ["done", "done"]
+    step = exec_(run, "--testname", "nocmd", "--step", "build", cmd=["/nonexistent/cmd"])
+    assert step.code == 127 and step.err == f"dbtool: error: {why}\n"
+    steps = run.ok("get-steps-for-test", "--test-id", str(nocmd["id"]), "--json").json
+    assert [(s["state"], s["status"]) for s in steps] == [("start", "-"), ("end", "127")]
 
 
 @pytest.mark.parametrize("period", ["nan", "inf", "-inf", "1e300", "86401", "0", "-1"])
