@@ -1,15 +1,19 @@
 """``dbtool exec``: run a job's command and make the database tell the truth about it.
 
-Before: the test (created when missing) becomes RUNNING with host, uname, run directory, pid, log.
+Before: everything that can be checked is (the command line, --rundir, the area, --log, which is
+created then), so that bad input never touches the test. Then the test (created when missing)
+becomes RUNNING with host, uname, run directory, pid, log.
 During: CMD runs in the run directory in its own process group, its output passes through (and is
 copied to ``--log``), the signals a batch system sends (INT, TERM, HUP, QUIT, USR1, USR2) are
 forwarded to it, and a heartbeat every ``--heartbeat`` seconds keeps the test alive with a sample
 of load, free disk and duration. After: COMPLETED PASS (exit 0) or FAIL, or KILLED by a signal,
 rolled up into the toplevel and the run; exec exits with CMD's code (128+N for signal N).
+A CMD that cannot be started FAILs the test with the reason (exit 127 not found, 126 not
+runnable). Those signals are caught from exec's very start: one that comes before CMD started
+means CMD is not started; the test (if exec-begin was recorded) is KILLED, and exec exits 128+N.
 
 Bookkeeping never changes the job's outcome: a report the server cannot take is retried (same
-idempotency key), then spooled for the next server; heartbeats that fail are skipped.
-"""
+idempotency key), then spooled for the server; heartbeats that fail are skipped."""
 
 from __future__ import annotations
 
@@ -88,25 +92,28 @@ def run(
     step: str | None = None,
     command: list[str] | None = None,
 ) -> int:
-    if not command:
-        raise UsageError("give the command to run after --, e.g. dbtool exec --run-id 1 --testname t -- make test")
-    rundir = rundir or os.getcwd()
-    if not os.path.isdir(rundir):
-        raise UsageError(f"--rundir {rundir} is not a directory")
-    area = find_area(opts.area)
-    output = _open_log(log)  # before the test is touched: a log that cannot be written refuses the job
-    reporter = Reporter(area, default_timeout(opts))
-    where = {"run_id": run_id, "testname": testname, "item_path": item_path}
-    job = Job(command, rundir, output)
-    try:
-        if step:
-            return _run_step(reporter, where, step, log, job)
-        return _run_test(reporter, where, log, heartbeat, rundir, job)
-    finally:
-        job.close_log()
+    with Signals() as signals:  # from the very start: a batch system may signal a wrapper still starting
+        if not command:
+            raise UsageError("give the command to run after --, e.g. dbtool exec --run-id 1 --testname t -- make test")
+        rundir = rundir or os.getcwd()
+        if not os.path.isdir(rundir):
+            raise UsageError(f"--rundir {rundir} is not a directory")
+        area = find_area(opts.area)
+        output = _open_log(log)  # before the test is touched: a log that cannot be written refuses the job
+        reporter = Reporter(area, default_timeout(opts))
+        where = {"run_id": run_id, "testname": testname, "item_path": item_path}
+        job = Job(command, rundir, output, signals)
+        try:
+            if step:
+                return _run_step(reporter, where, step, log, job)
+            return _run_test(reporter, where, log, heartbeat, rundir, job)
+        finally:
+            job.close_log()
 
 
 def _run_test(reporter: Reporter, where: dict, log: str | None, heartbeat: float, rundir: str, job: Job) -> int:
+    if job.signals.caught:
+        return job.not_started()  # nothing was recorded, nothing is
     started = time.time()
     reporter.report(
         "exec-begin",
@@ -129,6 +136,9 @@ def _run_test(reporter: Reporter, where: dict, log: str | None, heartbeat: float
         finally:
             beats.stop()
         end.update(exit_code=code, signal=job.signal_name)
+    elif job.signals.caught:
+        code = job.not_started()
+        end.update(exit_code=code, signal=job.signal_name)
     else:
         code = job.cannot_start()
         end.update(exit_code=code, error=job.failure)
@@ -137,9 +147,14 @@ def _run_test(reporter: Reporter, where: dict, log: str | None, heartbeat: float
 
 
 def _run_step(reporter: Reporter, where: dict, step: str, log: str | None, job: Job) -> int:
+    if job.signals.caught:
+        return job.not_started()
     common = {**where, "stepname": step, "logfile": log or ""}
     reporter.report("exec-step", {**common, "state": "start", "status": "-"})
-    code = job.wait() if job.start() else job.cannot_start()
+    if job.start():
+        code = job.wait()
+    else:
+        code = job.not_started() if job.signals.caught else job.cannot_start()
     reporter.final("exec-step", {**common, "state": "end", "status": job.signal_name or str(code)})
     return code
 
@@ -153,13 +168,57 @@ def _open_log(path: str | None) -> BinaryIO | None:
         raise UsageError(f"cannot write --log {path}: {err.strerror}") from None
 
 
+class Signals:
+    """The signals a batch system sends (FORWARDED), handled from exec's very start.
+
+    Before CMD runs, the first one is kept (``caught``) and CMD is not started. While it runs,
+    each is forwarded to it (one that came while it was being started, too). Once it has ended,
+    they are ignored while the final report is sent (that is bounded by --timeout).
+    """
+
+    def __init__(self) -> None:
+        self.caught: int | None = None
+        self.pid: int | None = None
+        self.ended = False
+
+    def __enter__(self) -> Signals:
+        self.previous = {sig: signal.signal(sig, self._on_signal) for sig in FORWARDED}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.ended:
+            return
+        if self.pid is None:
+            if self.caught is None:
+                self.caught = signum
+            return
+        self._send(signum)
+
+    def forward_to(self, pid: int) -> None:
+        """CMD started: forward signals to it, starting with one that came while it was started."""
+        self.pid = pid
+        if self.caught is not None:
+            self._send(self.caught)
+
+    def _send(self, signum: int) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 class Job:
     """CMD in its own process group, its output passed through and copied to the log file."""
 
-    def __init__(self, command: list[str], rundir: str, log: BinaryIO | None) -> None:
+    def __init__(self, command: list[str], rundir: str, log: BinaryIO | None, signals: Signals) -> None:
         self.command = command
         self.rundir = rundir
         self.log = log
+        self.signals = signals
         self.signal_name: str | None = None
         self.failure = ""  # why CMD could not be started
         self.failure_code = 0  # and the exit code a shell gives for that
@@ -167,7 +226,9 @@ class Job:
         self.copiers: list[threading.Thread] = []
 
     def start(self) -> bool:
-        """Start CMD; False (and ``failure`` says why) when it cannot be started."""
+        """Start CMD; False when a signal came first, or when it cannot be started (``failure`` says why)."""
+        if self.signals.caught:
+            return False
         pipe = subprocess.PIPE if self.log else None
         try:
             self.proc = subprocess.Popen(self.command, cwd=self.rundir, stdout=pipe, stderr=pipe, process_group=0)
@@ -175,7 +236,7 @@ class Job:
             self.failure = f"cannot run {self.command[0]}: {err.strerror or err}"
             self.failure_code = 127 if isinstance(err, FileNotFoundError) else 126
             return False
-        self.previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
+        self.signals.forward_to(self.proc.pid)
         if self.log:
             for stream, sink in ((self.proc.stdout, sys.stdout.buffer), (self.proc.stderr, sys.stderr.buffer)):
                 copier = threading.Thread(target=self._copy, args=(stream, sink), daemon=True)
@@ -188,6 +249,12 @@ class Job:
         print(f"dbtool: error: {self.failure}", file=sys.stderr, flush=True)
         return self.failure_code
 
+    def not_started(self) -> int:
+        """A signal came before CMD started, so it never will: 128+N, as if it had killed CMD."""
+        self.signal_name = signal.Signals(self.signals.caught).name
+        warn(f"{self.signal_name} came before {self.command[0]} started; it was not run")
+        return 128 + self.signals.caught
+
     def close_log(self) -> None:
         if self.log is not None:
             self.log.close()
@@ -195,12 +262,6 @@ class Job:
     @property
     def pid(self) -> int:
         return self.proc.pid
-
-    def _forward(self, signum: int, _frame: object) -> None:
-        try:
-            os.kill(self.proc.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def _copy(self, stream, sink) -> None:
         fd = stream.fileno()
@@ -226,11 +287,10 @@ class Job:
                     break
                 except InterruptedError:
                     continue
-            for copier in self.copiers:
-                copier.join()
         finally:
-            for sig, handler in self.previous.items():
-                signal.signal(sig, handler)
+            self.signals.ended = True  # CMD is gone (its pid may be reused): nothing more to forward
+        for copier in self.copiers:
+            copier.join()
         if code < 0:
             self.signal_name = signal.Signals(-code).name
             return 128 - code

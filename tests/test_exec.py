@@ -178,6 +178,39 @@ def test_server_killed_mid_job_the_final_status_still_lands(run):
     assert (final["state"], final["status"]) == ("COMPLETED", "PASS")
 
 
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler installed for signal ``sig`` (SigCgt in /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (sig - 1)))
+
+
+def _has_socket(pid: int) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def test_a_signal_while_the_wrapper_starts_records_killed_and_never_starts_cmd(run, tmp_path):
+    marker = tmp_path / "ran"
+    server = run.server_info["pid"]
+    os.kill(server, signal.SIGSTOP)  # exec-begin now waits for the server
+    try:
+        proc = run.popen("exec", "--run-id", "1", "--testname", "early", "--", PY, "-c", f"open({str(marker)!r}, 'w')")
+        assert wait_for(lambda: _catches(proc.pid, signal.SIGTERM) and _has_socket(proc.pid))
+        proc.send_signal(signal.SIGTERM)  # as a batch system does while the wrapper is still starting
+    finally:
+        os.kill(server, signal.SIGCONT)
+    assert proc.wait(timeout=90) == 128 + signal.SIGTERM
+    proc.stdout.close()
+    proc.stderr.close()
+    assert not marker.exists()
+    early = info(run, "early")
+    assert (early["state"], early["status"], early["comment"]) == ("KILLED", "KILLED", "killed by SIGTERM")
+    assert query(run, "select count(*) from heartbeats") == [(0,)]
+
+
 HOLD_LOCK = """
 import sys, time
 from filelock import FileLock
