@@ -28,15 +28,26 @@ from typing import BinaryIO
 
 from dbtool.core import spool
 from dbtool.core.area import Area, find_area
-from dbtool.core.client import call, client_identity, new_idem
+from dbtool.core.client import call, client_identity, new_idem, start_server
 from dbtool.core.commands import COMMANDS
-from dbtool.core.errors import Busy, DbtoolError, Refused, Unauthorized, Unavailable, UsageError, VersionMismatch
+from dbtool.core.errors import (
+    Busy,
+    DbtoolError,
+    Internal,
+    StorageError,
+    Unauthorized,
+    Unavailable,
+    UsageError,
+    VersionMismatch,
+)
 
 from .binder import GlobalOptions
 from .main import default_timeout
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-UNREACHABLE = (Unavailable, Busy, VersionMismatch, Unauthorized)  # no usable server: spool the report
+# the server could not take the report (not a refusal of the report itself): spool it
+UNDELIVERED = (Unavailable, Busy, VersionMismatch, Unauthorized, StorageError, Internal)
+NUDGE_TIMEOUT = 5.0  # seconds to spend starting a server for reports that wait in the spool
 PERIOD = COMMANDS["exec-heartbeat"].param("heartbeat")  # the periods the server accepts: min, max, default
 WAIT_SLICE = 60.0  # the longest single wait of the heartbeat thread (seconds)
 
@@ -46,38 +57,67 @@ def warn(message: str) -> None:
 
 
 class Reporter:
-    """Sends a job's reports; what cannot be delivered in time is spooled, never lost."""
+    """Sends a job's reports; what cannot be delivered in time is spooled, never lost.
+
+    A report the server could not take (unreachable, busy, a storage failure, a bug) goes to the
+    spool, which the server replays in order; while one waits there, the job's later reports follow
+    it into the spool, so that they are applied in the order they were made. When even the spool
+    cannot be written (disk full, read-only), exec says so on stderr and the job goes on.
+    """
 
     def __init__(self, area: Area, timeout: float) -> None:
         self.area = area
         self.timeout = timeout
+        self.waiting: list[str] = []  # this job's reports in the spool
 
     def final(self, name: str, params: dict) -> None:
-        """A report after the job ran: a refusal is told, but never changes the job's exit code."""
+        """A report after the job ran: any refusal is told, but never changes the job's exit code."""
         try:
             self.report(name, params)
-        except Refused as err:
+        except DbtoolError as err:
             warn(f"the server refused the {name} report: {err.message}")
 
     def report(self, name: str, params: dict) -> object:
-        """Deliver a report (raising Refused when the server refuses it); None when spooled."""
+        """Deliver a report (raising Refused when the server refuses it); None when it was not delivered."""
         cmd = COMMANDS[name]
         idem = new_idem()
+        if self.waiting and spool.waiting(self.waiting):
+            self._spool(name, cmd.api, params, idem, "an earlier report of this job is still in the spool")
+            start_server_quietly(self.area, min(self.timeout, NUDGE_TIMEOUT))  # so that one replays them
+            return None
         try:
             return call(self.area, cmd, params, timeout=self.timeout, idem=idem).result
-        except Refused:
-            raise
-        except UNREACHABLE as err:
-            path = spool.append(self.area, cmd.api, params, idem, client_identity())
-            warn(f"{err.message}; the {name} report waits in {path} for the next server")
-            return None
+        except UNDELIVERED as err:
+            why = err.message
+        except OSError as err:  # e.g. no room for the server's lock or log file
+            why = f"cannot reach the server: {err.strerror or err}"
+        self._spool(name, cmd.api, params, idem, why)
+        return None
+
+    def _spool(self, name: str, api: str, params: dict, idem: str, why: str) -> None:
+        try:
+            path = spool.append(self.area, api, params, idem, client_identity())
+        except OSError as err:
+            where = spool.spool_dir(self.area)
+            warn(f"{why}; the {name} report could not be recorded (cannot write to {where}: {err.strerror or err})")
+            return
+        self.waiting.append(path)
+        warn(f"{why}; the {name} report waits in {path} for the server")
 
     def try_report(self, name: str, params: dict, timeout: float) -> None:
         """A report that may be lost (a heartbeat): one short attempt, failures ignored."""
         try:
             call(self.area, COMMANDS[name], params, timeout=timeout)
-        except DbtoolError:
+        except (DbtoolError, OSError):
             pass
+
+
+def start_server_quietly(area: Area, timeout: float) -> None:
+    """Make sure a server runs for the area, if that can be done within ``timeout`` seconds."""
+    try:
+        start_server(area, time.monotonic() + timeout)
+    except (DbtoolError, OSError):
+        pass
 
 
 def run(
@@ -223,6 +263,7 @@ class Job:
         self.failure = ""  # why CMD could not be started
         self.failure_code = 0  # and the exit code a shell gives for that
         self.lock = threading.Lock()
+        self.log_failed = False
         self.copiers: list[threading.Thread] = []
 
     def start(self) -> bool:
@@ -257,7 +298,10 @@ class Job:
 
     def close_log(self) -> None:
         if self.log is not None:
-            self.log.close()
+            try:
+                self.log.close()
+            except OSError:  # what was left to flush could not be written: already told
+                pass
 
     @property
     def pid(self) -> int:
@@ -269,14 +313,24 @@ class Job:
             data = os.read(fd, 65536)
             if not data:
                 break
-            with self.lock:
-                self.log.write(data)
-                self.log.flush()
+            self._to_log(data)
             try:
                 sink.write(data)
                 sink.flush()
             except (OSError, ValueError):
                 pass  # our own output is gone (closed pipe): the log still gets everything
+
+    def _to_log(self, data: bytes) -> None:
+        """Copy output to the log; when that fails (disk full), say so once and go on without it."""
+        with self.lock:
+            if self.log_failed:
+                return
+            try:
+                self.log.write(data)
+                self.log.flush()
+            except OSError as err:
+                self.log_failed = True
+                warn(f"cannot write the log {self.log.name} ({err.strerror or err}); the output still passes through")
 
     def wait(self) -> int:
         """CMD's exit code (128+N when signal N killed it)."""

@@ -39,6 +39,11 @@ def append(area: Area, cmd: str, params: dict, idem: str, client: dict) -> str:
     return path
 
 
+def waiting(paths: list[str]) -> bool:
+    """Whether any of these spooled files is not yet ingested (still there, or claimed)."""
+    return any(os.path.exists(path) or os.path.exists(path + CLAIMED) for path in paths)
+
+
 def claim(area: Area) -> list[str]:
     """Take the spool files (oldest first) for ingestion; files a crashed server had claimed too."""
     directory = spool_dir(area)
