@@ -568,7 +568,9 @@ command(
     "host, pid and run directory; CMD's output passes through (and goes to --log); heartbeats keep "
     "the test alive; at the end it is COMPLETED PASS (exit 0) or FAIL, or KILLED by a signal, rolled "
     "up into its toplevel and the run. Exits with CMD's exit code (128+N for signal N). A report the "
-    "server cannot take is retried, then spooled in .dbtool/spool/ for the next server: never lost.",
+    "server cannot take is retried, then spooled in .dbtool/spool/, which the server replays as soon as it "
+    "runs: never lost. A --log that cannot be written is refused before the test is touched; a CMD that "
+    "cannot be started FAILs the test with the reason (exit 127 not found, 126 not runnable).",
     RUN_ID,
     TESTNAME,
     ITEM_PATH,

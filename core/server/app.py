@@ -36,7 +36,7 @@ from ..db.engine import READ as READ_ROLE
 from ..db.engine import WRITE as WRITE_ROLE
 from ..db.engine import checkpoint, create_schema, journal_mode_for, read_keys, sqlite_engine
 from ..db.schema import schema_for, table
-from ..errors import Busy, DbtoolError, Refused
+from ..errors import Busy, DbtoolError, Refused, StorageError
 from ..handlers import resolve
 from ..reqlog import LOG_LEVEL_KEPT, RequestLog
 from ..request import RequestContext, run_with
@@ -52,6 +52,7 @@ LOCK_WAIT = 15.0  # seconds to wait for the server lock held by a server that is
 READERS = 4
 FLUSH_EVERY = 0.5  # seconds between request-log flushes
 SWEEP_EVERY = 5.0  # seconds between sweeps for idle connections
+SPOOL_EVERY = 1.0  # seconds between scans of the spool for reports to replay
 
 LIMIT_DEFAULTS = {
     "max_connections": 512,
@@ -176,7 +177,8 @@ class Server:
         if self.read_only:
             log.warning("read-only: %s; writes are refused", self.read_only)
         chores = [
-            asyncio.create_task(c) for c in (self._idle_watch(), self._flush_log(), self._sweep(), self._dead_jobs())
+            asyncio.create_task(c)
+            for c in (self._idle_watch(), self._flush_log(), self._sweep(), self._dead_jobs(), self._spool_chore())
         ]
 
         await self._stopping.wait()
@@ -226,26 +228,59 @@ class Server:
                 self.request_stop(f"idle for {idle:.0f} s")
                 return
 
-    async def _ingest_spool(self) -> None:
-        """Replay the job reports clients spooled while no server could take them (before serving)."""
-        for path in spool.claim(self.area):
-            reports = spool.read(path)
-            for report in reports:
-                cmd = lookup(report["cmd"])
-                try:
-                    if cmd is None or cmd.kind != WRITE:
-                        raise Refused(f"{report['cmd']!r} is not a write")
-                    params = cmd.bind_wire(report.get("params"))
-                    client = report.get("client") if isinstance(report.get("client"), dict) else {}
-                    ctx = RequestContext(self.request_id(), cmd.name, params, client)
-                    ctx.note("info", "spool", f"spooled at {report.get('time')} by {self.client_label(client)}")
-                    result = await self.writer.submit(cmd, params, ctx, report.get("idem"))
-                    self.finished(ctx, {"ok": True, "result": result})
-                except DbtoolError as err:
-                    log.warning("spooled %s refused: %s", report.get("cmd"), err.message)
-                    spool.reject(self.area, report, err.message)
-            remove_file(path)
-            log.info("ingested %d spooled report(s) from %s", len(reports), os.path.basename(path))
+    _spool_lock: asyncio.Lock | None = None  # one replay at a time keeps the spool's order
+    _spool_failure = ""  # the last reason the spool could not be read (told once)
+
+    async def _ingest_spool(self, resume: bool = True) -> None:
+        """Replay the job reports clients spooled (see core/spool.py): at start (``resume``: also what a
+        crashed server had claimed), then as they appear, and before the dead-job check marks anything.
+
+        Each goes through the writer with its idempotency key. One the database refuses is kept in
+        rejected.jsonl; when the server is stopping or the storage fails, the file is given back."""
+        if self._spool_lock is None:
+            self._spool_lock = asyncio.Lock()
+        async with self._spool_lock:
+            try:
+                for path in spool.claim(self.area, resume):
+                    if not await self._replay(path):
+                        spool.unclaim(path)
+                        return
+                    remove_file(path)
+                self._spool_failure = ""
+            except OSError as err:  # e.g. an unreadable spool directory: tried again at the next scan
+                if str(err) != self._spool_failure:
+                    log.warning("cannot replay the spool: %s", err)
+                self._spool_failure = str(err)
+
+    async def _replay(self, path: str) -> bool:
+        """Replay one spool file's reports; False when it must be tried again later."""
+        reports = spool.read(path)
+        for report in reports:
+            cmd = lookup(report["cmd"])
+            try:
+                if cmd is None or cmd.kind != WRITE:
+                    raise Refused(f"{report['cmd']!r} is not a write")
+                params = cmd.bind_wire(report.get("params"))
+                client = report.get("client") if isinstance(report.get("client"), dict) else {}
+                ctx = RequestContext(self.request_id(), cmd.name, params, client)
+                ctx.note("info", "spool", f"spooled at {report.get('time')} by {self.client_label(client)}")
+                result = await self.writer.submit(cmd, params, ctx, report.get("idem"))
+                self.finished(ctx, {"ok": True, "result": result})
+            except (Busy, StorageError) as err:
+                log.warning("spooled %s not replayed yet: %s", report.get("cmd"), err.message)
+                return False
+            except DbtoolError as err:
+                log.warning("spooled %s refused: %s", report.get("cmd"), err.message)
+                spool.reject(self.area, report, err.message)
+        log.info("ingested %d spooled report(s) from %s", len(reports), os.path.basename(path))
+        return True
+
+    async def _spool_chore(self) -> None:
+        """Replay spooled reports as they appear, not only at the next start: a listdir a second."""
+        while True:
+            await asyncio.sleep(SPOOL_EVERY)
+            if not self.read_only and not self._stopping.is_set():
+                await self._ingest_spool(resume=False)
 
     async def _dead_jobs(self) -> None:
         """Mark dead jobs COMPLETED/DEAD (C.8, SPEC 9.8) as they die, at least once per heartbeat period."""
@@ -262,6 +297,7 @@ class Server:
             shortest = scan["shortest_heartbeat"]
             interval = max(0.5, min(configured, shortest or configured))
             if scan["dead"]:
+                await self._ingest_spool(resume=False)  # a spooled exec-end may say the job is not dead
                 ctx = RequestContext(self.request_id(), "mark-incomplete", {}, self.own_client)
                 cmd = lookup("mark-incomplete")
                 params = cmd.bind_wire({})
