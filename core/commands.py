@@ -1531,6 +1531,25 @@ command(
     bulk=True,
 )
 command(
+    "test-data-upload-part",
+    WRITE,
+    "uploads.test_data_upload_part",
+    "One part of a csv-to-test-data input too large for one request (used by `csv-to-test-data --file`): "
+    "its rows are checked and staged, invisible; the final part makes the whole upload visible at once, "
+    "with csv-to-test-data's replacement rules. Parts are numbered from 0, in order; a part of an upload "
+    "the server does not know (finished, or pruned a day after its last part) is refused with exit 1.",
+    ANY_RUN_ID,
+    TEST_ID,
+    Param(
+        "upload", "str", "the upload's id, chosen by the client (at most 64 characters)", required=True, nonempty=True
+    ),
+    Param("part", "int", "this part's number: 0, 1, 2, ...", required=True, min=0),
+    Param("csv", "str", "the part's CSV text (whole records)", required=True),
+    Param("final", "bool", "the last part: store the whole upload"),
+    hidden=True,
+    bulk=True,
+)
+command(
     "test-data-rollup",
     WRITE,
     "testdata.test_data_rollup",
