@@ -18,6 +18,7 @@ from dbtool.core.rules.testdata import record_ends
 from .binder import GlobalOptions
 
 CHUNK_ROWS = 5000  # rows per request: short enough not to hold the server's writer for long
+PART_ROWS = 20_000  # rows per part of an upload: fewer round trips (staging a row costs less than storing it)
 CHUNK_CHARS = 1 << 20  # and about 1 MiB of CSV at most, far below the 16 MiB request line limit
 PROGRESS_MIN_ROWS = 2 * CHUNK_ROWS  # smaller inputs finish before a bar would be worth showing
 BAR_WIDTH = 30
@@ -46,7 +47,8 @@ def csv_to_test_data(cmd: Command, params: dict, opts: GlobalOptions, send) -> N
         return
     progress = Progress("csv-to-test-data", total) if _show_progress(total) else None
     try:
-        _upload(_sender("test-data-upload-part", opts), base, lambda: _chunks(lines, ends), progress)
+        send_part = _sender("test-data-upload-part", opts)
+        _upload(send_part, base, lambda: _chunks(lines, ends, PART_ROWS), progress)
     finally:
         if progress is not None:
             progress.done()

@@ -255,6 +255,7 @@ def _test_data_uploads() -> type[SQLModel]:
         upload: str = Field(sa_type=Text, sa_column_kwargs={"unique": True})  # chosen by the client
         test_id: int | None = _int(None)
         parts: int | None = _int(0)  # parts 0 .. parts-1 are staged
+        rows: int | None = _int(0)  # rows staged
         touched: int | None = _now()  # last part received (stale after a day: pruned)
 
     return TestDataUpload

@@ -3,9 +3,9 @@
 An input too large for one request comes as numbered parts of one upload (an id the client
 chose). Each part is checked and parsed as csv-to-test-data does, and its rows are staged
 (test_data_staged, committed: they survive a server restart) but stay invisible. The final part
-copies every staged row into test_data, with csv-to-test-data's replacement rules (a
-(category, variable) the test has is replaced; within the upload the last row of a key wins), and
-drops the staging, in one transaction. A client killed mid-upload leaves nothing visible; its
+copies every staged row into test_data, then stores its own rows, with csv-to-test-data's
+replacement rules (a (category, variable) the test has is replaced; within the upload the last
+row of a key wins), and drops the staging, in one transaction. A client killed mid-upload leaves nothing visible; its
 staged rows are pruned a day later, when another upload begins.
 
 A part is idempotent (its rows replace the ones staged under its number), so a part resent after
@@ -15,7 +15,7 @@ or pruned) is NotFound (exit 1): the client then starts over.
 
 from __future__ import annotations
 
-from sqlalchemy import Integer, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import Integer, bindparam, delete, insert, literal, select, update
 
 from ..db.context import Db
 from ..errors import NotFound, Refused
@@ -43,31 +43,34 @@ def test_data_upload_part(
     if len(upload) > MAX_UPLOAD_ID:
         raise Refused(f"an upload id has at most {MAX_UPLOAD_ID} characters")
     try:
-        rows = data_rows(read_records(csv))
+        records = read_records(csv)
     except ValueError as err:
-        raise Refused(
-            f"bad CSV in part {part} of upload {upload} for test {test_id}: {err}; nothing was stored"
-        ) from None
-    upload_id, parts = _upload(db, test_id, upload, part)
-    _stage(db, upload_id, part, rows)
+        why = f"bad CSV in part {part} of upload {upload} for test {test_id}: {err}; nothing was stored"
+        raise Refused(why) from None
+    upload_id, parts, staged = _upload(db, test_id, upload, part)
+    u = db.t.test_data_uploads
     if not final:
         parts = max(parts, part + 1)
-        u = db.t.test_data_uploads
-        db.conn.execute(update(u).where(u.c.id == upload_id).values(parts=parts, touched=db.now))
+        staged += _stage(db, upload_id, part, data_rows(records))
+        db.conn.execute(update(u).where(u.c.id == upload_id).values(parts=parts, rows=staged, touched=db.now))
         return {"upload": upload, "parts": parts}
-    staged, replaced = _publish(db, test_id, upload_id)
-    emit_for_test(db, test, cmd="csv-to-test-data", rows=staged, replaced=replaced, parts=part + 1)
+    staged += _stage(db, upload_id, part, [])  # the final part's rows go straight to test_data, after the staged ones
+    replaced = _publish(db, test_id, upload_id, staged)
+    rows = data_rows(latest_per_key(records), (test_id,))
+    if rows:
+        replaced += _store_rows(db, test_id, rows)
+    emit_for_test(db, test, cmd="csv-to-test-data", rows=staged + len(rows), replaced=replaced, parts=part + 1)
     return None
 
 
-def _upload(db: Db, test_id: int, upload: str, part: int) -> tuple[int, int]:
-    """The upload's id and how many parts it has staged; part 0 begins it (pruning stale ones)."""
+def _upload(db: Db, test_id: int, upload: str, part: int) -> tuple[int, int, int]:
+    """The upload's id, parts and rows staged so far; part 0 begins it (pruning stale uploads)."""
     u = db.t.test_data_uploads
-    found = db.conn.execute(select(u.c.id, u.c.test_id, u.c.parts).where(u.c.upload == upload)).first()
+    found = db.conn.execute(select(u.c.id, u.c.test_id, u.c.parts, u.c.rows).where(u.c.upload == upload)).first()
     if found is None and part == 0:
         _prune(db)
-        upload_id = db.conn.execute(insert(u).values(upload=upload, test_id=test_id, parts=0)).inserted_primary_key[0]
-        return upload_id, 0
+        upload_id = db.conn.execute(insert(u).values(upload=upload, test_id=test_id)).inserted_primary_key[0]
+        return upload_id, 0, 0
     if found is None or found.parts < part:
         raise NotFound(
             f"upload {upload} of test {test_id} has no part {part - 1} here (it finished, was pruned after "
@@ -75,13 +78,14 @@ def _upload(db: Db, test_id: int, upload: str, part: int) -> tuple[int, int]:
         )
     if found.test_id != test_id:
         raise Refused(f"upload {upload} is for test {found.test_id}, not {test_id}")
-    return found.id, found.parts
+    return found.id, found.parts, found.rows
 
 
-def _stage(db: Db, upload_id: int, part: int, rows: list[tuple]) -> None:
-    """The part's rows, replacing any staged under its number before (a resent part)."""
+def _stage(db: Db, upload_id: int, part: int, rows: list[tuple]) -> int:
+    """Stage the part's rows, replacing any staged under its number before (a resent part);
+    returns how many more rows are staged now."""
     s = db.t.test_data_staged
-    db.conn.execute(delete(s).where(s.c.upload_id == upload_id, s.c.part == part))
+    dropped = db.conn.execute(delete(s).where(s.c.upload_id == upload_id, s.c.part == part)).rowcount
     if rows:
         db.fast.execute_tuples(
             "stage_data",
@@ -89,10 +93,11 @@ def _stage(db: Db, upload_id: int, part: int, rows: list[tuple]) -> None:
             STAGED_NAMES,
             [(upload_id, part, seq, *row) for seq, row in enumerate(rows)],
         )
+    return len(rows) - dropped
 
 
-def _publish(db: Db, test_id: int, upload_id: int) -> tuple[int, int]:
-    """Copy the staged rows into test_data, then drop the upload; (rows staged, rows replaced).
+def _publish(db: Db, test_id: int, upload_id: int, staged: int) -> int:
+    """Copy the ``staged`` rows into test_data, then drop the upload; returns how many replaced a row.
 
     SQLite, in SQL: INSERT OR IGNORE the staged rows in upload order (usually every key is new);
     when some key was there already (the test's, or an earlier row of the upload), INSERT OR
@@ -102,21 +107,19 @@ def _publish(db: Db, test_id: int, upload_id: int) -> tuple[int, int]:
     """
     s, data = db.t.test_data_staged, db.t.test_data
     mine = s.c.upload_id == upload_id
-    staged = db.conn.execute(select(func.count()).where(mine)).scalar()
+    in_order = (s.c.part, s.c.seq)
     if db.dialect == "sqlite":
-        rows = (
-            select(literal(test_id, Integer), *(s.c[name] for name in FIELDS)).where(mine).order_by(s.c.part, s.c.seq)
-        )
+        rows = select(literal(test_id, Integer), *(s.c[name] for name in FIELDS)).where(mine).order_by(*in_order)
         added = db.conn.execute(insert(data).from_select(INSERT_NAMES, rows).prefix_with("OR IGNORE")).rowcount
         if added < staged:
             db.conn.execute(insert(data).from_select(INSERT_NAMES, rows).prefix_with("OR REPLACE"))
         replaced = staged - added
     else:
-        records = db.conn.execute(select(*(s.c[name] for name in FIELDS)).where(mine).order_by(s.c.part, s.c.seq))
+        records = db.conn.execute(select(*(s.c[name] for name in FIELDS)).where(mine).order_by(*in_order))
         replaced = _store_rows(db, test_id, [(test_id, *row) for row in latest_per_key([tuple(r) for r in records])])
     db.conn.execute(delete(s).where(mine))
     db.conn.execute(delete(db.t.test_data_uploads).where(db.t.test_data_uploads.c.id == upload_id))
-    return staged, replaced
+    return replaced
 
 
 def _prune(db: Db) -> None:
