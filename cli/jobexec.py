@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from dbtool.core import spool
 from dbtool.core.area import Area, find_area
-from dbtool.core.client import call, client_identity, new_idem, start_server
+from dbtool.core.client import DEFAULT_TIMEOUT, call, client_identity, new_idem, start_server
 from dbtool.core.commands import COMMANDS
 from dbtool.core.errors import (
     Busy,
@@ -49,6 +49,7 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 UNDELIVERED = (Unavailable, Busy, VersionMismatch, Unauthorized, StorageError, Internal)
 NUDGE_TIMEOUT = 5.0  # seconds to spend starting a server for reports that wait in the spool
 PERIOD = COMMANDS["exec-heartbeat"].param("heartbeat")  # the periods the server accepts: min, max, default
+MAX_TIMEOUT = 86400.0  # seconds a report may wait for the server, whatever --timeout says
 WAIT_SLICE = 60.0  # the longest single wait of the heartbeat thread (seconds)
 
 
@@ -140,7 +141,7 @@ def run(
             raise UsageError(f"--rundir {rundir} is not a directory")
         area = find_area(opts.area)
         output = _open_log(log)  # before the test is touched: a log that cannot be written refuses the job
-        reporter = Reporter(area, default_timeout(opts))
+        reporter = Reporter(area, bounded_timeout(default_timeout(opts)))
         where = {"run_id": run_id, "testname": testname, "item_path": item_path}
         job = Job(command, rundir, output, signals)
         try:
@@ -401,6 +402,13 @@ class Heartbeats(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=15)
+
+
+def bounded_timeout(seconds: float) -> float:
+    """--timeout as exec's reports use it: at most a day (an inf would overflow a wait; NaN: the default)."""
+    if seconds != seconds:
+        return DEFAULT_TIMEOUT
+    return min(seconds, MAX_TIMEOUT)
 
 
 def bounded_period(seconds: float) -> float:

@@ -322,6 +322,19 @@ def test_a_heartbeat_that_is_no_usable_period_is_refused_before_anything_runs(ru
     assert query(run, "select count(*) from heartbeats where test_id = ?", int(test_id)) == [(0,)]
 
 
+@pytest.mark.parametrize("timeout", ["nan", "inf", "1e300"])
+def test_a_timeout_that_is_no_usable_duration_never_fails_the_job(run, tmp_path, timeout):
+    marker = tmp_path / "ran"
+    job = run.run(
+        "--timeout", timeout, "exec", "--run-id", "1", "--testname", "to", "--", PY, "-c", f"open({str(marker)!r}, 'w')"
+    )
+    if job.code in (2, 4):  # refused before anything ran (the global option checked where it enters)
+        assert not marker.exists() and run.run("get-test-id", "--run-id", "1", "--testname", "to").code == 1
+    else:
+        assert job.code == 0 and marker.exists() and job.err == ""
+        assert (info(run, "to")["state"], info(run, "to")["status"]) == ("COMPLETED", "PASS")
+
+
 @pytest.mark.parametrize("period", [float("nan"), float("inf"), 1e300])
 def test_the_heartbeat_thread_bounds_its_wait_whatever_the_period(run, period):
     from dbtool.cli.jobexec import Heartbeats, Reporter
