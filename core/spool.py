@@ -123,8 +123,11 @@ def claim(area: Area, resume: bool = True) -> list[str]:
 
 
 def unclaim(path: str) -> None:
-    """Give a claimed file back, to be replayed on a later scan."""
-    os.rename(path, path.removesuffix(CLAIMED))
+    """Give a claimed file back, to be replayed on a later scan (if that fails: at the next start)."""
+    try:
+        os.rename(path, path.removesuffix(CLAIMED))
+    except OSError:
+        pass
 
 
 def _age(path: str) -> float:

@@ -229,31 +229,44 @@ class Server:
                 return
 
     _spool_lock: asyncio.Lock | None = None  # one replay at a time keeps the spool's order
-    _spool_failure = ""  # the last reason the spool could not be read (told once)
+    _spool_trouble = ""  # why the last replay stopped (told once, not at every scan)
 
     async def _ingest_spool(self, resume: bool = True) -> None:
         """Replay the job reports clients spooled (see core/spool.py): at start (``resume``: also what a
         crashed server had claimed), then as they appear, and before the dead-job check marks anything.
 
-        Each goes through the writer with its idempotency key. One the database refuses is kept in
-        rejected.jsonl; when the server is stopping or the storage fails, the file is given back."""
+        Each goes through the writer with its idempotency key; one the database refuses is kept in
+        rejected.jsonl. When the server is stopping or the storage fails, the files not replayed
+        yet are given back, in order, for a later scan."""
         if self._spool_lock is None:
             self._spool_lock = asyncio.Lock()
         async with self._spool_lock:
             try:
-                for path in spool.claim(self.area, resume):
-                    if not await self._replay(path):
-                        spool.unclaim(path)
-                        return
-                    remove_file(path)
-                self._spool_failure = ""
-            except OSError as err:  # e.g. an unreadable spool directory: tried again at the next scan
-                if str(err) != self._spool_failure:
-                    log.warning("cannot replay the spool: %s", err)
-                self._spool_failure = str(err)
+                claimed = spool.claim(self.area, resume)
+            except OSError as err:
+                self._spool_told(f"cannot read the spool: {err}")
+                return
+            for i, path in enumerate(claimed):
+                try:
+                    held_up = await self._replay(path)
+                except OSError as err:  # left claimed: the next start tries it again
+                    self._spool_told(f"cannot read {path}: {err}")
+                    continue
+                if held_up:
+                    self._spool_told(held_up)
+                    for later in claimed[i:]:
+                        spool.unclaim(later)
+                    return
+                remove_file(path)
+            self._spool_trouble = ""
 
-    async def _replay(self, path: str) -> bool:
-        """Replay one spool file's reports; False when it must be tried again later."""
+    def _spool_told(self, trouble: str) -> None:
+        if trouble != self._spool_trouble:
+            log.warning("spooled reports wait: %s", trouble)
+        self._spool_trouble = trouble
+
+    async def _replay(self, path: str) -> str:
+        """Replay one spool file's reports; what holds them up ('' when done)."""
         reports = spool.read(path)
         for report in reports:
             cmd = lookup(report["cmd"])
@@ -267,20 +280,26 @@ class Server:
                 result = await self.writer.submit(cmd, params, ctx, report.get("idem"))
                 self.finished(ctx, {"ok": True, "result": result})
             except (Busy, StorageError) as err:
-                log.warning("spooled %s not replayed yet: %s", report.get("cmd"), err.message)
-                return False
+                return f"{report.get('cmd')} not replayed yet: {err.message}"
             except DbtoolError as err:
                 log.warning("spooled %s refused: %s", report.get("cmd"), err.message)
                 spool.reject(self.area, report, err.message)
         log.info("ingested %d spooled report(s) from %s", len(reports), os.path.basename(path))
-        return True
+        return ""
 
     async def _spool_chore(self) -> None:
         """Replay spooled reports as they appear, not only at the next start: a listdir a second."""
         while True:
             await asyncio.sleep(SPOOL_EVERY)
             if not self.read_only and not self._stopping.is_set():
-                await self._ingest_spool(resume=False)
+                await self._ingest_new_spool()
+
+    async def _ingest_new_spool(self) -> None:
+        """The files spooled since the last scan; a failure (a bug, a full disk) ends no chore."""
+        try:
+            await self._ingest_spool(resume=False)
+        except Exception as err:  # what it had claimed waits for the next start
+            self._spool_told(f"{type(err).__name__}: {err}")
 
     async def _dead_jobs(self) -> None:
         """Mark dead jobs COMPLETED/DEAD (C.8, SPEC 9.8) as they die, at least once per heartbeat period."""
@@ -297,7 +316,7 @@ class Server:
             shortest = scan["shortest_heartbeat"]
             interval = max(0.5, min(configured, shortest or configured))
             if scan["dead"]:
-                await self._ingest_spool(resume=False)  # a spooled exec-end may say the job is not dead
+                await self._ingest_new_spool()  # a spooled exec-end may say the job is not dead
                 ctx = RequestContext(self.request_id(), "mark-incomplete", {}, self.own_client)
                 cmd = lookup("mark-incomplete")
                 params = cmd.bind_wire({})
