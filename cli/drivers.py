@@ -18,7 +18,10 @@ from dbtool.core.rules.testdata import record_ends
 from .binder import GlobalOptions
 
 CHUNK_ROWS = 5000  # rows per request: short enough not to hold the server's writer for long
-PART_ROWS = 20_000  # rows per part of an upload: fewer round trips (staging a row costs less than storing it)
+# Parts of an upload: every row but the final part's is written twice (staged, then copied), so
+# fewer, larger parts cost less; one holds the writer about as long as the final copy of 100,000 rows.
+PART_ROWS = 50_000
+PART_CHARS = 4 << 20
 CHUNK_CHARS = 1 << 20  # and about 1 MiB of CSV at most, far below the 16 MiB request line limit
 PROGRESS_MIN_ROWS = 2 * CHUNK_ROWS  # smaller inputs finish before a bar would be worth showing
 BAR_WIDTH = 30
@@ -48,7 +51,7 @@ def csv_to_test_data(cmd: Command, params: dict, opts: GlobalOptions, send) -> N
     progress = Progress("csv-to-test-data", total) if _show_progress(total) else None
     try:
         send_part = _sender("test-data-upload-part", opts)
-        _upload(send_part, base, lambda: _chunks(lines, ends, PART_ROWS), progress)
+        _upload(send_part, base, lambda: _chunks(lines, ends, PART_ROWS, PART_CHARS), progress)
     finally:
         if progress is not None:
             progress.done()
