@@ -70,6 +70,10 @@ def _name(tmp: str, directory: str, prefix: str) -> str:
         except FileExistsError:
             if os.stat(tmp).st_nlink > 1:  # NFS: the link was made, its reply lost
                 return path
+        except OSError:  # a filesystem without hard links (some SMB mounts): rename to a free name
+            if not os.path.exists(path):
+                os.rename(tmp, path)
+                return path
 
 
 def _remove(path: str) -> None:
