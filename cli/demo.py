@@ -40,6 +40,7 @@ SUITE = [
     ("soak", [""], 0),  # the long one: the demo kills it
 ]
 KILLED_TEST = "soak"
+KILL_AFTER = 2.0  # seconds after the jobs start (at the earliest) when the demo kills the soak job
 
 
 def _dbtool(area: Area, *args: str, check: bool = True) -> str:
@@ -83,6 +84,7 @@ class LiveSummary(threading.Thread):
         self.counts = {"PASS": 0, "FAIL": 0, "KILLED": 0}
         self.started = time.monotonic()
         self.finished = threading.Event()
+        self.victim_running = threading.Event()  # the job the demo kills has reported exec-begin
 
     def run(self) -> None:
         try:
@@ -95,6 +97,8 @@ class LiveSummary(threading.Thread):
     def _follow(self) -> None:
         done = 0
         for event in watch(self.area, self.run_id, None, self.since, 60):
+            if event.get("event") == "exec-begin" and event.get("testname") == KILLED_TEST:
+                self.victim_running.set()
             own = event.get("test_id") is not None and not (event.get("data") or {}).get("rollup")
             if event.get("event") != "exec-end" or not own or event.get("status") not in self.counts:
                 continue  # only a job's own final state; not the roll-ups it caused
@@ -126,7 +130,9 @@ def run(opts: GlobalOptions, *, jobs: int = 22, keep: bool = False) -> int:
         procs = {(t, i): _start_job(area, run_id, t, i, c, s) for t, i, c, s in plan}
         soak = [p for (t, _i), p in procs.items() if t == KILLED_TEST]
         if soak:
-            time.sleep(2.0)
+            started = time.monotonic()
+            summary.victim_running.wait(60)  # kill a job that is RUNNING, however loaded the machine
+            time.sleep(max(0.0, KILL_AFTER - (time.monotonic() - started)))
             print(f"  (killing the {KILLED_TEST} job with SIGTERM, as a batch system would)", flush=True)
             soak[0].send_signal(signal.SIGTERM)
         for proc in procs.values():

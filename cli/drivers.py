@@ -6,27 +6,34 @@ is on the client path: standard library only (no SQLAlchemy).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from itertools import accumulate
 
-from dbtool.core.commands import Command
-from dbtool.core.errors import DbtoolError, Refused, UsageError
+from dbtool.core.commands import COMMANDS, Command
+from dbtool.core.errors import NotFound, Refused, UsageError
 from dbtool.core.rules.testdata import record_ends
 
 from .binder import GlobalOptions
 
 CHUNK_ROWS = 5000  # rows per request: short enough not to hold the server's writer for long
+# Parts of an upload: every row but the final part's is written twice (staged, then copied), so
+# fewer, larger parts cost less; one holds the writer about as long as the final copy of 100,000 rows.
+PART_ROWS = 50_000
+PART_CHARS = 4 << 20
 CHUNK_CHARS = 1 << 20  # and about 1 MiB of CSV at most, far below the 16 MiB request line limit
 PROGRESS_MIN_ROWS = 2 * CHUNK_ROWS  # smaller inputs finish before a bar would be worth showing
 BAR_WIDTH = 30
 
 
 def csv_to_test_data(cmd: Command, params: dict, opts: GlobalOptions, send) -> None:
-    """Read the CSV (``--csv``, ``--file F`` or ``--file -``), check every line, then send it in chunks.
+    """Read the CSV (``--csv``, ``--file F`` or ``--file -``), check every line, then send it.
 
-    A bad line anywhere refuses the whole input before anything is sent. An empty input still
-    sends one (empty) request, so an unknown test id is reported.
+    A bad line anywhere refuses the whole input before anything is sent. An input that fits one
+    request is one csv-to-test-data (an empty one too, so an unknown test id is reported). A larger
+    one goes in parts of one upload (test-data-upload-part), staged by the server until the last
+    part makes all of them visible at once: a client killed mid-way leaves nothing stored.
     """
     text, source = _csv_source(params)
     try:
@@ -35,21 +42,66 @@ def csv_to_test_data(cmd: Command, params: dict, opts: GlobalOptions, send) -> N
         raise Refused(f"bad CSV in {source}: {err}; nothing was stored") from None
     base = {name: params[name] for name in ("test_id", "run_id") if params.get(name) is not None}
     total = len(ends)
+    parts = _chunks(lines, ends) if ends else iter([(0, "")])
+    first = next(parts)
+    second = next(parts, None)
+    if second is None:
+        send({**base, "csv": first[1]})
+        return
     progress = Progress("csv-to-test-data", total) if _show_progress(total) else None
-    sent = 0
     try:
-        for rows, chunk in _chunks(lines, ends) if ends else [(0, "")]:
-            send({**base, "csv": chunk})
-            sent += rows
-            if progress is not None:
-                progress.show(sent)
-    except DbtoolError as err:
-        if sent:  # earlier chunks are committed: say how far it got
-            err.message += f" (the first {sent} of {total} rows were stored)"
-        raise
+        send_part = _sender("test-data-upload-part", opts)
+        _upload(send_part, base, lambda: _chunks(lines, ends, PART_ROWS, PART_CHARS), progress)
     finally:
         if progress is not None:
             progress.done()
+
+
+def _upload(send, base: dict, chunks, progress: Progress | None) -> None:
+    """Send the chunks as the parts of one upload, the last one final. When the server no longer
+    knows the upload (pruned, or its database replaced meanwhile), start over once."""
+    for attempt in (1, 2):
+        upload = os.urandom(12).hex()
+        sent = 0
+        try:
+            for part, (rows, chunk, last) in enumerate(_marking_last(chunks())):
+                send({**base, "upload": upload, "part": part, "csv": chunk, "final": last})
+                sent += rows
+                if progress is not None:
+                    progress.show(sent)
+            return
+        except NotFound as err:
+            if attempt == 2:
+                raise Refused(f"the server lost the upload twice ({err.message}); nothing was stored") from None
+
+
+def _marking_last(chunks: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str, bool]]:
+    """Each chunk with whether it is the last one."""
+    previous = next(chunks)
+    for chunk in chunks:
+        yield (*previous, False)
+        previous = chunk
+    yield (*previous, True)
+
+
+def _sender(name: str, opts: GlobalOptions):
+    """``send(params)`` for another command than the driver's own (as the CLI routes one)."""
+    from dbtool.core.area import find_area
+    from dbtool.core.client import call
+
+    from .main import default_timeout, print_log
+
+    cmd = COMMANDS[name]
+    area = find_area(opts.area)
+    timeout = default_timeout(opts)
+
+    def send(params: dict) -> object:
+        reply = call(area, cmd, params, timeout=timeout, trace=opts.trace)
+        if opts.trace:
+            print_log(reply.log)
+        return reply.result
+
+    return send
 
 
 def _csv_source(params: dict) -> tuple[str, str]:

@@ -608,7 +608,9 @@ command(
     "host, pid and run directory; CMD's output passes through (and goes to --log); heartbeats keep "
     "the test alive; at the end it is COMPLETED PASS (exit 0) or FAIL, or KILLED by a signal, rolled "
     "up into its toplevel and the run. Exits with CMD's exit code (128+N for signal N). A report the "
-    "server cannot take is retried, then spooled in .dbtool/spool/ for the next server: never lost.",
+    "server cannot take is retried, then spooled in .dbtool/spool/, which the server replays as soon as it "
+    "runs: never lost. A --log that cannot be written is refused before the test is touched; a CMD that "
+    "cannot be started FAILs the test with the reason (exit 127 not found, 126 not runnable).",
     RUN_ID,
     TESTNAME,
     ITEM_PATH,
@@ -653,12 +655,13 @@ command(
     "exec-end",
     WRITE,
     "jobs.exec_end",
-    "End of a job (used by `exec`): COMPLETED PASS/FAIL by exit code, or KILLED by a signal; roll-up "
-    "into the toplevel and the run.",
+    "End of a job (used by `exec`): COMPLETED PASS/FAIL by exit code (FAIL with the reason when the "
+    "command could not run), or KILLED by a signal; roll-up into the toplevel and the run.",
     *JOB_WHERE,
     Param("exit_code", "int", "the command's exit code", required=True, min=0, max=255),
     Param("signal", "str", "the signal that killed it (e.g. SIGTERM)"),
     Param("run_duration", "int", "seconds the job ran", default=0, min=0),
+    Param("error", "str", "why the command could not run: the test FAILs with this as its comment"),
     hidden=True,
 )
 command(
@@ -1594,6 +1597,25 @@ command(
     Param("file", "str", "read the CSV from this file ('-' = standard input)", client_only=True),
     api="csv->test-data",
     driver="drivers:csv_to_test_data",
+    bulk=True,
+)
+command(
+    "test-data-upload-part",
+    WRITE,
+    "uploads.test_data_upload_part",
+    "One part of a csv-to-test-data input too large for one request (used by `csv-to-test-data --file`): "
+    "its rows are checked and staged, invisible; the final part makes the whole upload visible at once, "
+    "with csv-to-test-data's replacement rules. Parts are numbered from 0, in order; a part of an upload "
+    "the server does not know (finished, or pruned a day after its last part) is refused with exit 1.",
+    ANY_RUN_ID,
+    TEST_ID,
+    Param(
+        "upload", "str", "the upload's id, chosen by the client (at most 64 characters)", required=True, nonempty=True
+    ),
+    Param("part", "int", "this part's number: 0, 1, 2, ...", required=True, min=0),
+    Param("csv", "str", "the part's CSV text (whole records)", required=True),
+    Param("final", "bool", "the last part: store the whole upload"),
+    hidden=True,
     bulk=True,
 )
 command(

@@ -78,13 +78,29 @@ class VersionMismatch(DbtoolError):
     exit_code = 3
 
 
+class StorageError(DbtoolError):
+    code = "storage"
+    exit_code = 4
+
+
 class Internal(DbtoolError):
     """A bug: the message names the request id and the log to read."""
 
 
 _BY_CODE = {
     cls.code: cls
-    for cls in (UsageError, BadRequest, NotFound, Refused, Unavailable, Busy, Unauthorized, VersionMismatch, Internal)
+    for cls in (
+        UsageError,
+        BadRequest,
+        NotFound,
+        Refused,
+        Unavailable,
+        Busy,
+        Unauthorized,
+        VersionMismatch,
+        StorageError,
+        Internal,
+    )
 }
 
 

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -177,6 +178,39 @@ def test_server_killed_mid_job_the_final_status_still_lands(run):
     assert (final["state"], final["status"]) == ("COMPLETED", "PASS")
 
 
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler installed for signal ``sig`` (SigCgt in /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (sig - 1)))
+
+
+def _has_socket(pid: int) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def test_a_signal_while_the_wrapper_starts_records_killed_and_never_starts_cmd(run, tmp_path):
+    marker = tmp_path / "ran"
+    server = run.server_info["pid"]
+    os.kill(server, signal.SIGSTOP)  # exec-begin now waits for the server
+    try:
+        proc = run.popen("exec", "--run-id", "1", "--testname", "early", "--", PY, "-c", f"open({str(marker)!r}, 'w')")
+        assert wait_for(lambda: _catches(proc.pid, signal.SIGTERM) and _has_socket(proc.pid))
+        proc.send_signal(signal.SIGTERM)  # as a batch system does while the wrapper is still starting
+    finally:
+        os.kill(server, signal.SIGCONT)
+    assert proc.wait(timeout=90) == 128 + signal.SIGTERM
+    proc.stdout.close()
+    proc.stderr.close()
+    assert not marker.exists()
+    early = info(run, "early")
+    assert (early["state"], early["status"], early["comment"]) == ("KILLED", "KILLED", "killed by SIGTERM")
+    assert query(run, "select count(*) from heartbeats") == [(0,)]
+
+
 HOLD_LOCK = """
 import sys, time
 from filelock import FileLock
@@ -204,7 +238,7 @@ def test_unreachable_server_spools_reports_and_the_next_server_ingests_them(run,
         )
         assert job.code == 7 and marker.exists()  # the job ran, and its exit code is its own
         assert job.err.count("waits in") == 2 and "spool" in job.err
-        assert len(list((run.dir / "spool").glob("*.jsonl"))) == 1
+        assert len(list((run.dir / "spool").glob("*.jsonl"))) == 2  # a file per report
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
@@ -212,7 +246,7 @@ def test_unreachable_server_spools_reports_and_the_next_server_ingests_them(run,
     final = info(run, "offline")  # the first command starts a server, which ingests the spool
     assert (final["state"], final["status"], final["comment"]) == ("COMPLETED", "FAIL", "exit code 7")
     assert list((run.dir / "spool").glob("*.jsonl*")) == []
-    assert "ingested 2 spooled report(s)" in (run.dir / "logs" / "server.log").read_text()
+    assert (run.dir / "logs" / "server.log").read_text().count("ingested 1 spooled report(s)") == 2
 
 
 def test_step_mode_records_start_and_end(run):
@@ -235,9 +269,93 @@ def test_exec_refusals_and_usage(run, tmp_path):
     refused = run.run("exec", "--run-id", "99", "--testname", "t", "--", PY, "-c", f"open({str(marker)!r}, 'w')")
     assert refused.code == 4 and "no run with id 99" in refused.err and not marker.exists()
     assert run.run("exec", "--run-id", "1", "--testname", "t").code == 2
-    missing = run.run("exec", "--run-id", "1", "--testname", "t", "--", "/no/such/program")
-    assert missing.code == 2 and "cannot run /no/such/program" in missing.err
-    assert run.run("exec", "--run-id", "1", "--testname", "t", "--heartbeat", "0", "--", "true").code == 2
+
+
+@pytest.mark.parametrize("where", ["missing/job.log", "."])
+def test_a_log_that_cannot_be_written_is_refused_before_anything_runs(run, tmp_path, where):
+    run.ok("register-test", "--run-id", "1", "--testname", "logbad")
+    before = info(run, "logbad")
+    marker = tmp_path / "ran"
+    log = tmp_path / where
+    bad = exec_(run, "--testname", "logbad", "--log", str(log), cmd=[PY, "-c", f"open({str(marker)!r}, 'w')"])
+    why = "No such file or directory" if where.startswith("missing") else "Is a directory"
+    assert bad.code == 2 and bad.out == ""
+    assert bad.err == f"dbtool: error: cannot write --log {log}: {why}\n"
+    assert not marker.exists() and info(run, "logbad") == before
+
+
+def test_a_command_that_cannot_start_fails_the_test_with_the_reason(run, tmp_path):
+    missing = exec_(run, "--testname", "nocmd", "--heartbeat", "0.2", cmd=["/nonexistent/cmd", "x"])
+    why = "cannot run /nonexistent/cmd: No such file or directory"
+    assert missing.code == 127 and missing.err == f"dbtool: error: {why}\n"
+    nocmd = info(run, "nocmd")
+    assert (nocmd["state"], nocmd["status"], nocmd["comment"]) == ("COMPLETED", "FAIL", why)
+    script = tmp_path / "script.sh"
+    script.write_text("echo hi\n")
+    script.chmod(0o644)
+    denied = exec_(run, "--testname", "noexec", cmd=[str(script)])
+    assert denied.code == 126 and denied.err == f"dbtool: error: cannot run {script}: Permission denied\n"
+    noexec = info(run, "noexec")
+    assert (noexec["state"], noexec["status"], noexec["comment"]) == (
+        "COMPLETED",
+        "FAIL",
+        f"cannot run {script}: Permission denied",
+    )
+    assert query(run, "select count(*) from heartbeats") == [(0,)]  # nothing expected to beat
+    assert [r[0] for r in query(run, "select status from processes")] == ["done", "done"]
+    step = exec_(run, "--testname", "nocmd", "--step", "build", cmd=["/nonexistent/cmd"])
+    assert step.code == 127 and step.err == f"dbtool: error: {why}\n"
+    steps = run.ok("get-steps-for-test", "--test-id", str(nocmd["id"]), "--json").json
+    assert [(s["state"], s["status"]) for s in steps] == [("start", "-"), ("end", "127")]
+
+
+@pytest.mark.parametrize("period", ["nan", "inf", "-inf", "1e300", "86401", "0", "-1"])
+def test_a_heartbeat_that_is_no_usable_period_is_refused_before_anything_runs(run, tmp_path, period):
+    test_id = run.ok("register-test", "--run-id", "1", "--testname", "hb").out.strip()
+    before = info(run, "hb")
+    marker = tmp_path / "ran"
+    refused = exec_(run, "--testname", "hb", "--heartbeat", period, cmd=[PY, "-c", f"open({str(marker)!r}, 'w')"])
+    assert refused.code == 4 and refused.out == ""
+    assert refused.err.startswith("dbtool: error: --heartbeat must be") and refused.err.count("\n") == 1
+    assert not marker.exists()
+    assert info(run, "hb") == before  # the test untouched
+    assert query(run, "select count(*) from heartbeats where test_id = ?", int(test_id)) == [(0,)]
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "1e300"])
+def test_a_timeout_that_is_no_usable_duration_never_fails_the_job(run, tmp_path, timeout):
+    marker = tmp_path / "ran"
+    job = run.run(
+        "--timeout", timeout, "exec", "--run-id", "1", "--testname", "to", "--", PY, "-c", f"open({str(marker)!r}, 'w')"
+    )
+    if job.code in (2, 4):  # refused before anything ran (the global option checked where it enters)
+        assert not marker.exists() and run.run("get-test-id", "--run-id", "1", "--testname", "to").code == 1
+    else:
+        assert job.code == 0 and marker.exists() and job.err == ""
+        assert (info(run, "to")["state"], info(run, "to")["status"]) == ("COMPLETED", "PASS")
+
+
+@pytest.mark.parametrize("period", [float("nan"), float("inf"), 1e300])
+def test_the_heartbeat_thread_bounds_its_wait_whatever_the_period(run, period):
+    from dbtool.cli.jobexec import Heartbeats, Reporter
+    from dbtool.core.area import Area as CoreArea
+
+    reporter = Reporter(CoreArea(str(run.root)), 30.0)
+    where = {"run_id": 1, "testname": "beats", "item_path": ""}
+    reporter.report("exec-begin", {**where, "host": "h", "pid": os.getpid(), "heartbeat": 1.0})
+    failures = []
+    previous, threading.excepthook = threading.excepthook, failures.append
+    try:
+        beats = Heartbeats(reporter, where, os.getpid(), period, time.time(), str(run.root))
+        beats.start()
+        assert wait_for(lambda: query(run, "select count(*) from test_rundat") == [(1,)])
+        time.sleep(0.5)  # a flood (no wait between beats) would show here
+        beats.stop()
+        assert not beats.is_alive()
+    finally:
+        threading.excepthook = previous
+    assert failures == []
+    assert query(run, "select count(*) from test_rundat") == [(1,)]
 
 
 def test_output_files(run, tmp_path):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
 
 import pytest
-from conftest import dbtool_argv, run_in_pty
+from conftest import dbtool_argv, run_in_pty, wait_for
 from dbtool.cli import drivers
 from dbtool.core.errors import NotFound, Refused
 from dbtool.core.rules import testdata
@@ -692,19 +694,21 @@ def _big_csv(rows: int, bad_line: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_cli_large_file_arrives_in_several_chunks(area, tmp_path):
+def test_cli_large_file_arrives_in_parts_and_is_stored_whole(area, tmp_path):
     run_id, test_id = _setup(area)
     path = tmp_path / "big.csv"
-    path.write_text(_big_csv(20_000))
-    result = area.ok("csv-to-test-data", "--run-id", run_id, "--test-id", test_id, "--file", str(path))
-    assert result.out == "" and result.err == ""  # no progress bar when not on a terminal
+    path.write_text(_big_csv(120_000))
+    result = area.ok("--trace", "csv-to-test-data", "--run-id", run_id, "--test-id", test_id, "--file", str(path))
+    assert result.out == "" and "/120000 rows" not in result.err  # no progress bar when not on a terminal
+    assert result.err.count("test-data-upload-part") >= 3  # the trace of each part
     rows = _rows(area)
-    assert len(rows) == 20_000
-    assert rows[0] == (1, "cat0", "var0", 0.0, "fail") and rows[-1] == (1, "cat0", "var19999", 5.0, "pass")
-    assert _csv_events(area) >= 4  # one event per request
+    assert len(rows) == 120_000
+    assert rows[0] == (1, "cat0", "var0", 0.0, "fail") and rows[-1] == (1, "cat5", "var119999", 9.0, "pass")
+    assert _csv_events(area) == 1  # one event: when the whole upload became visible
+    assert _count(area, "select count(*) from test_data_staged") == 0  # the staging is gone
     # sending it again replaces every row
     area.ok("csv-to-test-data", "--test-id", test_id, "--file", str(path))
-    assert len(_rows(area)) == 20_000
+    assert len(_rows(area)) == 120_000 and _csv_events(area) == 2
 
 
 def test_cli_bad_line_anywhere_refuses_everything(area, tmp_path):
@@ -776,3 +780,142 @@ def test_csv_driver_stays_on_the_light_client_path(area, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"code": 0, "heavy": []}
     assert _rows(area) == [(1, "c", "v", 1.0, "pass")]
+
+
+# -- an upload in parts is all or nothing (F10) -------------------------------------------------------
+
+
+def _count(area, sql: str, *args) -> int | None:
+    """One number from the database (None when the table does not exist)."""
+    con = sqlite3.connect(f"file:{area.dir / 'dbtool.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(sql, args).fetchone()[0]
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        con.close()
+
+
+def _visible(area, test_id: str) -> int:
+    return _count(area, "select count(*) from test_data where test_id = ?", int(test_id))
+
+
+def _received(area, test_id: str) -> int:
+    """Rows of the test's upload the server has taken so far (staged, or already visible)."""
+    staged = _count(area, "select count(*) from test_data_staged") or 0
+    return staged + _visible(area, test_id)
+
+
+def _reap(proc) -> int:
+    code = proc.wait(timeout=120)
+    proc.stdout.close()
+    proc.stderr.close()
+    return code
+
+
+@pytest.mark.parametrize(("rows", "after"), [(100_000, 0), (100_000, 1), (250_000, 150_000)])
+def test_a_client_killed_mid_upload_leaves_all_of_the_file_or_none(area, tmp_path, rows, after):
+    """Killed before anything arrived, after its first part, after three of its five parts."""
+    run_id, test_id = _setup(area)
+    path = tmp_path / "big.csv"
+    path.write_text(_big_csv(rows))
+    client = area.popen("csv-to-test-data", "--run-id", run_id, "--test-id", test_id, "--file", str(path))
+    try:
+        assert wait_for(lambda: _received(area, test_id) >= after or client.poll() is not None, 120)
+    finally:
+        client.kill()  # kill -9, as a batch system that ends the job step
+        _reap(client)
+    assert _visible(area, test_id) in (0, rows)  # never a prefix
+    area.ok("csv-to-test-data", "--test-id", test_id, "--file", str(path))  # sending it again completes it
+    assert _visible(area, test_id) == rows
+
+
+def test_a_server_killed_mid_upload_still_ends_with_every_row(area, tmp_path):
+    run_id, test_id = _setup(area)
+    path = tmp_path / "big.csv"
+    path.write_text(_big_csv(250_000))  # five parts: after the first, more are to come
+    first = area.server_info["pid"]
+    client = area.popen("csv-to-test-data", "--run-id", run_id, "--test-id", test_id, "--file", str(path))
+    try:
+        assert wait_for(lambda: (_count(area, "select count(*) from test_data_staged") or 0) > 0, 120)
+        os.kill(first, signal.SIGKILL)
+    finally:
+        code = _reap(client)
+    assert code == 0
+    assert area.server_info["pid"] != first  # the client resumed on a new server
+    assert _visible(area, test_id) == 250_000
+    assert _count(area, "select count(*) from test_data_staged") == 0
+    assert _count(area, "select count(*) from test_data_uploads") == 0
+
+
+def _part(hdb, test_id: int, part: int, csv: str, final: bool = False, upload: str = "u1") -> object:
+    return hdb("test-data-upload-part", test_id=test_id, upload=upload, part=part, csv=csv, final=final)
+
+
+def test_upload_parts_stay_invisible_until_the_final_part_replaces_as_csv_to_test_data_does(hdb):
+    t = _test(hdb)
+    hdb("csv-to-test-data", test_id=t, csv="c,old,1,1,0\nc,kept,5\n")
+    assert _part(hdb, t, 0, "c,a,1,1,0\nc,old,2,1,0\n") == {"upload": "u1", "parts": 1}
+    assert _part(hdb, t, 1, "c,b,3\nc,a,9,1,0\n") == {"upload": "u1", "parts": 2}
+    assert _part(hdb, t, 1, "c,b,3\nc,a,9,1,0\n") == {"upload": "u1", "parts": 2}  # resent: harmless
+    assert set(_data(hdb, t)) == {"old", "kept"}  # staged rows are invisible
+    hdb.events.clear()
+    assert _part(hdb, t, 2, "c,z,0\n", final=True) is None
+    data = {name: (row["value"], row["status"]) for name, row in _data(hdb, t).items()}
+    assert data == {"kept": (5.0, None), "old": (2.0, "fail"), "a": (9.0, "fail"), "b": (3.0, None), "z": (0.0, None)}
+    assert [(e["cmd"], e["data"]["rows"], e["data"]["parts"]) for e in hdb.events] == [("csv-to-test-data", 5, 3)]
+    assert hdb.sql("select count(*) from test_data_staged") == [(0,)]
+    assert hdb.sql("select count(*) from test_data_uploads") == [(0,)]
+    with pytest.raises(NotFound, match="send the upload again from part 0"):
+        _part(hdb, t, 1, "c,late,1\n")  # the upload is finished: its id is unknown now
+
+
+def test_upload_parts_refuse_gaps_other_tests_and_bad_lines(hdb):
+    t, other = _test(hdb), hdb("register-test", run_id=1, testname="other")
+    with pytest.raises(Refused, match="no test with id 999"):
+        _part(hdb, 999, 0, "c,v,1\n")
+    _part(hdb, t, 0, "c,v,1\n")
+    with pytest.raises(NotFound, match="has no part 1"):
+        _part(hdb, t, 2, "c,w,1\n")  # part 1 never arrived
+    with pytest.raises(Refused, match=f"is for test {t}, not {other}"):
+        _part(hdb, other, 1, "c,w,1\n")
+    with pytest.raises(Refused, match=r"bad CSV in part 1 of upload u1 .* line 2: no variable name"):
+        _part(hdb, t, 1, "c,w,1\nc,,2\n")
+    with pytest.raises(Refused, match="at most 64 characters"):
+        _part(hdb, t, 0, "c,v,1\n", upload="x" * 65)
+    assert _data(hdb, t) == {} and _data(hdb, other) == {}
+
+
+def test_an_upload_without_a_part_for_a_day_is_pruned_when_another_begins(hdb):
+    t = _test(hdb)
+    _part(hdb, t, 0, "c,v,1\nc,w,2\n", upload="gone")
+    hdb.sql("update test_data_uploads set touched = touched - 86401")
+    _part(hdb, t, 0, "c,x,1\n", upload="fresh")
+    assert hdb.sql("select upload from test_data_uploads") == [("fresh",)]
+    assert hdb.sql("select count(*) from test_data_staged") == [(1,)]
+    with pytest.raises(NotFound):
+        _part(hdb, t, 1, "c,y,1\n", final=True, upload="gone")
+
+
+def test_the_client_starts_over_once_when_the_server_lost_its_upload(area, tmp_path):
+    run_id, test_id = _setup(area)
+    path = tmp_path / "big.csv"
+    path.write_text(_big_csv(250_000))  # five parts: after the first, more are to come
+    client = area.popen("csv-to-test-data", "--run-id", run_id, "--test-id", test_id, "--file", str(path))
+    try:
+        assert wait_for(lambda: (_count(area, "select count(*) from test_data_staged") or 0) > 0, 120)
+        client.send_signal(signal.SIGSTOP)
+        con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
+        with con:  # what the prune does to an upload without a part for a day
+            con.execute("delete from test_data_staged")
+            con.execute("delete from test_data_uploads")
+        con.close()
+    finally:
+        client.send_signal(signal.SIGCONT)
+        code = _reap(client)
+    assert code == 0
+    assert _visible(area, test_id) == 250_000
+    assert _count(area, "select count(*) from test_data_staged") == 0
+    log = [json.loads(line) for line in (area.dir / "logs" / "requests.jsonl").read_text().splitlines()]
+    lost = [e for e in log if e["cmd"] == "test-data-upload-part" and not e["ok"]]
+    assert [e["error"]["code"] for e in lost] == ["not_found"]  # it started over, once

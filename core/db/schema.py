@@ -1,4 +1,5 @@
-"""The database schema: every table of reference section A, plus events, test_outputs, idempotency.
+"""The database schema: every table of reference section A, plus events, test_outputs, idempotency,
+and the staging of test data uploaded in parts.
 
 Static tables are SQLModel models. The ``runs`` table has one column per area key, so it is
 built per key list with SQLAlchemy Core (``runs_table``). Handlers query through the
@@ -242,6 +243,47 @@ def _test_data() -> type[SQLModel]:
         last_update: int | None = _now()
 
     return TestData
+
+
+@model("test_data_uploads")
+def _test_data_uploads() -> type[SQLModel]:
+    class TestDataUpload(SQLModel, table=True):
+        """A csv-to-test-data upload sent in parts (handlers/uploads.py): its rows wait in
+        test_data_staged until the final part makes all of them visible at once."""
+
+        __tablename__ = "test_data_uploads"
+        __table_args__ = {"sqlite_autoincrement": True}  # an id is never reused for a later upload
+        id: int | None = _pk()
+        upload: str = Field(sa_type=Text, sa_column_kwargs={"unique": True})  # chosen by the client
+        test_id: int | None = _int(None)
+        parts: int | None = _int(0)  # parts 0 .. parts-1 are staged
+        rows: int | None = _int(0)  # rows staged
+        touched: int | None = _now()  # last part received (stale after a day: pruned)
+
+    return TestDataUpload
+
+
+@model("test_data_staged")
+def _test_data_staged() -> type[SQLModel]:
+    class TestDataStaged(SQLModel, table=True):
+        """Rows of unfinished uploads, as test_data will hold them; one B-tree, in upload order."""
+
+        __tablename__ = "test_data_staged"
+        __table_args__ = {"sqlite_with_rowid": False}
+        upload_id: int = Field(primary_key=True, sa_type=Integer, sa_column_kwargs={"autoincrement": False})
+        part: int = Field(primary_key=True, sa_type=Integer, sa_column_kwargs={"autoincrement": False})
+        seq: int = Field(primary_key=True, sa_type=Integer, sa_column_kwargs={"autoincrement": False})
+        category: str | None = Field(default=None, sa_type=Text)
+        variable: str | None = Field(default=None, sa_type=Text)
+        value: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+        expected: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+        tol: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
+        units: str | None = Field(default=None, sa_type=Text)
+        comment: str | None = Field(default=None, sa_type=Text)
+        status: str | None = Field(default=None, sa_type=Text)
+        type: str | None = Field(default=None, sa_type=Text)
+
+    return TestDataStaged
 
 
 @model("test_rundat")

@@ -131,11 +131,15 @@ def exec_end(
     exit_code: int,
     signal: str | None = None,
     run_duration: int = 0,
+    error: str | None = None,
 ) -> dict:
-    """COMPLETED PASS (exit 0) or FAIL, or KILLED by a signal; rolled up into the toplevel and the run."""
+    """COMPLETED PASS (exit 0) or FAIL (with ``error`` as the comment when the command could not run),
+    or KILLED by a signal; rolled up into the toplevel and the run."""
     test = _job_test(db, run_id, testname, item_path, create=True)
     if signal:
         state, status, comment = "KILLED", "KILLED", f"killed by {signal}"
+    elif error:
+        state, status, comment = "COMPLETED", "FAIL", error
     elif exit_code == 0:
         state, status, comment = "COMPLETED", "PASS", ""
     else:

@@ -35,7 +35,7 @@ from ..db.engine import READ as READ_ROLE
 from ..db.engine import WRITE as WRITE_ROLE
 from ..db.engine import checkpoint, create_schema, journal_mode_for, read_keys, sqlite_engine
 from ..db.schema import schema_for, table
-from ..errors import Busy, DbtoolError, Refused
+from ..errors import Busy, DbtoolError, Refused, StorageError
 from ..handlers import resolve
 from ..link import describe, hostname, ping_info
 from ..reqlog import LOG_LEVEL_KEPT, RequestLog
@@ -52,6 +52,7 @@ LOCK_WAIT = 15.0  # seconds to wait for the server lock held by a server that is
 READERS = 4
 FLUSH_EVERY = 0.5  # seconds between request-log flushes
 SWEEP_EVERY = 5.0  # seconds between sweeps for idle connections
+SPOOL_EVERY = 1.0  # seconds between scans of the spool for reports to replay
 
 LIMIT_DEFAULTS = {
     "max_connections": 512,  # connections that proved the key
@@ -192,7 +193,8 @@ class Server:
         if self.read_only:
             log.warning("read-only: %s; writes are refused", self.read_only)
         chores = [
-            asyncio.create_task(c) for c in (self._idle_watch(), self._flush_log(), self._sweep(), self._dead_jobs())
+            asyncio.create_task(c)
+            for c in (self._idle_watch(), self._flush_log(), self._sweep(), self._dead_jobs(), self._spool_chore())
         ]
 
         await self._stopping.wait()
@@ -242,26 +244,78 @@ class Server:
                 self.request_stop(f"idle for {idle:.0f} s")
                 return
 
-    async def _ingest_spool(self) -> None:
-        """Replay the job reports clients spooled while no server could take them (before serving)."""
-        for path in spool.claim(self.area):
-            reports = spool.read(path)
-            for report in reports:
-                cmd = lookup(report["cmd"])
+    _spool_lock: asyncio.Lock | None = None  # one replay at a time keeps the spool's order
+    _spool_trouble = ""  # why the last replay stopped (told once, not at every scan)
+
+    async def _ingest_spool(self, resume: bool = True) -> None:
+        """Replay the job reports clients spooled (see core/spool.py): at start (``resume``: also what a
+        crashed server had claimed), then as they appear, and before the dead-job check marks anything.
+
+        Each goes through the writer with its idempotency key; one the database refuses is kept in
+        rejected.jsonl. When the server is stopping or the storage fails, the files not replayed
+        yet are given back, in order, for a later scan."""
+        if self._spool_lock is None:
+            self._spool_lock = asyncio.Lock()
+        async with self._spool_lock:
+            try:
+                claimed = spool.claim(self.area, resume)
+            except OSError as err:
+                self._spool_told(f"cannot read the spool: {err}")
+                return
+            for i, path in enumerate(claimed):
                 try:
-                    if cmd is None or cmd.kind != WRITE:
-                        raise Refused(f"{report['cmd']!r} is not a write")
-                    params = cmd.bind_wire(report.get("params"))
-                    client = report.get("client") if isinstance(report.get("client"), dict) else {}
-                    ctx = RequestContext(self.request_id(), cmd.name, params, client)
-                    ctx.note("info", "spool", f"spooled at {report.get('time')} by {self.client_label(client)}")
-                    result = await self.writer.submit(cmd, params, ctx, report.get("idem"))
-                    self.finished(ctx, {"ok": True, "result": result})
-                except DbtoolError as err:
-                    log.warning("spooled %s refused: %s", report.get("cmd"), err.message)
-                    spool.reject(self.area, report, err.message)
-            remove_file(path)
-            log.info("ingested %d spooled report(s) from %s", len(reports), os.path.basename(path))
+                    held_up = await self._replay(path)
+                except OSError as err:  # left claimed: the next start tries it again
+                    self._spool_told(f"cannot read {path}: {err}")
+                    continue
+                if held_up:
+                    self._spool_told(held_up)
+                    for later in claimed[i:]:
+                        spool.unclaim(later)
+                    return
+                remove_file(path)
+            self._spool_trouble = ""
+
+    def _spool_told(self, trouble: str) -> None:
+        if trouble != self._spool_trouble:
+            log.warning("spooled reports wait: %s", trouble)
+        self._spool_trouble = trouble
+
+    async def _replay(self, path: str) -> str:
+        """Replay one spool file's reports; what holds them up ('' when done)."""
+        reports = spool.read(path)
+        for report in reports:
+            cmd = lookup(report["cmd"])
+            try:
+                if cmd is None or cmd.kind != WRITE:
+                    raise Refused(f"{report['cmd']!r} is not a write")
+                params = cmd.bind_wire(report.get("params"))
+                client = report.get("client") if isinstance(report.get("client"), dict) else {}
+                ctx = RequestContext(self.request_id(), cmd.name, params, client)
+                ctx.note("info", "spool", f"spooled at {report.get('time')} by {self.client_label(client)}")
+                result = await self.writer.submit(cmd, params, ctx, report.get("idem"))
+                self.finished(ctx, {"ok": True, "result": result})
+            except (Busy, StorageError) as err:
+                return f"{report.get('cmd')} not replayed yet: {err.message}"
+            except DbtoolError as err:
+                log.warning("spooled %s refused: %s", report.get("cmd"), err.message)
+                spool.reject(self.area, report, err.message)
+        log.info("ingested %d spooled report(s) from %s", len(reports), os.path.basename(path))
+        return ""
+
+    async def _spool_chore(self) -> None:
+        """Replay spooled reports as they appear, not only at the next start: a listdir a second."""
+        while True:
+            await asyncio.sleep(SPOOL_EVERY)
+            if not self.read_only and not self._stopping.is_set():
+                await self._ingest_new_spool()
+
+    async def _ingest_new_spool(self) -> None:
+        """The files spooled since the last scan; a failure (a bug, a full disk) ends no chore."""
+        try:
+            await self._ingest_spool(resume=False)
+        except Exception as err:  # what it had claimed waits for the next start
+            self._spool_told(f"{type(err).__name__}: {err}")
 
     async def _dead_jobs(self) -> None:
         """Mark dead jobs COMPLETED/DEAD (C.8, SPEC 9.8) as they die, at least once per heartbeat period."""
@@ -278,6 +332,7 @@ class Server:
             shortest = scan["shortest_heartbeat"]
             interval = max(0.5, min(configured, shortest or configured))
             if scan["dead"]:
+                await self._ingest_new_spool()  # a spooled exec-end may say the job is not dead
                 ctx = RequestContext(self.request_id(), "mark-incomplete", {}, self.own_client)
                 cmd = lookup("mark-incomplete")
                 params = cmd.bind_wire({})
