@@ -19,7 +19,7 @@ from typer._click.shell_completion import CompletionItem, add_completion_class
 from typer._completion_classes import FishComplete, ZshComplete, completion_init
 from typer.core import TyperCommand
 
-from .binder import GlobalOptions, compact, is_number
+from .binder import GlobalOptions, compact, is_number, timeout_problem
 from .output import FORMATS, error_line
 
 APP_HELP = (
@@ -53,8 +53,9 @@ def _check_format(value: str | None) -> str | None:
 
 
 def _check_timeout(value: float | None) -> float | None:
-    if value is not None and value < 0:
-        raise typer.BadParameter("must not be negative")
+    problem = timeout_problem(value) if value is not None else ""
+    if problem:
+        raise typer.BadParameter(problem)
     return value
 
 

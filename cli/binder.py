@@ -42,10 +42,20 @@ class GlobalOptions:
             raise UsageError(f"--json and --format {self.format} disagree; give one of them")
 
 
+MAX_TIMEOUT = 7 * 86400.0  # seconds: a week is longer than anyone waits for a server
+
+
+def timeout_problem(value: float) -> str:
+    """Why a --timeout (or $DBTOOL_TIMEOUT) is no usable number of seconds ('' when it is)."""
+    if not 0 <= value <= MAX_TIMEOUT:  # NaN fails both comparisons
+        return f"must be between 0 and {MAX_TIMEOUT:g} seconds"
+    return ""
+
+
 def _global_value(name: str, text: str) -> object:
     if name == "timeout":
         value = float(text)
-        if value < 0:
+        if timeout_problem(value):
             raise ValueError(text)
         return value
     if name == "format" and text not in FORMATS:

@@ -15,7 +15,7 @@ import sys
 from dbtool.core.commands import COMMANDS, LOCAL, Command
 from dbtool.core.errors import DbtoolError, Refused, UsageError
 
-from .binder import GlobalOptions, bind, take_global
+from .binder import GlobalOptions, bind, take_global, timeout_problem
 
 COMPLETE_VAR = "_DBTOOL_COMPLETE"
 
@@ -103,8 +103,9 @@ def default_timeout(opts: GlobalOptions) -> float:
         value = float(text)
     except ValueError:
         raise UsageError(f"DBTOOL_TIMEOUT={text!r} is not a number of seconds") from None
-    if value < 0:
-        raise UsageError(f"DBTOOL_TIMEOUT={text!r} must not be negative")
+    problem = timeout_problem(value)
+    if problem:
+        raise UsageError(f"DBTOOL_TIMEOUT={text!r} {problem}")
     return value
 
 

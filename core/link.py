@@ -128,7 +128,10 @@ def _user() -> str:
     if not user:
         import pwd
 
-        user = pwd.getpwuid(os.getuid()).pw_name
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:  # a uid with no passwd entry (containers, batch systems)
+            user = f"uid{os.getuid()}"
     return user
 
 

@@ -149,3 +149,12 @@ def test_every_bound_is_checked_on_both_sides():
 def _required(cmd) -> dict:
     fill = {"int": 1, "float": 1.0, "str": "x", "path": "/x", "list": ["x"], "argv": ["x"], "bool": True}
     return {p.name: p.choices[0] if p.choices else fill[p.type] for p in cmd.wire_params if p.required}
+
+
+def test_a_timeout_that_is_no_duration_is_a_usage_error(run):
+    """The global --timeout and $DBTOOL_TIMEOUT: finite, 0 to a week (inf used to be exit 5)."""
+    for value in ("inf", "nan", "1e300", "-1", "abc"):
+        for args, env in (((f"--timeout={value}", "get-keys"), None), (("get-keys",), {"DBTOOL_TIMEOUT": value})):
+            r = run.run(*args, env=env)
+            assert r.code == 2 and r.err.startswith("dbtool: error: ") and r.err.count("\n") == 1, (value, r)
+    assert run.ok("--timeout", "0.5", "get-keys").out == "RELEASE\nPLATFORM\n"
