@@ -46,6 +46,14 @@ class Refused(DbtoolError):
     exit_code = 4
 
 
+class StorageError(DbtoolError):
+    """The storage failed the request (disk full, read-only filesystem, damaged database, lost
+    WAL files): not the request's fault, and nothing of it was changed."""
+
+    code = "storage"
+    exit_code = 4
+
+
 class Unavailable(DbtoolError):
     """No server could be reached or started."""
 
@@ -80,7 +88,18 @@ class Internal(DbtoolError):
 
 _BY_CODE = {
     cls.code: cls
-    for cls in (UsageError, BadRequest, NotFound, Refused, Unavailable, Busy, Unauthorized, VersionMismatch, Internal)
+    for cls in (
+        UsageError,
+        BadRequest,
+        NotFound,
+        Refused,
+        StorageError,
+        Unavailable,
+        Busy,
+        Unauthorized,
+        VersionMismatch,
+        Internal,
+    )
 }
 
 
