@@ -277,9 +277,13 @@ class Server:
             return fn(Db(conn, self.schema, ctx, self.config))
 
     async def _flush_log(self) -> None:
+        """Flush the request log twice a second; nothing may end this chore but the server's stop."""
         while True:
             await asyncio.sleep(FLUSH_EVERY)
-            self.requests_log.flush()
+            try:
+                self.requests_log.flush()  # (never raises: a full disk keeps the lines in memory)
+            except Exception:
+                log.exception("flushing the request log failed")
 
     async def _sweep(self) -> None:
         """Close connections that sent nothing for connection_idle_timeout seconds (watchers excepted)."""

@@ -1,0 +1,119 @@
+"""Storage faults (reliability report F2, F5-F8, F12): a full disk, WAL files deleted under a live
+server, damaged databases, read-only areas, file-descriptor exhaustion, a bad config.toml.
+
+Everything is real: a small tmpfs is a full disk, a read-only bind mount a read-only area, the
+server a real process started as the CLI starts it. Mounts are removed and every server stopped
+when a test ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import TEST_IDLE_TIMEOUT, Area, dbtool_argv, kill_area, wait_for
+
+
+def init_area(root: Path, keys: str = "K") -> Area:
+    proc = subprocess.run(dbtool_argv("init", str(root), "--keys", keys), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    area = Area(root)
+    area.set_config("server", "idle_timeout", str(TEST_IDLE_TIMEOUT))
+    return area
+
+
+def unmount(path: Path) -> None:
+    for _ in range(50):  # a server that was just killed may hold the mount for a moment
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A tmpfs of ``size`` at ``path``, unmounted afterwards (its servers stopped first)."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        for child in path.iterdir():
+            kill_area(str(child))
+        unmount(path)
+
+
+def server_log(area: Area) -> str:
+    return (area.dir / "logs" / "server.log").read_text(errors="replace")
+
+
+def sql(area: Area, query: str) -> list[tuple]:
+    con = sqlite3.connect(f"file:{area.dir / 'dbtool.db'}?mode=ro", uri=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def start_directly(area: Area) -> subprocess.CompletedProcess:
+    """The server as the client starts it (``python -m dbtool.core.server``), its stderr captured."""
+    argv = [dbtool_argv()[0], "-m", "dbtool.core.server", "--area", str(area.root)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# -- F2: a full disk ------------------------------------------------------------------------------------------
+
+
+def test_disk_full_refuses_writes_at_once_and_the_request_log_recovers(tmp_path):
+    with tmpfs(tmp_path / "m", "3m") as mnt:
+        area = init_area(mnt / "a")
+        area.ok("register-run", "--target", "v1", "--runname", "r")
+        pid = area.server_info["pid"]
+        filler = mnt / "filler"
+        filler.write_bytes(bytes(400_000))
+        value = "x" * 20_000
+        results = []
+        for i in range(200):  # (about 35 fit)
+            results.append(area.run("--timeout", "30", "set-var", f"k{i}", value))
+            if results[-1].code != 0:
+                break
+        refused = results[-1]
+        # a hang until --timeout would be exit 3 "no answer from the server"
+        assert refused.code == 4 and "full" in refused.err, refused
+        for i in range(3):  # the server is not wedged: each further write is refused at once too
+            again = area.run("--timeout", "30", "set-var", f"more{i}", value)
+            assert again.code == 4 and "full" in again.err, again
+        acknowledged = [f"k{i}" for i, r in enumerate(results) if r.code == 0]
+        assert len(acknowledged) >= 5
+        assert area.ok("get-var", acknowledged[-1]).out == value + "\n"  # reads keep working
+        assert area.server_info["pid"] == pid
+
+        filler.unlink()  # space again: writes work, and the request log is written again by itself
+        since = time.time()
+        for i in range(3):
+            area.ok("set-var", f"after{i}", "1")
+
+        def logged_after() -> int:
+            lines = area.ok("server", "log", "--cmd", "set-var", "--since", str(since), "--json").out.splitlines()
+            return sum(1 for line in lines if json.loads(line)["ok"])
+
+        assert wait_for(lambda: logged_after() >= 3, timeout=20)
+        assert area.server_info["pid"] == pid
+        assert area.ok("get-var", "after2").out == "1\n"
+        stored = {row[0] for row in sql(area, "select var from metadat")}
+        assert set(acknowledged) <= stored and not {f"more{i}" for i in range(3)} & stored
+        assert sql(area, "pragma integrity_check") == [("ok",)]
+        area.ok("server", "stop")
+        log = server_log(area)
+        assert "Traceback" not in log
+        if "cannot write the request log" in log:  # (when the disk filled up under it, too)
+            assert log.count("cannot write the request log") == 1 and "is written again" in log
