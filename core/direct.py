@@ -1,7 +1,10 @@
 """The direct read-only fallback: run a read's handler in this process when no server runs (SPEC 3.2).
 
 The database is opened read-only (``mode=ro``), so this path can never change it, and in WAL
-mode it never blocks a server that starts meanwhile.
+mode it never blocks a server that starts meanwhile. On a read-only filesystem, where SQLite
+cannot create the -shm file that needs, an area that was stopped cleanly is read as an immutable
+file (``db.engine.direct_engine``). Whatever the storage does wrong (a damaged file, an I/O error)
+is a refusal with SQLite's reason (exit 4), never an internal error.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 from .area import Area, load_config
 from .client import Reply, client_identity
 from .commands import Command
-from .errors import DbtoolError, Internal, Refused
+from .errors import DbtoolError, Internal, Refused, StorageError
 from .protocol import plain
 from .request import RequestContext, activate
 
@@ -20,7 +23,7 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
     from sqlalchemy.exc import DBAPIError
 
     from .db.context import Db
-    from .db.engine import DIRECT, read_keys, sqlite_engine
+    from .db.engine import direct_engine, read_keys
     from .db.schema import schema_for
     from .handlers import resolve
 
@@ -29,7 +32,10 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
     params = cmd.bind_wire(params)
     config = load_config(area)
     ctx = RequestContext(f"direct-{os.getpid()}", cmd.name, params, client_identity())
-    engine = sqlite_engine(area.db_path, DIRECT, pool_size=1)
+    try:
+        engine = direct_engine(area.db_path)
+    except DBAPIError as err:
+        raise _storage(area, err) from None
     try:
         with activate(ctx), engine.connect() as conn, conn.begin():
             schema = schema_for(read_keys(conn))
@@ -37,9 +43,18 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
     except DbtoolError:
         raise
     except (DBAPIError, engine.dialect.dbapi.Error) as err:
-        raise Refused(f"cannot read {area.db_path}: {getattr(err, 'orig', err)}") from None
+        raise _storage(area, err) from None
     except Exception as err:
         raise Internal(f"internal error in {cmd.name} (direct read): {type(err).__name__}: {err}") from err
     finally:
         engine.dispose()
     return Reply(plain(result), ctx.log, ctx.id)
+
+
+def _storage(area: Area, err: Exception) -> StorageError:
+    from .db.engine import damaged, driver_message, is_damage
+
+    reason = driver_message(err)
+    if is_damage(reason):
+        return damaged(area.db_path, reason)
+    return StorageError(f"cannot read {area.db_path}: {reason}")

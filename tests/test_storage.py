@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
-from conftest import TEST_IDLE_TIMEOUT, Area, dbtool_argv, kill_area, wait_for
+from conftest import TEST_IDLE_TIMEOUT, Area, Raw, dbtool_argv, kill_area, wait_for
 
 
 def init_area(root: Path, keys: str = "K") -> Area:
@@ -117,3 +119,63 @@ def test_disk_full_refuses_writes_at_once_and_the_request_log_recovers(tmp_path)
         assert "Traceback" not in log
         if "cannot write the request log" in log:  # (when the disk filled up under it, too)
             assert log.count("cannot write the request log") == 1 and "is written again" in log
+
+
+# -- F8: a read-only area ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def read_only_view(source: Path, view: Path):
+    """``view``: a read-only bind mount of ``source``, unmounted afterwards."""
+    view.mkdir()
+    subprocess.run(["mount", "--bind", str(source), str(view)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+        yield view
+    finally:
+        kill_area(str(view))
+        unmount(view)
+
+
+def test_a_read_only_area_that_was_stopped_cleanly_can_be_read(area, tmp_path):
+    run_id = area.ok("register-run", "--target", "v1/linux", "--runname", "r").out.strip()
+    area.ok("set-var", "v", "1")
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    with read_only_view(area.root, tmp_path / "ro") as ro:
+        view = Area(ro)
+        assert view.ok("get-var", "v").out == "1\n"
+        assert view.ok("get-runs", "--json").json[0]["id"] == int(run_id)
+        assert not (view.dir / "dbtool.db-shm").exists()
+
+
+def test_a_read_only_area_with_writes_still_in_its_wal_is_refused_clearly(area, tmp_path):
+    area.ok("set-var", "v", "1")
+    os.kill(area.server_info["pid"], signal.SIGKILL)  # the WAL keeps what no checkpoint moved yet
+    assert area.wait_no_server()
+    assert (area.dir / "dbtool.db-wal").stat().st_size > 0
+    (area.dir / "dbtool.db-shm").unlink()  # (SQLite reads a WAL through an existing -shm even when read-only)
+    with read_only_view(area.root, tmp_path / "ro") as ro:
+        r = Area(ro).run("get-var", "v")
+        assert r.code == 4, r
+        assert "not stopped cleanly" in r.err and r.err.startswith("dbtool: error: ") and r.err.count("\n") == 1
+    assert area.ok("get-var", "v").out == "1\n"  # where it is writable, nothing is lost
+
+
+def test_a_database_the_server_cannot_write_is_served_read_only(area):
+    area.ok("set-var", "v", "1")
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    db = area.dir / "dbtool.db"
+    subprocess.run(["chattr", "+i", str(db)], check=True)  # not even root may write it
+    try:
+        r = area.run("set-var", "w", "2")
+        assert r.code == 4 and "read-only" in r.err, r
+        assert area.ok("get-var", "v").out == "1\n"
+        status = area.ok("server", "status", "--json").json
+        assert status["read_only"] is True
+        with Raw(area) as raw:  # the read went through that server
+            assert raw.request("get-var", {"var": "v"})["result"] in ("1", 1)
+    finally:
+        kill_area(str(area.root))
+        subprocess.run(["chattr", "-i", str(db)], check=True)
