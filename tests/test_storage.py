@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import TEST_IDLE_TIMEOUT, Area, Raw, dbtool_argv, kill_area, wait_for
 
 
@@ -179,3 +180,76 @@ def test_a_database_the_server_cannot_write_is_served_read_only(area):
     finally:
         kill_area(str(area.root))
         subprocess.run(["chattr", "-i", str(db)], check=True)
+
+
+# -- config.toml values, an area this user cannot read ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value"),
+    [
+        ("server", "max_connections", '"x"'),
+        ("server", "idle_timeout", "-5"),
+        ("tests", "deadtime", '"abc"'),
+        ("db", "read_only", '"yes"'),
+        ("server", "port", "70000"),
+    ],
+)
+def test_a_bad_setting_is_one_clean_error_naming_it(area, section, name, value):
+    area.set_config(section, name, value)
+    key = f"{section}.{name} = {value}"
+    direct = start_directly(area)
+    assert direct.returncode == 4, direct
+    assert last_line(direct.stderr).startswith("dbtool: error: ") and key in direct.stderr, direct.stderr
+    assert "Traceback" not in direct.stderr
+    foreground = area.run("server", "start", "--foreground")
+    assert foreground.code == 4 and foreground.err.count("\n") == 1 and key in foreground.err, foreground
+    read = area.run("get-var", "x")
+    assert read.code == 4 and key in read.err and read.err.count("\n") == 1, read
+    write = area.run("set-var", "x", "1")
+    assert write.code != 0 and key in write.err, write
+    assert key in last_line(server_log(area))
+
+
+def test_an_area_this_user_cannot_read_is_not_called_missing(tmp_path):
+    import shutil
+    import tempfile
+
+    from dbtool.core.area import find_area
+    from dbtool.core.errors import Refused
+
+    shared = Path(tempfile.mkdtemp(prefix="dbtool-perm-", dir="/tmp"))  # traversable by anyone
+    try:
+        shared.chmod(0o755)
+        inside = init_area(shared / "open")  # its .dbtool/ is 0700: only its owner reads it
+        (shared / "closed").mkdir(mode=0o700)
+        closed = init_area(shared / "closed" / "a")
+        messages = {}
+        for name, root in (("dot", inside.root), ("root", closed.root)):
+            read, write = os.pipe()
+            child = os.fork()
+            if child == 0:  # pragma: no cover - the child, as user nobody
+                try:
+                    os.close(read)
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    try:
+                        find_area(str(root))
+                        os.write(write, b"found")
+                    except Refused as err:
+                        os.write(write, err.message.encode())
+                finally:
+                    os._exit(0)
+            os.close(write)
+            with os.fdopen(read, "rb") as f:
+                messages[name] = f.read().decode()
+            os.waitpid(child, 0)
+        assert "permission denied" in messages["dot"] and str(inside.dir) in messages["dot"], messages
+        assert "permission denied" in messages["root"] and str(closed.root) in messages["root"], messages
+        assert all("not a dbtool area" not in m for m in messages.values())
+        assert find_area(str(inside.root)).root == str(inside.root)  # its owner still finds it
+    finally:
+        for child in shared.iterdir():
+            kill_area(str(child))
+        kill_area(str(shared / "closed" / "a"))
+        shutil.rmtree(shared)
