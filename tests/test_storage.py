@@ -253,3 +253,190 @@ def test_an_area_this_user_cannot_read_is_not_called_missing(tmp_path):
             kill_area(str(child))
         kill_area(str(shared / "closed" / "a"))
         shutil.rmtree(shared)
+
+
+# -- F6: -wal and -shm deleted under a live server ---------------------------------------------------------
+
+
+def raw_writes(area: Area, prefix: str, count: int) -> list[str]:
+    """``count`` set-var requests on one connection; the names of those acknowledged."""
+    acknowledged = []
+    with Raw(area) as raw:
+        for i in range(count):
+            answer = raw.request("set-var", {"var": f"{prefix}{i}", "value": str(i)}, idem=f"{prefix}-{i}")
+            if answer.get("ok"):
+                acknowledged.append(f"{prefix}{i}")
+    return acknowledged
+
+
+def test_wal_and_shm_deleted_under_a_live_server_lose_no_acknowledged_write(area):
+    area.ok("set-var", "warm", "1")
+    pid = area.server_info["pid"]
+    assert len(raw_writes(area, "pre", 50)) == 50
+    (area.dir / "dbtool.db-wal").unlink()  # a cleanup script, an rsync
+    (area.dir / "dbtool.db-shm").unlink()
+    read = area.run("get-var", "pre7")  # through the server: answered, or refused with the reason; never a bug
+    assert read.code == 0 and read.out == "7\n", read
+    acknowledged = raw_writes(area, "post", 100)
+    assert len(acknowledged) == 100
+    assert area.ok("get-var", "post99").out == "99\n"
+    assert area.server_info["pid"] == pid
+    os.kill(pid, signal.SIGKILL)
+    assert area.wait_no_server()
+    stored = {row[0] for row in sql(area, "select var from metadat where var like 'p%'")}
+    lost = [name for name in [f"pre{i}" for i in range(50)] + acknowledged if name not in stored]
+    assert lost == [], f"{len(lost)} acknowledged writes lost: {lost[:10]}"
+    log = server_log(area)
+    assert "dbtool.db-wal and dbtool.db-shm were deleted or replaced under the server" in log
+    assert "recovered:" in log
+    assert area.ok("get-var", "post42").out == "42\n"  # and the next server reads and writes as ever
+    area.ok("set-var", "after", "1")
+    assert sql(area, "pragma integrity_check") == [("ok",)]
+
+
+def test_reads_meeting_lost_wal_files_recover_them_without_any_write(area):
+    area.ok("set-var", "v", "1")
+    with Raw(area) as raw:  # enough readers at once that fresh connections are opened after the rm
+        (area.dir / "dbtool.db-wal").unlink()
+        (area.dir / "dbtool.db-shm").unlink()
+        answers = [raw.request("get-var", {"var": "v"}) for _ in range(20)]
+    assert all(a.get("ok") or a["error"]["code"] == "storage" for a in answers), answers
+    procs = [area.popen("get-var", "v") for _ in range(8)]
+    outcomes = [(p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    assert all(code == 0 and out == "1\n" for code, out, _ in outcomes), outcomes
+    assert wait_for(lambda: "recovered:" in server_log(area), timeout=30)
+    assert (area.dir / "dbtool.db-shm").exists()
+
+
+# -- F7: a damaged database; F12: the reason a server gives when it cannot start ---------------------------
+
+
+def fill_tests(area: Area, count: int = 20_000) -> None:
+    """Rows enough for a multi-megabyte file, written straight into SQLite (the server is stopped)."""
+    con = sqlite3.connect(area.dir / "dbtool.db", isolation_level=None)
+    try:
+        con.execute("begin")
+        con.executemany(
+            "insert into tests (run_id, testname, item_path, state, status, event_time, last_update)"
+            " values (1, ?, '', 'COMPLETED', 'PASS', 1, 1)",
+            ((f"t{i}",) for i in range(count)),
+        )
+        con.execute("commit")
+        con.execute("pragma wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+
+
+def scribble(path: Path, offset: int, size: int = 4096) -> None:
+    """Overwrite ``size`` bytes at ``offset`` with noise (a bad disk, a stray write)."""
+    import random
+
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, random.Random(1).randbytes(size), offset)
+    finally:
+        os.close(fd)
+
+
+def assert_refused_start(area: Area, *words: str) -> str:
+    """The server will not start: exit 4 and one clean last line, in its stderr and in server.log
+    when a client started it; nothing written."""
+    direct = start_directly(area)
+    line = last_line(direct.stderr)
+    assert direct.returncode == 4, direct
+    assert line.startswith("dbtool: error: ") and all(w in line for w in words), direct.stderr
+    assert "Traceback" not in direct.stderr and "sqlalche.me" not in direct.stderr
+    write = area.run("--timeout", "30", "set-var", "x", "1")
+    assert write.code != 0 and area.server_pids() == []
+    logged = last_line(server_log(area))
+    assert logged.startswith("dbtool: error: ") and all(w in logged for w in words), logged
+    assert "sqlalche.me" not in server_log(area)
+    return line
+
+
+@pytest.mark.parametrize("where", ["middle", "page 2"])
+def test_a_damaged_database_is_not_served(area, where):
+    run_id = area.ok("register-run", "--target", "v1/linux", "--runname", "r").out.strip()
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    fill_tests(area)
+    db = area.dir / "dbtool.db"
+    scribble(db, db.stat().st_size // 2 if where == "middle" else 4096)  # page 2: a table's root
+    line = assert_refused_start(area, f"the database {db} is damaged: ", "restore it from a backup")
+    print(f"\n{where}: {line}")
+    assert ("x",) not in sql_safe(area, "select var from metadat")
+    read = area.run("get-tests-for-run", "--run-id", run_id)  # direct: the reason, exit 4 (never 5)
+    if where == "middle":
+        assert read.code == 4 and "damaged" in read.err and "malformed" in read.err, read
+
+
+def sql_safe(area: Area, query: str) -> list[tuple]:
+    try:
+        return sql(area, query)
+    except sqlite3.DatabaseError:
+        return []
+
+
+@pytest.mark.parametrize("damage", ["truncated to 100 bytes", "truncated to half", "header zeroed"])
+def test_a_server_that_cannot_open_its_database_says_why_in_its_last_line(area, damage):
+    area.ok("set-var", "v", "1")
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    fill_tests(area, 2000)
+    db = area.dir / "dbtool.db"
+    if damage == "header zeroed":
+        with open(db, "r+b") as f:
+            f.write(bytes(100))
+    else:
+        os.truncate(db, 100 if "100" in damage else db.stat().st_size // 2)
+    assert_refused_start(area, "is damaged: ")
+    read = area.run("get-var", "v")
+    assert read.code == 4 and read.err.startswith("dbtool: error: ") and read.err.count("\n") == 1, read
+
+
+def test_a_server_that_cannot_write_its_area_says_why_in_its_last_line(area):
+    area.ok("set-var", "v", "1")
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    subprocess.run(["chattr", "+i", str(area.dir)], check=True)  # .dbtool/ not writable, even for root
+    try:
+        assert_refused_start(area, "cannot start a server", "not writable")
+        assert area.ok("get-var", "v").out == "1\n"  # reads need no server
+    finally:
+        subprocess.run(["chattr", "-i", str(area.dir)], check=True)
+
+
+def test_damage_met_at_run_time_is_reported_and_stops_writes(area):
+    run_id = area.ok("register-run", "--target", "v1/linux", "--runname", "r").out.strip()
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    fill_tests(area)
+    area.ok("set-var", "before", "1")  # a server on a sound database
+    pid = area.server_info["pid"]
+    db = area.dir / "dbtool.db"
+    scribble(db, db.stat().st_size // 2)
+    read = area.run("get-tests-for-run", "--run-id", run_id)
+    assert read.code == 4 and "damaged" in read.err and "malformed" in read.err, read
+    write = area.run("set-var", "after", "1")
+    assert write.code == 4 and "is damaged" in write.err and "restore it from a backup" in write.err, write
+    assert area.ok("get-var", "before").out == "1\n"  # what can still be read is
+    status = area.ok("server", "status", "--json").json
+    assert status["pid"] == pid and "damaged" in status["writes_refused"]
+    assert "quick_check" in server_log(area)
+
+
+def test_no_server_starts_on_a_read_only_area_and_it_says_why(area, tmp_path):
+    area.ok("set-var", "v", "1")
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    with read_only_view(area.root, tmp_path / "ro") as ro:
+        # a server could not even write server.json there: one clean line, exit 4
+        foreground = Area(ro).run("server", "start", "--foreground")
+        assert foreground.code == 4, foreground
+        assert foreground.err.startswith("dbtool: error: ") and "read-only filesystem" in foreground.err
+        assert foreground.err.count("\n") == 1 and "Traceback" not in foreground.err
+        direct = start_directly(Area(ro))
+        assert direct.returncode == 4 and "read-only filesystem" in last_line(direct.stderr), direct
