@@ -440,3 +440,83 @@ def test_no_server_starts_on_a_read_only_area_and_it_says_why(area, tmp_path):
         assert foreground.err.count("\n") == 1 and "Traceback" not in foreground.err
         direct = start_directly(Area(ro))
         assert direct.returncode == 4 and "read-only filesystem" in last_line(direct.stderr), direct
+
+
+# -- F5: out of file descriptors; the server log's size ---------------------------------------------------
+
+
+def low_fd_limit(limit: int):
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_out_of_file_descriptors_the_log_stays_small_and_the_server_goes_on(area):
+    import socket
+
+    area.ok("set-var", "warm", "1")
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    started = subprocess.run(  # the client starts the server, which inherits the limit (a batch node's)
+        dbtool_argv("--area", str(area.root), "set-var", "x", "1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=low_fd_limit(64),
+    )
+    assert started.returncode == 0, started.stderr
+    info = area.server_info
+    assert "Max open files            64                   64" in Path(f"/proc/{info['pid']}/limits").read_text()
+    assert "max_connections 24 (configured 512)" in server_log(area)
+    log_path = area.dir / "logs" / "server.log"
+    before = log_path.stat().st_size
+    held = []
+    steady = Raw(area)  # a client connected before the descriptors ran out
+    try:
+        deadline = time.monotonic() + 30
+        while len(held) < 400 and time.monotonic() < deadline:  # until the server can take no more
+            try:
+                held.append(socket.create_connection((info["host"], info["port"]), timeout=1))
+            except OSError:
+                break
+        assert wait_for(lambda: "cannot accept connections" in server_log(area), timeout=20)
+        time.sleep(5)  # asyncio retries every second, and used to log a traceback each time
+        grown = log_path.stat().st_size - before
+        print(f"\nheld {len(held)} connections; server.log grew {grown} bytes")
+        assert grown < 8192, server_log(area)[-3000:]
+        assert server_log(area).count("cannot accept connections") <= 2
+        for i in range(20):  # meanwhile the server goes on serving the connections it has
+            assert steady.request("set-var", {"var": f"during{i}", "value": "1"}, idem=f"during-{i}")["ok"]
+    finally:
+        steady.close()
+        for s in held:
+            s.close()
+    area.ok("set-var", "after", "1")  # served by the same server, once the descriptors are back
+    assert area.server_info["pid"] == info["pid"] and area.ok("get-var", "after").out == "1\n"
+    assert "socket.accept() out of system resource" not in server_log(area)  # asyncio's own report
+
+
+def test_the_server_log_rotates_by_size_and_the_servers_output_follows(area):
+    area.set_config("server", "log_max_bytes", "4096")
+    area.set_config("db", "max_size_mb", "0.3")  # each refused write logs two warnings
+    area.ok("set-var", "small", "1")
+    pid = area.server_info["pid"]
+    logs = area.dir / "logs"
+    big = "x" * 100_000
+    for i in range(200):
+        area.run("set-var", f"big{i}", big)
+        if (logs / "server.log.3").exists() and (logs / "server.log.1").stat().st_size > 0:
+            break
+    assert (logs / "server.log.3").exists() and not (logs / "server.log.4").exists()
+    for name in ("server.log", "server.log.1", "server.log.2", "server.log.3"):
+        assert (logs / name).stat().st_size < 4096 + 2048, name
+    # the server's stdout and stderr point at the current server.log, not at a renamed one
+    for fd in (1, 2):
+        assert os.readlink(f"/proc/{pid}/fd/{fd}") == str(logs / "server.log")
+    assert area.server_info["pid"] == pid
+    area.ok("server", "stop")
+    assert "request statistics at stop" in (logs / "server.log").read_text() + (logs / "server.log.1").read_text()

@@ -50,6 +50,7 @@ from ..errors import Busy, DbtoolError, Refused, StorageError
 from ..handlers import resolve
 from ..reqlog import LOG_LEVEL_KEPT, RequestLog
 from ..request import RequestContext, run_with
+from . import resources, serverlog
 from .events import EventHub
 from .session import Session
 from .stats import Stats
@@ -70,6 +71,7 @@ LIMIT_DEFAULTS = {
     "max_subscribers": 64,
     "watch_queue": 10_000,
     "connection_idle_timeout": 600.0,
+    "log_max_bytes": 16 * 1024 * 1024,
 }
 
 
@@ -90,6 +92,7 @@ class Server:
         self.idle_timeout = float(idle_timeout if idle_timeout is not None else server_cfg.get("idle_timeout", 300))
         self.share_group = bool(server_cfg.get("share_group", False))
         self.limits = {name: _limit(area, server_cfg, name, default) for name, default in LIMIT_DEFAULTS.items()}
+        self.server_log: serverlog.ServerLog | None = None  # set by main(): the daemon's rotating log
         self.key = secrets.token_hex(16)
         self.instance = secrets.token_hex(6)
         self.started_at = time.time()
@@ -156,9 +159,24 @@ class Server:
         self.schema = schema_for(self.keys)
         self.hub = EventHub(storage.last_seq, self.limits["watch_queue"])
 
+    def _limit_fds(self) -> None:
+        """Raise the descriptor limit as far as allowed, and keep connections within it."""
+        limit, before = resources.raise_fd_limit()
+        configured = self.limits["max_connections"]
+        self.limits["max_connections"] = resources.connection_share(limit, configured)
+        log.info(
+            "file descriptors: limit %s%s; max_connections %d (configured %d)",
+            limit,
+            f" (raised from {before})" if limit != before else "",
+            self.limits["max_connections"],
+            configured,
+        )
+
     async def _main(self) -> int:
         self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(resources.AcceptErrors())
         ensure_private_dir(self.area.dir, self.share_group)
+        self._limit_fds()
         self._open_database()
         self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="dbtool-reader")
         wal = self.journal_mode == "WAL"
@@ -303,8 +321,10 @@ class Server:
             await asyncio.sleep(FLUSH_EVERY)
             try:
                 self.requests_log.flush()  # (never raises: a full disk keeps the lines in memory)
+                if self.server_log is not None:
+                    self.server_log.rotate_if_full()
             except Exception:
-                log.exception("flushing the request log failed")
+                log.exception("flushing the logs failed")
 
     async def _sweep(self) -> None:
         """Close connections that sent nothing for connection_idle_timeout seconds (watchers excepted)."""
@@ -580,13 +600,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float)
     args = parser.parse_args(argv)
     area = Area(args.area)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s", stream=sys.stderr
-    )
+    handler = serverlog.install(os.path.join(area.logs_dir, "server.log"))
     if not area.exists():
         return _failed(f"{area.root} is not a dbtool area", 4)
     try:
-        return Server(area, bind=args.bind, port=args.port, idle_timeout=args.idle_timeout).run()
+        server = Server(area, bind=args.bind, port=args.port, idle_timeout=args.idle_timeout)
+        handler.max_bytes = server.limits["log_max_bytes"]
+        server.server_log = handler
+        return server.run()
     except DbtoolError as err:
         return _failed(err.message, err.exit_code)
     except OSError as err:
