@@ -47,7 +47,10 @@ class RequestLog:
         self.dropped = 0  # lines dropped while the file could not be written
         self.failure = ""  # why the last flush failed ('' while all is well)
         self._warned = 0.0
-        self._open()
+        try:
+            self._open()
+        except OSError as err:  # (tried again at each flush)
+            self._failed(err)
 
     def write(self, entry: dict) -> None:
         self.write_line(json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=str))

@@ -237,7 +237,7 @@ class Server:
         while self.reads_pending and time.monotonic() < deadline:  # reads under way are answered too
             await asyncio.sleep(0.01)
         for session in list(self.sessions):
-            session.close()
+            _close(session)
         self.readers.shutdown(wait=True)
         clean = not self.read_only and not self.writer.refusal
         try:
@@ -334,7 +334,7 @@ class Server:
             now = time.monotonic()
             for session in list(self.sessions):
                 if not session.busy and now - session.last_active > limit:
-                    session.close()
+                    _close(session)
 
     def _write_server_json(self) -> None:
         info = {
@@ -565,6 +565,16 @@ def _brief(params: dict, limit: int = 200) -> dict:
         text = value if isinstance(value, str) else json.dumps(value)
         out[key] = value if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
     return out
+
+
+def _close(session: Session) -> None:
+    """Close a connection from a chore or at stop: a peer that vanished must not end either."""
+    try:
+        session.close()
+    except OSError as err:  # e.g. ENOTCONN from shutdown() when the peer is gone already
+        log.info("closing a connection: %s", err)
+        if session.transport is not None:
+            session.transport.abort()
 
 
 def _storage_reason(err: BaseException) -> str:

@@ -51,7 +51,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..commands import Command
 from ..db.context import EVENT_FIELDS, Db
-from ..db.engine import damaged, driver_message, is_damage, quick_check, wal_file_ids
+from ..db.engine import damaged, driver_message, is_damage, is_storage_trouble, quick_check, wal_file_ids
 from ..db.fast import Statements
 from ..db.schema import Schema
 from ..errors import Busy, DbtoolError, Internal, Refused, StorageError
@@ -633,8 +633,9 @@ def _is_integrity_error(err: Exception, dbapi) -> bool:
 
 
 def _is_storage_error(err: Exception) -> bool:
-    text = str(getattr(err, "orig", err)).lower()
-    return any(s in text for s in ("disk is full", "disk i/o", "readonly", "read-only", "database is locked"))
+    """The file or the disk failed (full, read-only, damaged, I/O), or another process held the lock."""
+    text = driver_message(err)
+    return is_storage_trouble(text) or "database is locked" in text.lower()
 
 
 def _internal(job: Job, err: Exception) -> Internal:
