@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TEST_IDLE_TIMEOUT, Area, Raw, dbtool_argv, kill_area, wait_for
+from dbtool.core.errors import from_wire
 
 
 def init_area(root: Path, keys: str = "K") -> Area:
@@ -209,6 +210,10 @@ def test_a_bad_setting_is_one_clean_error_naming_it(area, section, name, value):
     write = area.run("set-var", "x", "1")
     assert write.code != 0 and key in write.err, write
     assert key in last_line(server_log(area))
+    assert key in json.loads((area.dir / "logs" / "start-failure.json").read_text())["message"]
+    area.set_config(section, name, "1" if name != "read_only" else "false")
+    area.ok("set-var", "x", "1")  # a server that starts removes the record of the failed start
+    assert not (area.dir / "logs" / "start-failure.json").exists()
 
 
 def test_an_area_this_user_cannot_read_is_not_called_missing(tmp_path):
@@ -354,6 +359,9 @@ def assert_refused_start(area: Area, *words: str) -> str:
     logged = last_line(server_log(area))
     assert logged.startswith("dbtool: error: ") and all(w in logged for w in words), logged
     assert "sqlalche.me" not in server_log(area)
+    failure = json.loads((area.dir / "logs" / "start-failure.json").read_text())  # for the client
+    assert failure["message"] == logged.removeprefix("dbtool: error: ") and failure["code"] in ("storage", "refused")
+    assert from_wire(failure).exit_code == 4 and failure["pid"] > 0
     return line
 
 

@@ -46,7 +46,7 @@ from ..db.engine import (
     is_storage_trouble,
 )
 from ..db.schema import schema_for
-from ..errors import Busy, DbtoolError, Refused, StorageError
+from ..errors import Busy, DbtoolError, Internal, Refused, StorageError, Unavailable
 from ..handlers import resolve
 from ..reqlog import LOG_LEVEL_KEPT, RequestLog
 from ..request import RequestContext, run_with
@@ -122,12 +122,10 @@ class Server:
                     print(describe(live), flush=True)
                     return 0
                 if time.monotonic() > deadline:
-                    print(
-                        f"dbtool: error: {self.area.server_lock} is held but no server answers; "
-                        "if no dbtool server runs for this area, another process holds the lock",
-                        file=sys.stderr,
-                    )
-                    return 3
+                    raise Unavailable(
+                        f"{self.area.server_lock} is held but no server answers; "
+                        "if no dbtool server runs for this area, another process holds the lock"
+                    ) from None
         try:
             remove_file(self.area.server_json)  # we hold the lock, so any record left is stale
             return asyncio.run(self._main())
@@ -199,6 +197,7 @@ class Server:
         listener = await self.loop.create_server(lambda: Session(self), self.bind, self.port)
         self.host, self.port = listener.sockets[0].getsockname()[:2]
         self._write_server_json()
+        remove_file(os.path.join(self.area.logs_dir, START_FAILURE))  # (an earlier start's)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
         log.info(
@@ -600,7 +599,9 @@ def _limit(area: Area, server_cfg: dict, name: str, default: object) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The daemon's entry point; its last line, when it cannot start, is ``dbtool: error: <reason>``."""
+    """The daemon's entry point. When the server cannot start (or dies), its last line is
+    ``dbtool: error: <reason>``, and ``logs/start-failure.json`` says the same for a client
+    (see ``START_FAILURE``)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m dbtool.core.server", description="Run a dbtool area's server.")
@@ -612,24 +613,38 @@ def main(argv: list[str] | None = None) -> int:
     area = Area(args.area)
     handler = serverlog.install(os.path.join(area.logs_dir, "server.log"))
     if not area.exists():
-        return _failed(f"{area.root} is not a dbtool area", 4)
+        return _failed(area, Refused(f"{area.root} is not a dbtool area"))
     try:
         server = Server(area, bind=args.bind, port=args.port, idle_timeout=args.idle_timeout)
         handler.max_bytes = server.limits["log_max_bytes"]
         server.server_log = handler
         return server.run()
     except DbtoolError as err:
-        return _failed(err.message, err.exit_code)
+        return _failed(area, err)
     except OSError as err:
-        return _failed(f"cannot start the server: {err}", 3)
+        return _failed(area, Unavailable(f"cannot start the server: {err}"))
     except Exception as err:
         if is_database_error(err):
-            return _failed(f"cannot open the database {area.db_path}: {driver_message(err)}", 4)
+            return _failed(area, StorageError(f"cannot open the database {area.db_path}: {driver_message(err)}"))
         log.exception("the server failed")
-        return _failed(f"internal error: the server failed: {type(err).__name__}: {err} (traceback above)", 5)
+        return _failed(area, Internal(f"internal error: the server failed: {type(err).__name__}: {err}; see its log"))
 
 
-def _failed(message: str, code: int) -> int:
-    """The last line a server that could not start (or run) writes: what the client shows."""
-    print(f"dbtool: error: {message}", file=sys.stderr, flush=True)
-    return code
+START_FAILURE = "start-failure.json"  # in logs/: {"pid", "code", "message"} of a server that could not start
+
+
+def _failed(area: Area, err: DbtoolError) -> int:
+    """Say why the server cannot go on: one last line on stderr (server.log for a daemon) and,
+    for the client that started it, the error as the protocol sends it (``errors.from_wire``
+    rebuilds it, exit code included) with this process's pid."""
+    print(f"dbtool: error: {err.message}", file=sys.stderr, flush=True)
+    record = {"pid": os.getpid(), "time": time.time(), **err.to_wire()}
+    path = os.path.join(area.logs_dir, START_FAILURE)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
+    except OSError:
+        remove_file(tmp)
+    return err.exit_code
