@@ -17,6 +17,7 @@ not listen or lock). The database files themselves are ``storage.py``'s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -645,6 +646,7 @@ def _failed(area: Area, err: DbtoolError) -> int:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f)
         os.replace(tmp, path)
-    except OSError:
-        remove_file(tmp)
+    except OSError:  # (a read-only or full filesystem: the line above is all there is)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     return err.exit_code

@@ -14,6 +14,7 @@ connection left open gets fresh files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -208,7 +209,8 @@ class Storage:
             os.replace(tmp, self.area.path(CLEAN_STOP))
         except OSError as err:  # the next start checks the database: slower, nothing worse
             log.warning("could not record the clean stop: %s", err)
-            remove_file(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def failure(self, err: BaseException, doing: str) -> StorageError:
         """A database error as the user should read it: the driver's reason, and what to do."""
