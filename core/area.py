@@ -7,6 +7,7 @@ in the server and in ``init``.
 from __future__ import annotations
 
 import os
+from stat import S_ISREG
 
 from .errors import Refused
 
@@ -73,6 +74,21 @@ class Area:
     def exists(self) -> bool:
         return os.path.isfile(self.config_path)
 
+    def probe(self) -> bool:
+        """Whether this is an area (it has ``.dbtool/config.toml``); Refused when it is one, or may
+        be one, that this user cannot read (so that a permission problem is not taken for "no area")."""
+        try:
+            found = os.stat(self.config_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except PermissionError:
+            blocked = self.dir if os.path.lexists(self.dir) else self.root
+            raise Refused(
+                f"{self.root} may be a dbtool area, but this user cannot read {blocked} (permission denied); "
+                "ask its owner for access (an area shared with a group needs server.share_group = true)"
+            ) from None
+        return S_ISREG(found.st_mode)
+
     def __repr__(self) -> str:
         return f"Area({self.root!r})"
 
@@ -82,7 +98,7 @@ def find_area(explicit: str | None = None, cwd: str | None = None) -> Area:
     given = explicit or os.environ.get("DBTOOL_AREA")
     if given:
         area = Area(given)
-        if not area.exists():
+        if not area.probe():
             raise Refused(
                 f"{area.root} is not a dbtool area (no {DOT_DIR}/config.toml); "
                 f"create it with `dbtool init {given} --keys K1,K2`"
@@ -91,7 +107,7 @@ def find_area(explicit: str | None = None, cwd: str | None = None) -> Area:
     start = os.path.abspath(cwd or os.getcwd())
     here = start
     while True:
-        if os.path.isfile(os.path.join(here, DOT_DIR, "config.toml")):
+        if Area(here).probe():
             return Area(here)
         parent = os.path.dirname(here)
         if parent == here:
@@ -122,9 +138,45 @@ DEFAULT_CONFIG: dict[str, dict] = {
         "watch_stall_timeout": 30.0,
         "connection_idle_timeout": 600.0,
         "dead_peer_timeout": 60.0,
+        "log_max_bytes": 16 * 1024 * 1024,
     },
-    "db": {"synchronous": "FULL", "journal_mode": "auto", "url": "", "read_only": False, "max_size_mb": 0},
+    "db": {
+        "synchronous": "FULL",
+        "journal_mode": "auto",
+        "url": "",
+        "read_only": False,
+        "max_size_mb": 0,
+        "check_on_start": "auto",
+    },
     "tests": {"deadtime": 7200, "dead_check_interval": 30.0},
+}
+
+# What each setting must be: (kind, lowest value or the allowed words). A value of another kind is
+# refused when config.toml is read, naming the setting, instead of failing somewhere later.
+SETTINGS: dict[tuple[str, str], tuple[str, object]] = {
+    ("server", "bind"): ("text", None),
+    ("server", "advertise"): ("text", None),
+    ("server", "port"): ("port", None),
+    ("server", "idle_timeout"): ("seconds", 0),
+    ("server", "share_group"): ("bool", None),
+    ("server", "max_connections"): ("count", 1),
+    ("server", "max_queue"): ("count", 1),
+    ("server", "max_subscribers"): ("count", 0),
+    ("server", "watch_queue"): ("count", 1),
+    ("server", "connection_idle_timeout"): ("seconds", 1),
+    ("server", "max_pending"): ("count", 1),
+    ("server", "handshake_timeout"): ("seconds", 0.1),
+    ("server", "watch_stall_timeout"): ("seconds", 0.1),
+    ("server", "dead_peer_timeout"): ("seconds", 0),
+    ("server", "log_max_bytes"): ("count", 4096),
+    ("db", "synchronous"): ("word", ("off", "normal", "full", "extra")),
+    ("db", "journal_mode"): ("word", ("auto", "wal", "delete", "truncate", "persist")),
+    ("db", "url"): ("text", None),
+    ("db", "read_only"): ("bool", None),
+    ("db", "max_size_mb"): ("seconds", 0),  # (a number, like seconds)
+    ("db", "check_on_start"): ("word", ("auto", "always", "never")),
+    ("tests", "deadtime"): ("seconds", 1),
+    ("tests", "dead_check_interval"): ("seconds", 0.1),
 }
 
 _CONFIG_TEMPLATE = """\
@@ -163,6 +215,8 @@ watch_stall_timeout = 30
 connection_idle_timeout = 600
 # Seconds after which a peer whose host vanished (TCP keepalive, unacknowledged data) is dropped.
 dead_peer_timeout = 60
+# Size at which logs/server.log is rotated (server.log.1 ... .3 are kept).
+log_max_bytes = 16777216
 
 [db]
 # SQLite synchronous level: FULL (default), NORMAL or OFF.
@@ -173,6 +227,9 @@ journal_mode = "auto"
 read_only = false
 # Cap on the database size in MB (0 = none); writes past it are refused.
 max_size_mb = 0
+# SQLite's quick_check when the server starts: "auto" = unless the database is exactly as the last
+# clean stop left it (so after a crash, a restore or any outside change); "always"; "never".
+check_on_start = "auto"
 
 [tests]
 # Seconds after which a RUNNING test that stopped reporting counts as dead.
@@ -218,8 +275,50 @@ def load_config(area: Area) -> dict:
     for section, values in data.items():
         if isinstance(values, dict):
             merged.setdefault(section, {}).update(values)
+        elif section in DEFAULT_CONFIG:
+            raise Refused(f"{area.config_path}: {section} must be a table ([{section}]), not {_toml(values)}")
+    for (section, name), rule in SETTINGS.items():
+        if name in merged[section]:
+            merged[section][name] = _checked(area, section, name, merged[section][name], *rule)
     merged["area"]["root"] = area.root
     return merged
+
+
+def _checked(area: Area, section: str, name: str, value: object, kind: str, rule: object) -> object:
+    """``value`` of the setting ``section.name`` if it is of its kind, else Refused naming it."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # (not nan)
+    if kind == "bool":
+        good, want = isinstance(value, bool), "true or false"
+    elif kind == "text":
+        good, want = isinstance(value, str), "a string"
+    elif kind == "word":
+        good = isinstance(value, str) and value.lower() in rule
+        want = "one of " + ", ".join(f'"{w}"' for w in rule)
+    elif kind == "port":
+        good, want = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535, "a port, 0-65535"
+    elif kind == "count":
+        good = number and float(value).is_integer() and value >= rule
+        want = f"a whole number, at least {rule}"
+        value = int(value) if good else value
+    else:  # seconds: any number from the lowest value on
+        good, want = number and value >= rule and value != float("inf"), f"a number, at least {rule}"
+    if not good:
+        default = DEFAULT_CONFIG[section].get(name)
+        raise Refused(
+            f"{area.config_path}: {section}.{name} = {_toml(value)} is not {want}; "
+            f"correct it (the default is {_toml(default)})"
+        )
+    return value
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        import json
+
+        return json.dumps(value)
+    return str(value)
 
 
 def ensure_private_dir(path: str, share_group: bool = False) -> None:

@@ -1,7 +1,10 @@
 """The direct read-only fallback: run a read's handler in this process when no server runs (SPEC 3.2).
 
 The database is opened read-only (``mode=ro``), so this path can never change it, and in WAL
-mode it never blocks a server that starts meanwhile.
+mode it never blocks a server that starts meanwhile. On a read-only filesystem, where SQLite
+cannot create the -shm file that needs, an area that was stopped cleanly is read as an immutable
+file (``db.engine.direct_engine``). Whatever the storage does wrong (a damaged file, an I/O error)
+is a refusal with SQLite's reason (exit 4), never an internal error.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import os
 
 from .area import Area, load_config
 from .commands import Command
-from .errors import DbtoolError, Internal, Outdated, Refused
+from .errors import DbtoolError, Internal, Outdated, Refused, StorageError
 from .link import client_identity
 from .protocol import Reply
 from .request import RequestContext, activate
@@ -20,7 +23,7 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
     from sqlalchemy.exc import DBAPIError
 
     from .db.context import Db
-    from .db.engine import DIRECT, read_keys, sqlite_engine
+    from .db.engine import direct_engine, read_keys
     from .db.schema import schema_for
     from .handlers import resolve
 
@@ -30,7 +33,10 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
     config = load_config(area)
     ctx = RequestContext(f"direct-{os.getpid()}", cmd.name, params, client_identity())
     ctx.note("debug", "direct", f"read {area.db_path} read-only (no server running)")
-    engine = sqlite_engine(area.db_path, DIRECT, pool_size=1)
+    try:
+        engine = direct_engine(area.db_path)
+    except DBAPIError as err:
+        raise _storage(area, err) from None
     try:
         with activate(ctx), engine.connect() as conn, conn.begin():
             _check_schema(conn, area)
@@ -40,7 +46,7 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
         err.extra.setdefault("log", ctx.log)  # --trace shows where the answer came from
         raise
     except (DBAPIError, engine.dialect.dbapi.Error) as err:
-        raise Refused(f"cannot read {area.db_path}: {getattr(err, 'orig', err)}") from None
+        raise _storage(area, err) from None
     except Exception as err:
         raise Internal(f"internal error in {cmd.name} (direct read): {type(err).__name__}: {err}") from err
     finally:
@@ -66,3 +72,12 @@ def _check_schema(conn, area: Area) -> None:
             f"{area.db_path} has schema {version}, this dbtool needs {SCHEMA_VERSION}: a write, or `dbtool server "
             "start`, upgrades it (the area's owner must run it once)"
         )
+
+
+def _storage(area: Area, err: Exception) -> StorageError:
+    from .db.engine import damaged, driver_message, is_damage
+
+    reason = driver_message(err)
+    if is_damage(reason):
+        return damaged(area.db_path, reason)
+    return StorageError(f"cannot read {area.db_path}: {reason}")

@@ -50,6 +50,14 @@ class Outdated(Refused):
     """The area's database was made by an older dbtool; a server (which upgrades it) must open it first."""
 
 
+class StorageError(DbtoolError):
+    """The storage failed the request (disk full, read-only filesystem, damaged database, lost
+    WAL files): not the request's fault, and nothing of it was changed."""
+
+    code = "storage"
+    exit_code = 4
+
+
 class Unavailable(DbtoolError):
     """No server could be reached or started."""
 
@@ -78,11 +86,6 @@ class VersionMismatch(DbtoolError):
     exit_code = 3
 
 
-class StorageError(DbtoolError):
-    code = "storage"
-    exit_code = 4
-
-
 class Internal(DbtoolError):
     """A bug: the message names the request id and the log to read."""
 
@@ -94,11 +97,11 @@ _BY_CODE = {
         BadRequest,
         NotFound,
         Refused,
+        StorageError,
         Unavailable,
         Busy,
         Unauthorized,
         VersionMismatch,
-        StorageError,
         Internal,
     )
 }

@@ -430,7 +430,7 @@ def _wait_for_server(area: Area, deadline: float, pid: int | None, log_path: str
         if live is not None:
             return live
         if pid is not None and not _alive(pid) and read_server_info(area) is None:
-            raise Unavailable(f"the server failed to start: {failure_reason(log_path)} (see {log_path})")
+            raise start_failure(area, pid, log_path)
         if pid is None and server_lock_free(area):
             raise Unavailable("the server that was starting stopped; retry")
         if time.monotonic() > deadline:
@@ -477,6 +477,23 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+START_FAILURE = "start-failure.json"  # logs/: the error of a server that could not start, with its pid
+
+
+def start_failure(area: Area, pid: int, log_path: str) -> DbtoolError:
+    """Why the server we started is gone: the error it left in logs/start-failure.json (its own
+    class and exit code: a damaged database is a refusal, not "no server"), else its log's last
+    error line."""
+    try:
+        with open(os.path.join(area.logs_dir, START_FAILURE), "rb") as f:
+            record = wirejson.loads(f.read())
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and record.get("pid") == pid and isinstance(record.get("message"), str):
+        return from_wire(record)
+    return Unavailable(f"the server failed to start: {failure_reason(log_path)} (see {log_path})")
 
 
 ERROR_PREFIX = "dbtool: error: "

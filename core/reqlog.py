@@ -1,8 +1,8 @@
 """The request log: one JSON line per request in ``.dbtool/logs/requests.jsonl`` (SPEC 5).
 
 The server writes it (``RequestLog``: buffered, flushed every half second and at stop, rotated by
-size); ``dbtool server log`` reads it without a server (``read_entries``, ``follow``). Standard
-library only: the reading side is on the client path.
+size, never raising into a request's answer); ``dbtool server log`` reads it without a server
+(``read_entries``, ``follow``). Standard library only: the reading side is on the client path.
 """
 
 from __future__ import annotations
@@ -16,44 +16,143 @@ FILE = "requests.jsonl"
 MAX_BYTES = 16 * 1024 * 1024  # a file is rotated when it grows past this
 KEEP = 3  # rotated generations kept: requests.jsonl.1 ... .3
 LOG_LEVEL_KEPT = 30  # request log entries of this level (warn) or above are always written
+FLUSH_AT = 1 << 16  # bytes buffered before a write goes to the file without waiting for the next flush
+MAX_PENDING = 8 * 1024 * 1024  # bytes of lines kept in memory while the file cannot be written
+WARN_EVERY = 60.0  # seconds between warnings about a request log that cannot be written
 
 
 class RequestLog:
-    """Appends request lines; rotation renames requests.jsonl → .1 → .2 ... and drops the oldest."""
+    """Appends request lines; rotation renames requests.jsonl → .1 → .2 ... and drops the oldest.
 
-    def __init__(self, logs_dir: str, max_bytes: int = MAX_BYTES, keep: int = KEEP) -> None:
+    Lines are buffered here and written by ``flush`` (every half second, at a failed request, at
+    stop). Neither ``write`` nor ``flush`` ever raises: the log must not stand between a request
+    and its answer. While the file cannot be written (a full disk, a read-only remount), lines are
+    kept in memory up to ``max_pending_bytes`` and counted beyond it; the next flush that succeeds
+    writes them, and says in the server log how many were dropped meanwhile.
+    """
+
+    def __init__(
+        self, logs_dir: str, max_bytes: int = MAX_BYTES, keep: int = KEEP, max_pending_bytes: int = MAX_PENDING
+    ) -> None:
         self.path = os.path.join(logs_dir, FILE)
         self.max_bytes = max_bytes
         self.keep = keep
+        self.max_pending_bytes = max_pending_bytes
         os.makedirs(logs_dir, mode=0o700, exist_ok=True)
-        self.file = open(self.path, "a", encoding="utf-8", errors="backslashreplace", buffering=1 << 16)  # noqa: SIM115 - kept open
-        self.size = self.file.tell()
+        self.fd: int | None = None
+        self.size = 0
+        self.pending: list[str] = []
+        self.pending_bytes = 0
+        self.carry = b""  # the rest of a write the disk took only in part
+        self.dropped = 0  # lines dropped while the file could not be written
+        self.failure = ""  # why the last flush failed ('' while all is well)
+        self._warned = 0.0
+        try:
+            self._open()
+        except OSError as err:  # (tried again at each flush)
+            self._failed(err)
 
     def write(self, entry: dict) -> None:
         self.write_line(json.dumps(entry, separators=(",", ":"), ensure_ascii=False, default=str))
 
     def write_line(self, line: str) -> None:
         """Append one entry already serialised as a JSON object (no newline)."""
-        self.file.write(line + "\n")
-        self.size += len(line) + 1
+        if self.pending_bytes + len(self.carry) > self.max_pending_bytes:
+            self.dropped += 1
+            return
+        self.pending.append(line)
+        self.pending_bytes += len(line) + 1
+        if not self.failure and (self.pending_bytes >= FLUSH_AT or self.size + self.pending_bytes > self.max_bytes):
+            self.flush()
+
+    def flush(self) -> bool:
+        """Write the buffered lines (rotating when the file is full); True when all are written."""
+        if not self.pending and not self.carry:
+            return True
+        data = self.carry + "".join(f"{line}\n" for line in self.pending).encode("utf-8", "backslashreplace")
+        self.pending.clear()
+        self.pending_bytes = 0
+        try:
+            if self.fd is None:
+                self._open()
+            while data:
+                written = os.write(self.fd, data)
+                data = data[written:]
+                self.size += written
+        except OSError as err:
+            self.carry = data
+            self._failed(err)
+            return False
+        self.carry = b""
+        if self.failure:
+            self._recovered()
         if self.size > self.max_bytes:
             self.rotate()
-
-    def flush(self) -> None:
-        self.file.flush()
+        return True
 
     def rotate(self) -> None:
-        self.file.close()
-        for n in range(self.keep, 0, -1):
-            older = f"{self.path}.{n}"
-            newer = self.path if n == 1 else f"{self.path}.{n - 1}"
-            if os.path.exists(newer):
-                os.replace(newer, older)
-        self.file = open(self.path, "a", encoding="utf-8", errors="backslashreplace", buffering=1 << 16)  # noqa: SIM115
-        self.size = 0
+        try:
+            for n in range(self.keep, 0, -1):
+                older = f"{self.path}.{n}"
+                newer = self.path if n == 1 else f"{self.path}.{n - 1}"
+                if os.path.exists(newer):
+                    os.replace(newer, older)
+        except OSError as err:  # the old file is kept and written on
+            self._failed(err)
+            return
+        self._close_fd()
+        try:
+            self._open()
+        except OSError as err:
+            self._failed(err)
 
     def close(self) -> None:
-        self.file.close()
+        self.flush()
+        self._close_fd()
+
+    def _open(self) -> None:
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.size = os.fstat(self.fd).st_size
+
+    def _close_fd(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+    def _failed(self, err: OSError) -> None:
+        """Say so in the server log: at the first failure, then at most once a minute."""
+        first = not self.failure
+        self.failure = str(err)
+        now = time.monotonic()
+        if first or now - self._warned >= WARN_EVERY:
+            self._warned = now
+            _server_log().warning(
+                "cannot write the request log %s: %s; keeping up to %d KiB of lines in memory until it can "
+                "(%d line(s) dropped so far)",
+                self.path,
+                err,
+                self.max_pending_bytes // 1024,
+                self.dropped,
+            )
+
+    def _recovered(self) -> None:
+        _server_log().warning(
+            "the request log %s is written again (it failed with: %s); %d line(s) were dropped meanwhile",
+            self.path,
+            self.failure,
+            self.dropped,
+        )
+        self.failure = ""
+        self.dropped = 0
+
+
+def _server_log():
+    import logging  # only the server writes the request log; its readers do without logging
+
+    return logging.getLogger("dbtool.server")
 
 
 def log_files(logs_dir: str, keep: int = KEEP) -> list[str]:

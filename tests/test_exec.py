@@ -243,7 +243,9 @@ def test_unreachable_server_spools_reports_and_the_next_server_ingests_them(run,
         holder.stdin.close()
         holder.wait(timeout=30)
         holder.stdout.close()
-    final = info(run, "offline")  # the first command starts a server, which ingests the spool
+    assert run.server_pids() == []  # nothing replaced the server that held the lock meanwhile
+    run.ok("set-var", "wake", "1")  # the next write starts a server, which ingests the spool
+    final = info(run, "offline")
     assert (final["state"], final["status"], final["comment"]) == ("COMPLETED", "FAIL", "exit code 7")
     assert list((run.dir / "spool").glob("*.jsonl*")) == []
     assert (run.dir / "logs" / "server.log").read_text().count("ingested 1 spooled report(s)") == 2
@@ -280,7 +282,7 @@ def test_a_log_that_cannot_be_written_is_refused_before_anything_runs(run, tmp_p
     bad = exec_(run, "--testname", "logbad", "--log", str(log), cmd=[PY, "-c", f"open({str(marker)!r}, 'w')"])
     why = "No such file or directory" if where.startswith("missing") else "Is a directory"
     assert bad.code == 2 and bad.out == ""
-    assert bad.err == f"dbtool: error: cannot write --log {log}: {why}\n"
+    assert bad.err == f"dbtool: error: cannot write --log {log}: {why} (see 'dbtool exec --help')\n"
     assert not marker.exists() and info(run, "logbad") == before
 
 

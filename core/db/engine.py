@@ -3,19 +3,26 @@
 SQLite connections are put in driver autocommit mode and the transaction is begun explicitly
 (``BEGIN IMMEDIATE`` for the writer), which is what makes SAVEPOINTs behave (SQLAlchemy's
 documented recipe for pysqlite).
+
+Also here: what a database error says about the storage (``driver_message``, ``is_damage``,
+``is_storage_trouble``), the cheap and the thorough checks of a database file (``header_problem``,
+``quick_check``), and the identity of its WAL files (``wal_file_ids``).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Text, cast, create_engine, event, func, insert, inspect, literal, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool, QueuePool
 
-from ..errors import Refused
+from ..errors import Refused, StorageError
 from ..rules.regex import search as regex_search
 from .dialect import drop_trigger_ddl, trigger_ddl
 from .schema import RUN_LIFECYCLE_COLUMNS, SCHEMA_VERSION, TRIGGER_TABLES, Schema, schema_for
@@ -82,27 +89,33 @@ def sqlite_engine(
     pool_size: int = 4,
     max_size_mb: float = 0,
     read_only: bool = False,
+    immutable: bool = False,
 ) -> Engine:
-    """An engine on an SQLite file for one role: write, read, direct (read-only file) or admin."""
+    """An engine on an SQLite file for one role: write, read, direct (read-only file) or admin.
+
+    ``immutable`` (direct only) reads a file that nothing can change, without -shm or locks: for a
+    read-only filesystem, where SQLite could not create the -shm file (see ``direct_engine``).
+    """
     synchronous = synchronous.upper()
     if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise Refused(f"db.synchronous {synchronous!r} is not one of FULL, NORMAL, OFF, EXTRA")
     if read_only:  # a read-only area: the writer's connection cannot change anything either
         role = DIRECT if role == WRITE else role
+    target = "file:" + quote(path)  # a URI, so that no character of the path can be taken for syntax
     if role == DIRECT:
-        url = f"sqlite+pysqlite:///file:{path}?mode=ro&uri=true"
-    else:
-        url = f"sqlite+pysqlite:///{path}"
+        target += "?mode=ro&immutable=1" if immutable else "?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(
+            target, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000, cached_statements=256
+        )
+
     pool: dict[str, Any] = (
         {"poolclass": NullPool}
         if role == ADMIN
         else {"poolclass": QueuePool, "pool_size": pool_size, "max_overflow": pool_size}
     )
-    engine = create_engine(
-        url,
-        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000, "cached_statements": 256},
-        **pool,
-    )
+    engine = create_engine("sqlite+pysqlite://", creator=connect, **pool)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -219,3 +232,129 @@ def checkpoint(conn: Connection) -> dict:
         return {"busy": 0, "log": 0, "checkpointed": 0}
     busy, log, done = conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return {"busy": busy, "log": log, "checkpointed": done}
+
+
+# -- what an error says about the storage; checks of a database file ------------------------------------
+
+DAMAGE = ("malformed", "not a database", "corrupt")
+TROUBLE = (*DAMAGE, "disk i/o", "unable to open", "disk is full", "readonly", "read-only", "no such file")
+
+
+def driver_message(err: BaseException) -> str:
+    """The database driver's own message (SQLAlchemy's wrapper adds SQL and a link, never a reason)."""
+    orig = getattr(err, "orig", None)
+    return str(orig if orig is not None else err)
+
+
+def is_database_error(err: BaseException) -> bool:
+    return isinstance(err, (DBAPIError, sqlite3.Error))
+
+
+def is_damage(message: str) -> bool:
+    """SQLite's words for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB)."""
+    text = message.lower()
+    return any(word in text for word in DAMAGE)
+
+
+def is_storage_trouble(message: str) -> bool:
+    """An error of the file or the disk under it, not of a statement."""
+    text = message.lower()
+    return any(word in text for word in TROUBLE)
+
+
+def damaged(path: str, reason: str) -> StorageError:
+    return StorageError(
+        f"the database {path} is damaged: {reason}; restore it from a backup (sqlite3 .recover can salvage rows)"
+    )
+
+
+def header_problem(path: str) -> str:
+    """What is wrong with the file's 100-byte header and size, or '' (cheap: one read and a stat)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as err:
+        return f"cannot read it: {err.strerror or err}"
+    if len(header) < 100:
+        return f"it is {size} bytes long, shorter than an SQLite header"
+    if header[:16] != b"SQLite format 3\x00":
+        return "file is not a database (its header is not SQLite's)"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        return f"file is not a database (page size {page_size} in its header)"
+    pages = int.from_bytes(header[28:32], "big")
+    pages_valid = header[92:96] == header[24:28]  # the page count is only kept up to date since SQLite 3.7
+    if pages_valid and pages and size < pages * page_size:
+        return f"it is truncated: {size} bytes, where its header says {pages} pages of {page_size} bytes"
+    return ""
+
+
+def quick_check(path: str, max_errors: int = 3) -> str:
+    """SQLite's ``PRAGMA quick_check`` of the file on a connection of its own (so that no page
+    cache hides what is on disk); '' when it passes, else SQLite's first findings."""
+    con = sqlite3.connect("file:" + quote(path) + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        rows = [row[0] for row in con.execute(f"PRAGMA quick_check({max_errors})")]
+    except sqlite3.DatabaseError as err:  # SQLite gave up on the file: that is the finding
+        if not is_damage(str(err)):
+            raise
+        return str(err)
+    finally:
+        con.close()
+    if rows == ["ok"]:
+        return ""
+    found = (str(r).replace("*** in database main ***", "").strip() for r in rows)
+    return "; ".join(" ".join(line.split()) for line in found if line)[:400]
+
+
+def wal_file_ids(path: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """(device, inode) of the database's -wal and -shm files (None for one that does not exist)."""
+    ids = []
+    for suffix in ("-wal", "-shm"):
+        try:
+            st = os.stat(path + suffix)
+        except FileNotFoundError:
+            ids.append(None)
+        else:
+            ids.append((st.st_dev, st.st_ino))
+    return ids[0], ids[1]
+
+
+def filesystem_read_only(path: str) -> bool:
+    """True when ``path`` lies on a filesystem mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def direct_engine(path: str) -> Engine:
+    """The direct fallback's engine: ``mode=ro``; where SQLite cannot make the -shm file it needs
+    for that (a read-only filesystem or directory), ``immutable=1`` — safe only while no -wal file
+    holds writes that are not in the database yet, so such an area is refused instead."""
+    engine = sqlite_engine(path, DIRECT, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").all()
+        return engine
+    except DBAPIError as err:
+        engine.dispose()
+        message = driver_message(err)
+        folder = os.path.dirname(path)
+        if "unable to open" not in message.lower() or os.access(folder, os.W_OK):
+            raise
+    wal = path + "-wal"
+    try:
+        pending = os.path.getsize(wal)
+    except OSError:
+        pending = 0
+    if pending:
+        where = "a read-only filesystem" if filesystem_read_only(folder) else "a directory this user cannot write"
+        raise StorageError(
+            f"cannot read {path} on {where}: the area was not stopped cleanly, and {wal} holds "
+            f"{pending} bytes of writes not yet in the database; read it where it is writable (`dbtool server "
+            "stop` there moves them in), or copy the area to a writable place"
+        )
+    return sqlite_engine(path, DIRECT, pool_size=1, immutable=True)

@@ -8,11 +8,16 @@ queued writes, checkpoint the WAL, release the lock.
 Every request runs in a ``RequestContext``; when it ends, one line goes to the request log and its
 latency to the statistics. Writes go to the single writer (``writer.py``), reads to reader threads,
 server commands (ping, status, stats, stop) are answered on the event loop at once.
+
+A server that cannot start says why in one last line, ``dbtool: error: <reason>`` (a damaged or
+unreadable database, an area it cannot write, a bad config.toml), and exits 4 (3 when it could
+not listen or lock). The database files themselves are ``storage.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -25,31 +30,39 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from .. import PROTOCOL, __version__, spool
 from ..area import Area, ensure_private_dir, load_config, remove_file
 from ..commands import READ, SERVER, WRITE, Command, lookup
 from ..db.context import Db, client_label
-from ..db.engine import READ as READ_ROLE
-from ..db.engine import WRITE as WRITE_ROLE
-from ..db.engine import checkpoint, create_schema, journal_mode_for, read_keys, sqlite_engine
-from ..db.schema import schema_for, table
-from ..errors import Busy, DbtoolError, Refused, StorageError
+from ..db.engine import (
+    checkpoint,
+    damaged,
+    driver_message,
+    filesystem_read_only,
+    is_damage,
+    is_database_error,
+    is_storage_trouble,
+)
+from ..db.schema import schema_for
+from ..errors import Busy, DbtoolError, Internal, Refused, StorageError, Unavailable
 from ..handlers import resolve
-from ..link import describe, hostname, ping_info
+from ..link import START_FAILURE, describe, hostname, ping_info
 from ..reqlog import LOG_LEVEL_KEPT, RequestLog
 from ..request import RequestContext, run_with
+from . import resources, serverlog
 from .events import EventHub
 from .session import Session
 from .stats import Stats
+from .storage import READERS, Storage
 from .writer import Writer
 
 log = logging.getLogger("dbtool.server")
 
 DEAD_CHECK_INTERVAL = 30.0  # default seconds between dead-job checks (tests.dead_check_interval)
 LOCK_WAIT = 15.0  # seconds to wait for the server lock held by a server that is stopping
-READERS = 4
+CHECK_WAIT = 60.0  # seconds a read that met a storage error waits for the writer's check
 FLUSH_EVERY = 0.5  # seconds between request-log flushes
 SWEEP_EVERY = 5.0  # seconds between sweeps for idle connections
 SPOOL_EVERY = 1.0  # seconds between scans of the spool for reports to replay
@@ -64,6 +77,7 @@ LIMIT_DEFAULTS = {
     "watch_stall_timeout": 30.0,
     "connection_idle_timeout": 600.0,
     "dead_peer_timeout": 60.0,
+    "log_max_bytes": 16 * 1024 * 1024,
 }
 
 
@@ -85,7 +99,8 @@ class Server:
         self.port = int(port if port is not None else server_cfg.get("port") or 0)
         self.idle_timeout = float(idle_timeout if idle_timeout is not None else server_cfg.get("idle_timeout", 300))
         self.share_group = bool(server_cfg.get("share_group", False))
-        self.limits = {name: type(default)(server_cfg.get(name, default)) for name, default in LIMIT_DEFAULTS.items()}
+        self.limits = {name: _limit(area, server_cfg, name, default) for name, default in LIMIT_DEFAULTS.items()}
+        self.server_log: serverlog.ServerLog | None = None  # set by main(): the daemon's rotating log
         self.key = secrets.token_hex(16)
         self.instance = secrets.token_hex(6)
         self.started_at = time.time()
@@ -104,6 +119,7 @@ class Server:
         """Serve until stopped; returns the process exit code (0 also when handing off)."""
         from filelock import FileLock, Timeout
 
+        self._check_servable()
         lock = FileLock(self.area.server_lock)
         deadline = time.monotonic() + LOCK_WAIT
         while True:
@@ -116,57 +132,73 @@ class Server:
                     print(describe(live), flush=True)
                     return 0
                 if time.monotonic() > deadline:
-                    print(
-                        f"dbtool: error: {self.area.server_lock} is held but no server answers; "
-                        "if no dbtool server runs for this area, another process holds the lock",
-                        file=sys.stderr,
-                    )
-                    return 3
+                    raise Unavailable(
+                        f"{self.area.server_lock} is held but no server answers; "
+                        "if no dbtool server runs for this area, another process holds the lock"
+                    ) from None
         try:
             remove_file(self.area.server_json)  # we hold the lock, so any record left is stale
             return asyncio.run(self._main())
         finally:
             lock.release()
 
-    def _open_database(self) -> None:
-        db_cfg = self.config["db"]
-        self.read_only = self._read_only_reason(db_cfg)
-        self.journal_mode = journal_mode_for(self.area.db_path, str(db_cfg.get("journal_mode", "auto")))
-        self.write_engine = sqlite_engine(
-            self.area.db_path,
-            WRITE_ROLE,
-            synchronous=str(db_cfg.get("synchronous", "FULL")),
-            journal_mode=self.journal_mode,
-            pool_size=1,
-            max_size_mb=float(db_cfg.get("max_size_mb") or 0),
-            read_only=bool(self.read_only),
+    def _check_servable(self) -> None:
+        """A server writes .dbtool/ (its lock, server.json, the WAL files): where it cannot, say so now."""
+        where = self.area.dir
+        if filesystem_read_only(where):
+            why = "it is on a read-only filesystem"
+        elif not os.access(where, os.W_OK | os.X_OK):
+            why = f"{where} is not writable by this user"
+        else:
+            return
+        raise StorageError(
+            f"cannot start a server for {self.area.root}: {why}; reads work without one (they read the "
+            "database directly), writes need the area where it is writable"
         )
-        with self.write_engine.connect() as conn, conn.begin():
-            self.keys = read_keys(conn)
-            if not self.keys:
-                raise Refused(f"{self.area.db_path} has no keys; re-create the area with `dbtool init`")
-            if not self.read_only:  # an area made by an older dbtool gets the tables added since
-                create_schema(conn, self.keys, __version__)
-            last_seq = conn.execute(select(func.max(table("events").c.seq))).scalar() or 0
-        self.schema = schema_for(self.keys)
-        self.read_engine = sqlite_engine(self.area.db_path, READ_ROLE, pool_size=READERS)
-        self.hub = EventHub(last_seq, self.limits["watch_queue"])
 
-    def _read_only_reason(self, db_cfg: dict) -> str:
-        if db_cfg.get("read_only"):
-            return "db.read_only is set in config.toml"
-        if not os.access(self.area.db_path, os.W_OK) or not os.access(self.area.dir, os.W_OK):
-            return f"{self.area.db_path} is not writable by this user"
-        return ""
+    def _open_database(self) -> None:
+        self.storage = Storage(self.area, self.config["db"])
+        self.storage.open()
+        storage = self.storage
+        self.read_only = storage.read_only
+        self.journal_mode = storage.journal_mode
+        self.write_engine, self.read_engine = storage.write_engine, storage.read_engine
+        self.keys = storage.keys
+        self.schema = schema_for(self.keys)
+        self.hub = EventHub(storage.last_seq, self.limits["watch_queue"])
+
+    def _limit_fds(self) -> None:
+        """Raise the descriptor limit as far as allowed, and keep connections within it."""
+        limit, before = resources.raise_fd_limit()
+        configured = self.limits["max_connections"]
+        pending = min(self.limits["max_pending"], max(1, (limit - resources.FD_RESERVE_SMALL) // 4))
+        self.limits["max_pending"] = pending  # connections in their handshake have descriptors too
+        self.limits["max_connections"] = max(1, resources.connection_share(limit, configured) - pending)
+        log.info(
+            "file descriptors: limit %s%s; max_connections %d (configured %d)",
+            limit,
+            f" (raised from {before})" if limit != before else "",
+            self.limits["max_connections"],
+            configured,
+        )
 
     async def _main(self) -> int:
         self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(resources.AcceptErrors())
         ensure_private_dir(self.area.dir, self.share_group)
+        self._limit_fds()
         self._open_database()
         self.readers = ThreadPoolExecutor(READERS, thread_name_prefix="dbtool-reader")
         wal = self.journal_mode == "WAL"
         self.writer = Writer(
-            self.write_engine, self.schema, self.config, self.loop, self.hub.publish, self.hub.last_seq, on_loop=wal
+            self.write_engine,
+            self.schema,
+            self.config,
+            self.loop,
+            self.hub.publish,
+            self.hub.last_seq,
+            on_loop=wal,
+            storage=self.storage,
         )
         self.writer.start()
         self.requests_log = RequestLog(self.area.logs_dir)
@@ -178,6 +210,7 @@ class Server:
         self.port = listener.sockets[0].getsockname()[1]
         self.address = advertised_address(self.bind, self.advertise, self.hostname)
         self._write_server_json()
+        remove_file(os.path.join(self.area.logs_dir, START_FAILURE))  # (an earlier start's)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
         log.info(
@@ -224,15 +257,18 @@ class Server:
         while self.reads_pending and time.monotonic() < deadline:  # reads under way are answered too
             await asyncio.sleep(0.01)
         for session in list(self.sessions):
-            session.close()
+            _close(session)
         self.readers.shutdown(wait=True)
+        clean = not self.read_only and not self.writer.refusal
         try:
             with self.write_engine.connect() as conn:
-                checkpoint(conn)
+                clean = clean and not checkpoint(conn)["busy"]
         except Exception as err:  # a failed checkpoint loses nothing: the WAL is replayed on open
             log.warning("checkpoint at stop failed: %s", err)
-        self.read_engine.dispose()
-        self.write_engine.dispose()
+            clean = False
+        self.storage.dispose()
+        if clean:  # the next start need not check the database (see Storage.needs_check)
+            self.storage.record_clean_stop()
 
     async def _idle_watch(self) -> None:
         if self.idle_timeout <= 0:
@@ -328,7 +364,12 @@ class Server:
             if self.read_only or self._stopping.is_set():
                 continue
             ctx = RequestContext(self.request_id(), "dead-job-scan", {}, self.own_client)
-            scan = await self.loop.run_in_executor(self.readers, run_with, ctx, self._read_with, dead_job_scan, ctx)
+            try:
+                scan = await self.loop.run_in_executor(self.readers, run_with, ctx, self._read_with, dead_job_scan, ctx)
+            except Exception as err:  # (a storage error, say): this chore must go on
+                log.warning("the dead-job scan failed: %s", driver_message(err))
+                interval = max(interval, 10.0)
+                continue
             shortest = scan["shortest_heartbeat"]
             interval = max(0.5, min(configured, shortest or configured))
             if scan["dead"]:
@@ -344,13 +385,19 @@ class Server:
                     log.warning("marking dead tests failed: %s", err.message)
 
     def _read_with(self, fn, ctx: RequestContext):
-        with self.read_engine.connect() as conn, conn.begin():
+        with self.storage.reading() as conn:
             return fn(Db(conn, self.schema, ctx, self.config))
 
     async def _flush_log(self) -> None:
+        """Flush the request log twice a second; nothing may end this chore but the server's stop."""
         while True:
             await asyncio.sleep(FLUSH_EVERY)
-            self.requests_log.flush()
+            try:
+                self.requests_log.flush()  # (never raises: a full disk keeps the lines in memory)
+                if self.server_log is not None:
+                    self.server_log.rotate_if_full()
+            except Exception:
+                log.exception("flushing the logs failed")
 
     async def _sweep(self) -> None:
         """Close connections that sent nothing for connection_idle_timeout seconds (watchers excepted)."""
@@ -360,7 +407,7 @@ class Server:
             now = time.monotonic()
             for session in list(self.sessions):
                 if not session.busy and now - session.last_active > limit:
-                    session.close()
+                    _close(session)
 
     def _write_server_json(self) -> None:
         """server.json, atomically: a new file of a random name (never following a planted link),
@@ -464,10 +511,43 @@ class Server:
         self.reads_pending -= 1
 
     def _read(self, cmd: Command, params: dict, ctx: RequestContext):
-        """A read on a reader thread (run_with has made ``ctx`` the current request there)."""
-        with self.read_engine.connect() as conn, conn.begin():
+        """A read on a reader thread (run_with has made ``ctx`` the current request there).
+
+        A storage error (lost WAL files, a damaged page, an I/O error) has the writer check the
+        database; when that found it sound (or recovered it) the read runs once more, else it is
+        refused with the reason.
+        """
+        try:
+            return self._read_once(cmd, params, ctx)
+        except Exception as err:
+            reason = _storage_reason(err)
+            if not reason:
+                raise
+        ctx.note("warn", "storage", f"the read failed: {reason}")
+        verdict = self._storage_check(reason)
+        if not verdict:
+            try:
+                return self._read_once(cmd, params, ctx)
+            except Exception as err:
+                reason = _storage_reason(err)
+                if not reason:
+                    raise
+        if is_damage(reason):
+            raise damaged(self.area.db_path, reason) from None
+        raise StorageError(f"the database could not be read ({reason}){'; ' + verdict if verdict else ''}")
+
+    def _read_once(self, cmd: Command, params: dict, ctx: RequestContext):
+        with self.storage.reading() as conn:
             ctx.note("debug", "read", f"on {threading.current_thread().name}")
             return resolve(cmd.handler)(Db(conn, self.schema, ctx, self.config), **params)
+
+    def _storage_check(self, reason: str) -> str:
+        """From a reader thread: the writer's verdict on the storage after this error ('' = sound)."""
+        future = asyncio.run_coroutine_threadsafe(self.writer.check(reason), self.loop)
+        try:
+            return future.result(CHECK_WAIT)
+        except TimeoutError:
+            return "the server is still checking its database; retry"
 
     def finished(self, ctx: RequestContext, response: dict) -> None:
         """Account for an answered request: statistics and one line of the request log."""
@@ -508,7 +588,7 @@ class Server:
             q = select(events).where(events.c.seq > after, events.c.seq <= upto)
             if run_id is not None:
                 q = q.where(events.c.run_id == run_id)
-            with self.read_engine.connect() as conn, conn.begin():
+            with self.storage.reading() as conn:
                 rows = [dict(r._mapping) for r in conn.execute(q.order_by(events.c.seq).limit(limit))]
             return rows
 
@@ -545,6 +625,7 @@ class Server:
             "commit_groups": self.writer.groups,
             "idle_timeout": self.idle_timeout,
             "read_only": bool(self.read_only),
+            "writes_refused": self.writer.refusal or None,
             "threads": threading.active_count(),
         }
 
@@ -635,7 +716,42 @@ def _brief(params: dict, limit: int = 200) -> dict:
     return out
 
 
+def _close(session: Session) -> None:
+    """Close a connection from a chore or at stop: a peer that vanished must not end either."""
+    try:
+        session.close()
+    except OSError as err:  # e.g. ENOTCONN from shutdown() when the peer is gone already
+        log.info("closing a connection: %s", err)
+        if session.transport is not None:
+            session.transport.abort()
+
+
+def _storage_reason(err: BaseException) -> str:
+    """The driver's message of an error of the storage under a read ('' for any other error)."""
+    if not is_database_error(err):
+        return ""
+    reason = driver_message(err)
+    return reason if is_storage_trouble(reason) else ""
+
+
+def _limit(area: Area, server_cfg: dict, name: str, default: object) -> object:
+    """A server limit from config.toml, of its default's type; Refused naming it when it is not."""
+    value = server_cfg.get(name, default)
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError
+        converted = type(default)(value)
+        if converted < 0 or converted != converted:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise Refused(f"{area.config_path}: server.{name} = {value!r} is not a number of the right kind") from None
+    return converted
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The daemon's entry point. When the server cannot start (or dies), its last line is
+    ``dbtool: error: <reason>``, and ``logs/start-failure.json`` says the same for a client
+    (see ``START_FAILURE``)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m dbtool.core.server", description="Run a dbtool area's server.")
@@ -645,20 +761,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float)
     parser.add_argument("--advertise")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s", stream=sys.stderr
-    )
     area = Area(args.area)
+    handler = serverlog.install(os.path.join(area.logs_dir, "server.log"))
     if not area.exists():
-        print(f"dbtool: error: {area.root} is not a dbtool area", file=sys.stderr)
-        return 4
+        return _failed(area, Refused(f"{area.root} is not a dbtool area"))
     try:
-        return Server(
-            area, bind=args.bind, port=args.port, idle_timeout=args.idle_timeout, advertise=args.advertise
-        ).run()
-    except Refused as err:
-        print(f"dbtool: error: {err.message}", file=sys.stderr)
-        return err.exit_code
+        server = Server(area, bind=args.bind, port=args.port, idle_timeout=args.idle_timeout, advertise=args.advertise)
+        handler.max_bytes = server.limits["log_max_bytes"]
+        server.server_log = handler
+        return server.run()
+    except DbtoolError as err:
+        return _failed(area, err)
     except OSError as err:
-        print(f"dbtool: error: cannot start the server: {err}", file=sys.stderr)
-        return 3
+        return _failed(area, Unavailable(f"cannot start the server: {err}"))
+    except Exception as err:
+        if is_database_error(err):
+            return _failed(area, StorageError(f"cannot open the database {area.db_path}: {driver_message(err)}"))
+        log.exception("the server failed")
+        return _failed(area, Internal(f"internal error: the server failed: {type(err).__name__}: {err}; see its log"))
+
+
+def _failed(area: Area, err: DbtoolError) -> int:
+    """Say why the server cannot go on: one last line on stderr (server.log for a daemon) and,
+    for the client that started it, the error as the protocol sends it (``errors.from_wire``
+    rebuilds it, exit code included) with this process's pid."""
+    print(f"dbtool: error: {err.message}", file=sys.stderr, flush=True)
+    record = {"pid": os.getpid(), "time": time.time(), **err.to_wire()}
+    path = os.path.join(area.logs_dir, START_FAILURE)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
+    except OSError:  # (a read-only or full filesystem: the line above is all there is)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return err.exit_code

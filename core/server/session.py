@@ -195,11 +195,15 @@ class Session(asyncio.Protocol):
         self.closed = True
         self.server.forget(self)  # its slot is free now, though the last bytes are still on their way
         transport = self.transport
-        if transport.can_write_eof():
-            transport.write_eof()
-            self.server.loop.call_later(2.0, transport.close)
-        else:
+        if not transport.can_write_eof():
             transport.close()
+            return
+        try:
+            transport.write_eof()
+        except OSError:  # the peer is gone already (ENOTCONN): nothing left to deliver
+            transport.abort()
+            return
+        self.server.loop.call_later(2.0, transport.close)
 
     def _oversized(self) -> None:
         rid = self.server.request_id() if self.authenticated else "-"

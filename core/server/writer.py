@@ -21,6 +21,16 @@ writer's I/O thread, so the loop keeps serving while the disk works. Bulk comman
 grows with the data (``Command.bulk``), and databases without WAL run whole in that thread, so a
 ping never waits behind them. The transaction is begun without waiting for a lock held by another
 process (the loop retries instead of blocking).
+
+The files under the writer: in WAL mode a commit lives in the -wal file until a checkpoint moves
+it into the database, so a -wal (or -shm) deleted under a live server would take acknowledged
+writes with it. The writer notes their inodes when it opens them and looks again (two stats)
+before and after each COMMIT. When they are gone or replaced, the group is rolled back (or, found
+after the COMMIT, kept), the writer checkpoints its old WAL into the database — its connection still
+holds the deleted file — and closes and reopens every connection of the server, so that SQLite
+makes new files; then the group runs again and is acknowledged. A read that meets a storage error
+asks for the same check (``check``), which also runs SQLite's quick_check: a damaged database,
+or a recovery that failed, makes every write from then on a refusal that says why.
 """
 
 from __future__ import annotations
@@ -28,10 +38,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Engine
@@ -39,13 +51,25 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..commands import Command
 from ..db.context import EVENT_FIELDS, Db
-from ..db.engine import BUSY_TIMEOUT_MS
+from ..db.engine import (
+    BUSY_TIMEOUT_MS,
+    damaged,
+    driver_message,
+    is_damage,
+    is_storage_trouble,
+    quick_check,
+    wal_file_ids,
+)
 from ..db.fast import Statements
 from ..db.schema import Schema
-from ..errors import Busy, DbtoolError, Internal, Refused
+from ..errors import Busy, DbtoolError, Internal, Refused, StorageError
 from ..handlers import resolve
 from ..protocol import plain
 from ..request import RequestContext, activate
+from .storage import CLOSE_WAIT
+
+if TYPE_CHECKING:
+    from .storage import Storage
 
 log = logging.getLogger("dbtool.server")
 
@@ -54,10 +78,24 @@ IDEM_COLUMNS = ("idem", "response", "created")
 
 IDEMPOTENCY_TTL = 24 * 3600  # seconds a write's idempotency key is remembered
 LOCK_WAIT = 10.0  # seconds to wait for a write lock held by another process
+RECOVERIES = 2  # recoveries from lost WAL files tried for one group before it is refused
+QUICK_CHECK_EVERY = 60.0  # seconds between quick_checks prompted by errors (while they find nothing)
 
 
 class Job:
-    __slots__ = ("after", "cmd", "ctx", "duplicate", "error", "events", "future", "idem", "params", "result")
+    __slots__ = (
+        "after",
+        "cmd",
+        "ctx",
+        "duplicate",
+        "error",
+        "events",
+        "future",
+        "idem",
+        "params",
+        "result",
+        "settled",
+    )
 
     def __init__(self, cmd: Command, params: dict, ctx: RequestContext, idem: str | None, future: asyncio.Future):
         self.cmd = cmd
@@ -70,15 +108,38 @@ class Job:
         self.events: list[dict] = []
         self.after: Db | None = None  # the request's Db when it has after-commit actions
         self.duplicate = False  # its idempotency key was stored before: the stored result stands
+        self.settled = False  # committed, or answered with its error: it never runs again
 
     def reset(self) -> None:
         self.error, self.result, self.events, self.after, self.duplicate = None, None, [], None, False
+        self.settled = False
 
 
-def storage_error(err: Exception) -> Refused:
+def storage_error(err: Exception) -> StorageError:
     """A database error that is not the request's fault (disk full, read-only file, I/O)."""
-    reason = getattr(err, "orig", err)
-    return Refused(f"the database did not accept the write ({reason}); nothing of this request was changed")
+    reason = driver_message(err)
+    text = reason.lower()
+    if "full" in text:
+        hint = "free space on the area's filesystem (or raise db.max_size_mb if it is set) and retry"
+    elif "readonly" in text or "read-only" in text:
+        hint = "the database file or its directory is read-only"
+    elif "locked" in text:
+        hint = "another process kept the database locked; retry"
+    else:
+        hint = "see .dbtool/logs/server.log"
+    return StorageError(f"the database did not accept the write ({reason}); nothing of it was changed; {hint}")
+
+
+class FilesLost(Exception):
+    """The -wal or -shm file under the writer was deleted or replaced (before a COMMIT)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+class RecoveryFailed(Exception):
+    """The writer could not recover from lost WAL files."""
 
 
 class GroupFailed(Exception):
@@ -105,8 +166,10 @@ class Writer:
         last_seq: int,
         max_batch: int = 256,
         on_loop: bool = True,
+        storage: Storage | None = None,
     ) -> None:
         self.engine = engine
+        self.storage = storage  # the server's database files: their checks and recovery (None: no checks)
         self.dbapi = engine.dialect.dbapi
         self.schema = schema
         self.config = config
@@ -126,16 +189,31 @@ class Writer:
         self.io = ThreadPoolExecutor(1, thread_name_prefix="dbtool-writer")
         self.task: asyncio.Task | None = None
         self._last_prune = 0.0
+        self.refusal = ""  # when set, why every write is refused (a damaged database, a failed recovery)
+        self.files: tuple | None = None  # (device, inode) of the -wal and -shm files, when watched
+        self.unsafe = ""  # a COMMIT went to WAL files found lost right after it: recover before answering
+        self.checks: list[tuple[str, asyncio.Future]] = []
+        self._quick_checked = -QUICK_CHECK_EVERY
 
     # -- the event-loop side --------------------------------------------------------------------------
     def start(self) -> None:
+        self._connect()
+        self.task = self.loop.create_task(self._run())
+
+    def _connect(self) -> None:
         self.conn = self.engine.connect()
         self.raw = self.conn.connection.driver_connection
-        self.task = self.loop.create_task(self._run())
+        storage = self.storage
+        if storage is not None and storage.journal_mode == "WAL":
+            self.raw.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the WAL files are open now
+            ids = wal_file_ids(storage.path)
+            self.files = ids if None not in ids else None
 
     def submit(self, cmd: Command, params: dict, ctx: RequestContext, idem: str | None) -> asyncio.Future:
         if self.stopping:
             raise Busy("the server is stopping; retry", retry_after=0.1)
+        if self.refusal:
+            raise StorageError(self.refusal)
         future = self.loop.create_future()
         self.queue.append(Job(cmd, params, ctx, idem, future))
         self.wake.set()
@@ -155,8 +233,21 @@ class Writer:
         await self.loop.run_in_executor(self.io, self.conn.close)
         self.io.shutdown(wait=True)
 
+    async def check(self, why: str) -> str:
+        """After a read met a storage error (``why``): recover lost WAL files, or find the database
+        damaged (and refuse writes from now on). '' when the storage is sound (again), else why not."""
+        if self.task is None or self.task.done():  # stopped: nothing will check
+            return ""
+        future = self.loop.create_future()
+        self.checks.append((why, future))
+        self.wake.set()
+        return await future
+
     async def _run(self) -> None:
         while True:
+            if self.checks:
+                await self._run_checks()
+                continue
             if not self.queue:
                 if self.stopping:
                     return
@@ -166,21 +257,58 @@ class Writer:
             batch = self._take()
             self.active = len(batch)
             try:
-                if self.on_loop and not batch[0].cmd.bulk:
-                    await self._group_on_loop(batch)
-                else:
-                    await self.loop.run_in_executor(self.io, self._group_in_thread, batch)
+                await self._commit_group(batch)
                 await self._finish(batch)
             except Exception:  # a bug here must not stop the writer: fail the group, keep going
                 log.exception("writer failed on a group of %d", len(batch))
                 for job in batch:
-                    if job.error is None and job.result is None:
+                    if job.error is None and not job.settled:  # (a committed write is answered as such)
                         job.error = Internal("internal error in the writer; see .dbtool/logs/server.log")
             finally:
                 self.active = 0
                 _settle(batch)
             if time.time() - self._last_prune > 3600:
                 await self.loop.run_in_executor(self.io, self._prune)
+
+    async def _commit_group(self, batch: list[Job]) -> None:
+        """Run and commit a group; when its WAL files were lost, recover and run what is left again."""
+        todo = batch
+        for _ in range(RECOVERIES + 1):
+            try:
+                if self.on_loop and not todo[0].cmd.bulk:
+                    await self._group_on_loop(todo)
+                else:
+                    await self.loop.run_in_executor(self.io, self._group_in_thread, todo)
+                break
+            except FilesLost as lost:
+                failure = await self.loop.run_in_executor(self.io, self._recover, lost.what)
+                todo = [job for job in todo if not job.settled]
+                for job in todo:
+                    job.reset()
+                    if failure:
+                        job.error = StorageError(failure)
+                if failure or not todo:
+                    break
+        else:
+            for job in todo:
+                job.error = StorageError(f"the database's WAL files keep disappearing; {len(todo)} write(s) refused")
+        if self.unsafe:  # committed to files deleted meanwhile: only a checkpoint makes it durable
+            failure = await self.loop.run_in_executor(self.io, self._recover, self.unsafe)
+            if failure:
+                for job in batch:
+                    if job.error is None:
+                        job.error = StorageError(f"{failure} (this write was committed, but may be lost)")
+
+    async def _run_checks(self) -> None:
+        checks, self.checks = self.checks, []
+        try:
+            verdict = await self.loop.run_in_executor(self.io, self._check, checks[0][0])
+        except Exception:
+            log.exception("checking the database failed")
+            verdict = ""
+        for _why, future in checks:
+            if not future.done():
+                future.set_result(verdict)
 
     def _take(self) -> list[Job]:
         """The next group: ordinary requests together; a bulk request alone."""
@@ -197,6 +325,7 @@ class Writer:
         except self.dbapi.Error as err:  # e.g. another process kept the database locked too long
             for job in batch:
                 job.error = storage_error(err)
+                job.settled = True
             return
         try:
             statements = self._run_jobs(batch, savepoints=not self.counted)
@@ -207,11 +336,16 @@ class Writer:
             return
         try:
             await self.loop.run_in_executor(self.io, self._commit)
+        except FilesLost:
+            await self.loop.run_in_executor(self.io, self._abort)
+            raise
         except Exception as err:
             await self.loop.run_in_executor(self.io, self._abort)
             await self._retry_alone(batch, err)
             return
         self.last_seq = last_seq
+        for job in batch:
+            job.settled = True
 
     async def _retry_alone(self, batch: list[Job], err: Exception) -> None:
         """Each request of a failed group again, alone (checked for a duplicate, see ``_run_job``)."""
@@ -251,13 +385,19 @@ class Writer:
             last_seq = self._flush(statements, batch)
             self._commit()
             self.last_seq = last_seq
+            for job in batch:
+                job.settled = True
+        except FilesLost:
+            self._abort()
+            raise
         except Exception as err:
             self._abort()
             cause = err.cause if isinstance(err, GroupFailed) else err
             log.warning("group of %d write(s) failed to commit: %s", len(batch), cause)
             if len(batch) == 1:
                 batch[0].reset()
-                batch[0].error = storage_error(cause)
+                batch[0].error = self._storage_failed(cause)
+                batch[0].settled = True
                 return
             for job in batch:
                 job.reset()
@@ -297,8 +437,85 @@ class Writer:
         return seq
 
     def _commit(self) -> None:
+        lost = self._files_lost()
+        if lost:
+            raise FilesLost(lost)
         self.raw.execute("COMMIT")
         self.conn.commit()  # SQLAlchemy's own bookkeeping of the transaction (no statement)
+        if self.files is not None and not self.unsafe:
+            self.unsafe = self._files_lost()
+
+    # -- the files under the writer ---------------------------------------------------------------------
+    def _files_lost(self) -> str:
+        """'' while the -wal and -shm files are the ones the writer opened, else what happened."""
+        if self.files is None:
+            return ""
+        now = wal_file_ids(self.storage.path)
+        if now == self.files:
+            return ""
+        name = os.path.basename(self.storage.path)
+        pairs = zip(("-wal", "-shm"), self.files, now, strict=True)
+        lost = [f"{name}{suffix}" for suffix, was, found in pairs if was != found]
+        return f"{' and '.join(lost)} {'were' if len(lost) > 1 else 'was'} deleted or replaced under the server"
+
+    def _recover(self, what: str) -> str:
+        """Checkpoint the old WAL (still open here) into the database, then close every connection
+        and open the writer's again, on new files. '' when done, else why writes are refused now."""
+        storage = self.storage
+        log.warning("%s: moving every committed write into %s and reopening the database", what, storage.path)
+        try:
+            with storage.gate.exclusive(CLOSE_WAIT):  # no read runs while the connections close
+                busy, _log, _done = self.raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy:
+                    raise RecoveryFailed("the checkpoint could not finish")
+                self.conn.close()
+                self.engine.dispose()
+                storage.read_engine.dispose()
+                self._connect()
+        except (RecoveryFailed, TimeoutError, DBAPIError, self.dbapi.Error, OSError) as err:
+            self.refusal = (
+                f"writes are refused: {what}, and the server could not recover ({driver_message(err)}); "
+                "stop it with `dbtool server stop` (not kill -9: its last checkpoint saves what only it "
+                "still holds), then retry"
+            )
+            log.error("%s", self.refusal)
+            return self.refusal
+        self.unsafe = ""
+        log.warning("recovered: every committed write is in %s, and new -wal and -shm files are in use", storage.path)
+        return ""
+
+    def _check(self, why: str) -> str:
+        """The check a storage error prompts (see ``check``); runs in the I/O thread."""
+        if self.refusal:
+            return self.refusal
+        lost = self._files_lost()
+        if lost:
+            return self._recover(lost)
+        now = time.monotonic()
+        if self.storage is None or now - self._quick_checked < QUICK_CHECK_EVERY:
+            return ""
+        self._quick_checked = now
+        log.warning("%s: checking the database (quick_check)", why)
+        try:
+            problem = quick_check(self.storage.path)
+        except self.dbapi.Error as err:
+            log.warning("could not check the database: %s", err)
+            return ""
+        if not problem:
+            log.info("quick_check found nothing wrong with %s", self.storage.path)
+            return ""
+        self.refusal = damaged(self.storage.path, problem).message
+        log.error("%s; every write is refused from now on", self.refusal)
+        return self.refusal
+
+    def _storage_failed(self, cause: Exception) -> DbtoolError:
+        """The answer to a write the storage failed; a damaged file or an I/O error is checked first."""
+        reason = driver_message(cause).lower()
+        if self.storage is not None and (is_damage(reason) or "disk i/o" in reason):
+            refusal = self._check(reason)
+            if refusal:
+                return StorageError(refusal)
+        return storage_error(cause)
 
     def _abort(self) -> None:
         try:
@@ -423,8 +640,9 @@ def _is_integrity_error(err: Exception, dbapi) -> bool:
 
 
 def _is_storage_error(err: Exception) -> bool:
-    text = str(getattr(err, "orig", err)).lower()
-    return any(s in text for s in ("disk is full", "disk i/o", "readonly", "read-only", "database is locked"))
+    """The file or the disk failed (full, read-only, damaged, I/O), or another process held the lock."""
+    text = driver_message(err)
+    return is_storage_trouble(text) or "database is locked" in text.lower()
 
 
 def _internal(job: Job, err: Exception) -> Internal:
