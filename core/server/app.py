@@ -171,15 +171,18 @@ class Server:
         """Raise the descriptor limit as far as allowed, and keep connections within it."""
         limit, before = resources.raise_fd_limit()
         configured = self.limits["max_connections"]
-        pending = min(self.limits["max_pending"], max(1, (limit - resources.FD_RESERVE_SMALL) // 4))
-        self.limits["max_pending"] = pending  # connections in their handshake have descriptors too
-        self.limits["max_connections"] = max(1, resources.connection_share(limit, configured) - pending)
+        connections, pending, self.accept_burst = resources.share_descriptors(
+            limit, configured, self.limits["max_pending"]
+        )
+        self.limits["max_connections"], self.limits["max_pending"] = connections, pending
         log.info(
-            "file descriptors: limit %s%s; max_connections %d (configured %d)",
+            "file descriptors: limit %s%s; max_connections %d (configured %d), max_pending %d, accept burst %d",
             limit,
             f" (raised from {before})" if limit != before else "",
-            self.limits["max_connections"],
+            connections,
             configured,
+            pending,
+            self.accept_burst,
         )
 
     async def _main(self) -> int:
@@ -206,7 +209,7 @@ class Server:
         if not self.read_only:
             await self._ingest_spool()
 
-        listener = await self.loop.create_server(lambda: Session(self), self.bind, self.port)
+        listener = await self.loop.create_server(lambda: Session(self), self.bind, self.port, backlog=self.accept_burst)
         self.port = listener.sockets[0].getsockname()[1]
         self.address = advertised_address(self.bind, self.advertise, self.hostname)
         self._write_server_json()

@@ -28,12 +28,21 @@ def raise_fd_limit() -> tuple[int, int]:
     return soft, soft
 
 
-def connection_share(fd_limit: int, configured: int) -> int:
-    """How many connections fit in ``fd_limit`` descriptors beside what the server itself needs."""
+ACCEPT_BURST = 100  # connections asyncio accepts in one go (it is also the listen backlog)
+
+
+def share_descriptors(fd_limit: int, connections: int, pending: int) -> tuple[int, int, int]:
+    """(max_connections, max_pending, accept burst) that fit in ``fd_limit`` descriptors beside
+    what the server itself needs: a burst of accepts holds descriptors before the connections
+    over a limit are dropped, so it has its share too."""
     if fd_limit == resource.RLIM_INFINITY:
-        return configured
+        return connections, pending, ACCEPT_BURST
     reserve = FD_RESERVE if fd_limit >= 2 * FD_RESERVE else FD_RESERVE_SMALL
-    return max(1, min(configured, fd_limit - reserve))
+    room = max(3, fd_limit - reserve)
+    burst = max(2, min(ACCEPT_BURST, room // 4))
+    room -= burst
+    pending = max(1, min(pending, room // 4))
+    return max(1, min(connections, room - pending)), pending, burst
 
 
 class AcceptErrors:
