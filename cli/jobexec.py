@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from typing import BinaryIO
 from dbtool.core import spool
 from dbtool.core.area import Area, find_area
 from dbtool.core.client import DEFAULT_TIMEOUT, call, new_idem
-from dbtool.core.commands import COMMANDS
+from dbtool.core.commands import COMMANDS, escape_bytes
 from dbtool.core.errors import (
     Busy,
     DbtoolError,
@@ -40,7 +39,7 @@ from dbtool.core.errors import (
     UsageError,
     VersionMismatch,
 )
-from dbtool.core.link import client_identity, start_server
+from dbtool.core.link import client_identity, hostname, start_server
 
 from .binder import GlobalOptions
 from .main import default_timeout
@@ -161,12 +160,12 @@ def _run_test(reporter: Reporter, where: dict, log: str | None, heartbeat: float
         "exec-begin",
         {
             **where,
-            "host": socket.gethostname(),
+            "host": hostname(),
             "uname": " ".join(os.uname()[:3]),
-            "rundir": rundir,
+            "rundir": escape_bytes(rundir),  # a file name that is not UTF-8 travels as \xNN
             "pid": os.getpid(),
             "heartbeat": heartbeat,
-            "log": log or "",
+            "log": escape_bytes(log or ""),
         },
     )
     end = {**where}
@@ -183,7 +182,7 @@ def _run_test(reporter: Reporter, where: dict, log: str | None, heartbeat: float
         end.update(exit_code=code, signal=job.signal_name)
     else:
         code = job.cannot_start()
-        end.update(exit_code=code, error=job.failure)
+        end.update(exit_code=code, error=escape_bytes(job.failure))
     reporter.final("exec-end", {**end, "run_duration": int(time.time() - started)})
     return code
 
@@ -191,7 +190,7 @@ def _run_test(reporter: Reporter, where: dict, log: str | None, heartbeat: float
 def _run_step(reporter: Reporter, where: dict, step: str, log: str | None, job: Job) -> int:
     if job.signals.caught:
         return job.not_started()
-    common = {**where, "stepname": step, "logfile": log or ""}
+    common = {**where, "stepname": step, "logfile": escape_bytes(log or "")}
     reporter.report("exec-step", {**common, "state": "start", "status": "-"})
     if job.start():
         code = job.wait()

@@ -385,6 +385,7 @@ TEST_WRITE_PARAMS = {
     "teststep-set-status": {"stepname": "s", "state": "start"},
     "delete-steps-for-test": {},
     "csv-to-test-data": {"csv": "c,v,1"},
+    "test-data-upload-part": {"upload": "u1", "part": 0, "csv": "c,v,1", "final": True},
     "test-data-rollup": {},
 }
 

@@ -22,7 +22,7 @@ USAGE_ERRORS = [
     (("get-runs", "--limit"), "option '--limit' requires an argument", "dbtool get-runs"),
     (("server", "bogus"), "no such command 'bogus'", "dbtool server"),
     (("--format", "xml", "get-runs"), "invalid value for '--format'", "dbtool"),
-    (("--timeout", "-1", "get-runs"), "invalid value for '--timeout': must not be negative", "dbtool"),
+    (("--timeout", "-1", "get-runs"), "invalid value for '--timeout': must be between 0 and 604800 seconds", "dbtool"),
     (
         ("get-tests-for-run", "--run-id", "1", "--mode", "weird"),
         "must be one of normal, dashboard",

@@ -39,7 +39,7 @@ def test_data_upload_part(
     run_id: int | None = None,
 ) -> dict | None:
     """Stage one part of an upload; the final part makes the whole upload visible at once."""
-    test = require_test(db, test_id)
+    test = require_test(db, test_id, run_id)
     if len(upload) > MAX_UPLOAD_ID:
         raise Refused(f"an upload id has at most {MAX_UPLOAD_ID} characters")
     try:
