@@ -50,7 +50,9 @@ def csv_to_test_data(cmd: Command, params: dict, opts: GlobalOptions, send) -> N
         return
     progress = Progress("csv-to-test-data", total) if _show_progress(total) else None
     try:
-        send_part = _sender("test-data-upload-part", opts)
+        from .main import sender
+
+        send_part = sender(COMMANDS["test-data-upload-part"], opts)
         _upload(send_part, base, lambda: _chunks(lines, ends, PART_ROWS, PART_CHARS), progress)
     finally:
         if progress is not None:
@@ -82,26 +84,6 @@ def _marking_last(chunks: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str,
         yield (*previous, False)
         previous = chunk
     yield (*previous, True)
-
-
-def _sender(name: str, opts: GlobalOptions):
-    """``send(params)`` for another command than the driver's own (as the CLI routes one)."""
-    from dbtool.core.area import find_area
-    from dbtool.core.client import call
-
-    from .main import default_timeout, print_log
-
-    cmd = COMMANDS[name]
-    area = find_area(opts.area)
-    timeout = default_timeout(opts)
-
-    def send(params: dict) -> object:
-        reply = call(area, cmd, params, timeout=timeout, trace=opts.trace)
-        if opts.trace:
-            print_log(reply.log)
-        return reply.result
-
-    return send
 
 
 def _csv_source(params: dict) -> tuple[str, str]:

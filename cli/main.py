@@ -120,18 +120,7 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
             return run_local(cmd, params, opts)
         if cmd.dead:
             raise Refused(cmd.dead)
-        from dbtool.core.area import find_area
-        from dbtool.core.client import call
-
-        area = find_area(opts.area)
-        timeout = default_timeout(opts)
-
-        def send(request_params: dict) -> object:
-            reply = call(area, cmd, request_params, timeout=timeout, trace=opts.trace)
-            if opts.trace:
-                print_log(reply.log)
-            return reply.result  # Records stay Records: an empty one still has its columns
-
+        send = sender(cmd, opts)
         result = run_driver(cmd, params, opts, send) if cmd.driver else send(params)
     except DbtoolError as err:
         return report(err, opts, cmd)
@@ -141,6 +130,24 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
     fields = tuple(params.get("fields") or ())
     emit(render(result, opts.output, () if fields else cmd.columns, fields or cmd.columns))
     return 0
+
+
+def sender(cmd: Command, opts: GlobalOptions):
+    """``send(params)``: route one request of ``cmd`` in the area of ``opts`` and return its result
+    (Records stay Records: an empty one still has its columns), printing its log with --trace."""
+    from dbtool.core.area import find_area
+    from dbtool.core.client import call
+
+    area = find_area(opts.area)
+    timeout = default_timeout(opts)
+
+    def send(request_params: dict) -> object:
+        reply = call(area, cmd, request_params, timeout=timeout, trace=opts.trace)
+        if opts.trace:
+            print_log(reply.log)
+        return reply.result
+
+    return send
 
 
 def run_driver(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:

@@ -317,17 +317,26 @@ def ping_info(area: Area, timeout: float = 2.0) -> dict | None:
 # -- locks: is the server alive, start one --------------------------------------------------------------
 
 
-def server_lock_free(area: Area) -> bool:
-    """True when no process holds server.lock, i.e. no server is alive for this area."""
+def _take(area: Area, path: str, timeout: float):
+    """One of the area's lock files, taken (filelock); None when another process holds it past
+    ``timeout``. A lock file that cannot be made means the area is read-only for this caller."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(area.server_lock)
+    lock = FileLock(path)
     try:
-        lock.acquire(timeout=0)
+        lock.acquire(timeout=timeout)
     except Timeout:
-        return False
+        return None
     except OSError as err:
-        raise _lock_error(area, area.server_lock, err) from None
+        raise _lock_error(area, path, err) from None
+    return lock
+
+
+def server_lock_free(area: Area) -> bool:
+    """True when no process holds server.lock, i.e. no server is alive for this area."""
+    lock = _take(area, area.server_lock, 0)
+    if lock is None:
+        return False
     lock.release()
     return True
 
@@ -353,15 +362,9 @@ def _lock_error(area: Area, path: str, err: OSError) -> Refused:
 def forget_stale(area: Area, info: dict) -> bool:
     """Remove a server record whose server is gone (its lock is free), unless a new server has
     replaced it meanwhile; under start.lock, so it never removes a record a starting server wrote."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(area.start_lock)
-    try:
-        lock.acquire(timeout=2.0)
-    except Timeout:
+    lock = _take(area, area.start_lock, 2.0)
+    if lock is None:
         return False
-    except OSError as err:
-        raise _lock_error(area, area.start_lock, err) from None
     try:
         current = read_server_info(area)
         if current is None or current.get("instance") != info.get("instance") or not server_lock_free(area):
@@ -377,17 +380,11 @@ def start_server(area: Area, deadline: float, options: dict | None = None) -> di
 
     Serialised by start.lock, so racing clients start exactly one server.
     """
-    from filelock import FileLock, Timeout
-
     if not os.access(area.dir, os.W_OK):
         raise Refused(f"cannot start a server: {area.dir} {_why_unwritable(area.dir)}; reads work, writes cannot")
-    lock = FileLock(area.start_lock)
-    try:
-        lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
-    except Timeout:
-        raise Unavailable(f"timed out waiting for {area.start_lock} (another client is starting the server)") from None
-    except OSError as err:
-        raise _lock_error(area, area.start_lock, err) from None
+    lock = _take(area, area.start_lock, max(0.0, deadline - time.monotonic()))
+    if lock is None:
+        raise Unavailable(f"timed out waiting for {area.start_lock} (another client is starting the server)")
     try:
         info = ping_info(area)
         if info is not None:

@@ -385,6 +385,25 @@ def test_watchers_whose_host_vanished_give_their_slots_back(area, namespace):
             w.stdout.close()
 
 
+def read_until(watch: subprocess.Popen, last: int) -> list[int]:
+    """The seqs a `watch --json` process prints until it printed ``last`` (or a minute passed);
+    the process is stopped after."""
+    seqs: list[int] = []
+    deadline = time.monotonic() + 60
+    try:
+        while (not seqs or seqs[-1] < last) and time.monotonic() < deadline:
+            line = watch.stdout.readline()
+            if not line:
+                break
+            seqs.append(json.loads(line)["seq"])
+    finally:
+        watch.terminate()
+        watch.wait(timeout=30)
+        watch.stdout.close()
+        watch.stderr.close()
+    return seqs
+
+
 def test_a_stalled_watcher_is_dropped_then_resumes_with_no_gap_and_no_repeat(area):
     """F4 and F9: a watcher that stops reading does not hold its slot for good; when it reads
     again it resubscribes from its last event: every event once, in order."""
@@ -403,17 +422,7 @@ def test_a_stalled_watcher_is_dropped_then_resumes_with_no_gap_and_no_repeat(are
     finally:
         os.kill(watch.pid, signal.SIGCONT)
     last = area.ok("server", "status", "--json").json["last_event_seq"]
-    seqs: list[int] = []
-    deadline = time.monotonic() + 60
-    while (not seqs or seqs[-1] < last) and time.monotonic() < deadline:
-        line = watch.stdout.readline()
-        if not line:
-            break
-        seqs.append(json.loads(line)["seq"])
-    watch.terminate()
-    watch.wait(timeout=30)
-    watch.stdout.close()
-    watch.stderr.close()
+    seqs = read_until(watch, last)
     assert seqs == list(range(1, last + 1)), (len(seqs), last, [a for a, b in pairwise(seqs) if b != a + 1][:5])
 
 
@@ -432,17 +441,7 @@ def test_resync_repeats_no_event(area):
     finally:
         os.kill(watch.pid, signal.SIGCONT)
     last = area.ok("server", "status", "--json").json["last_event_seq"]
-    seqs: list[int] = []
-    deadline = time.monotonic() + 60
-    while (not seqs or seqs[-1] < last) and time.monotonic() < deadline:
-        line = watch.stdout.readline()
-        if not line:
-            break
-        seqs.append(json.loads(line)["seq"])
-    watch.terminate()
-    watch.wait(timeout=30)
-    watch.stdout.close()
-    watch.stderr.close()
+    seqs = read_until(watch, last)
     assert seqs == list(range(2, last + 1)), [a for a, b in pairwise(seqs) if b != a + 1][:5]
 
 

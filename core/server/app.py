@@ -520,21 +520,20 @@ class Server:
         database; when that found it sound (or recovered it) the read runs once more, else it is
         refused with the reason.
         """
-        try:
-            return self._read_once(cmd, params, ctx)
-        except Exception as err:
-            reason = _storage_reason(err)
-            if not reason:
-                raise
-        ctx.note("warn", "storage", f"the read failed: {reason}")
-        verdict = self._storage_check(reason)
-        if not verdict:
+        verdict = ""
+        for attempt in (1, 2):
             try:
                 return self._read_once(cmd, params, ctx)
             except Exception as err:
                 reason = _storage_reason(err)
                 if not reason:
                     raise
+            if attempt == 2:
+                break
+            ctx.note("warn", "storage", f"the read failed: {reason}")
+            verdict = self._storage_check(reason)
+            if verdict:  # not sound, and not recovered: no second try
+                break
         if is_damage(reason):
             raise damaged(self.area.db_path, reason) from None
         raise StorageError(f"the database could not be read ({reason}){'; ' + verdict if verdict else ''}")
