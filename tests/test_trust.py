@@ -161,6 +161,7 @@ def test_unproven_connections_cannot_crowd_out_real_clients(area):
     """F4: connections that never prove the key have a budget of their own (the oldest is dropped
     past it), a short deadline and a small line limit: real clients keep getting through."""
     area.set_config("server", "max_pending", "16")
+    area.set_config("server", "max_connections", "100")  # fewer than the crowd: it must not count
     area.ok("set-var", "x", "0")
     info = area.server_info
     stop = threading.Event()
