@@ -323,16 +323,23 @@ def stop_any_server(area: Area, timeout: float) -> None:
 
     from dbtool.core.client import call
     from dbtool.core.errors import DbtoolError
-    from dbtool.core.link import read_server_info, server_lock_free
+    from dbtool.core.link import hostname, read_server_info, server_lock_free
 
     if server_lock_free(area):
         remove_file(area.server_json)
         return
     deadline = time.monotonic() + timeout
-    pid = (read_server_info(area) or {}).get("pid")
+    record = read_server_info(area) or {}
+    pid = record.get("pid")
     try:
         call(area, COMMANDS["server-stop"], {}, timeout=timeout)
-    except DbtoolError:  # another protocol version, or not answering: signal it
+    except DbtoolError as err:  # another protocol version, or not answering: signal it
+        where = record.get("hostname")
+        if where and where != hostname():  # a pid means nothing on another host
+            raise Unavailable(
+                f"cannot stop the server of {area.root}: it runs on {where} and did not answer ({err.message}); "
+                f"stop it there (dbtool server stop on {where})"
+            ) from None
         if not (isinstance(pid, int) and _is_area_server(pid, area)):
             raise Unavailable(f"cannot stop the server of {area.root}: pid {pid} is not its server") from None
         os.kill(pid, signal.SIGTERM)

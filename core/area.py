@@ -126,6 +126,7 @@ DEFAULT_CONFIG: dict[str, dict] = {
     "server": {
         "bind": "127.0.0.1",
         "advertise": "",
+        "tls": "auto",
         "port": 0,
         "idle_timeout": 300.0,
         "share_group": False,
@@ -156,6 +157,7 @@ DEFAULT_CONFIG: dict[str, dict] = {
 SETTINGS: dict[tuple[str, str], tuple[str, object]] = {
     ("server", "bind"): ("text", None),
     ("server", "advertise"): ("text", None),
+    ("server", "tls"): ("word", ("auto", "always")),
     ("server", "port"): ("port", None),
     ("server", "idle_timeout"): ("seconds", 0),
     ("server", "share_group"): ("bool", None),
@@ -193,6 +195,9 @@ bind = "127.0.0.1"
 # Address server.json tells clients to connect to; "" = the bound address, or for 0.0.0.0 this
 # host's address.
 advertise = ""
+# Connections off the loopback are always TLS (the server's own certificate, pinned in
+# server.json); "always" makes connections over the loopback TLS too.
+tls = "auto"
 # 0 = any free port.
 port = 0
 # Seconds without requests after which the server stops by itself; 0 = never.

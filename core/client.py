@@ -7,6 +7,8 @@
 * A record whose server is gone, or that names something that is not this area's server
   (``link.Stale``), is recovered when ``server.lock`` is free; while a server holds the lock but
   cannot be reached, clients back off and retry until the timeout (it is never replaced).
+* A connection that fails makes the client read ``server.json`` again before it concludes
+  anything (on NFS a client may see an old copy for seconds): a new record is simply used.
 * ``busy`` answers are retried with jittered exponential back-off until the timeout.
 * A write carries an idempotency key, so resending it after a lost connection is safe.
 
@@ -89,6 +91,8 @@ def call(
             time.sleep(min(max(0.0, deadline - time.monotonic()), wait * random.uniform(0.5, 1.5)))
             backoff = min(backoff * 2, 2.0)
         except Unreachable as err:
+            if _replaced(area, info) and time.monotonic() < deadline:  # a new record (NFS shows it late): use it
+                continue
             if cmd.kind == READ:
                 return _direct(area, cmd, params)
             if server_lock_free(area):  # its server is gone: the record is stale
@@ -103,6 +107,14 @@ def call(
                 ) from None
             time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
             backoff = min(backoff * 2, 1.0)
+
+
+def _replaced(area: Area, tried: dict) -> bool:
+    """Whether server.json now names another server than the one that failed us. Read again
+    before concluding anything: an NFS client may have shown an old copy of the file for seconds
+    (attribute caching), and a server may have been replaced while we tried the old one."""
+    fresh = read_server_info(area)
+    return fresh is not None and fresh.get("instance") != tried.get("instance")
 
 
 def _direct(area: Area, cmd: Command, params: dict) -> Reply:

@@ -148,7 +148,7 @@ class Connection:
     def __init__(self, info: dict, timeout: float = CONNECT_TIMEOUT) -> None:
         self.info = info
         self.where = f"{address(info)}:{info.get('port')}"
-        self.sock = _connect(address(info), info["port"], timeout)
+        self.sock = _secure(_connect(address(info), info["port"], timeout), info, self.where)
         self._buf = bytearray()
         self._ids = 0
         self._limit = MAX_HANDSHAKE_LINE  # until the server proved itself: no long lines from it
@@ -299,6 +299,27 @@ def _connect(host: str, port: int, timeout: float) -> _socket.socket:
             sock.close()
             failure = err
     raise Unreachable(str(failure or f"no address for {host}"))
+
+
+def _secure(sock: _socket.socket, info: dict, where: str):
+    """The connection as it must be used: TLS, checked against the record's pinned certificate,
+    when the peer is not on the loopback (or the area asks for TLS everywhere); else as it is."""
+    from . import tls
+
+    try:
+        if not tls.needs_tls(str(info.get("tls") or "auto"), sock.getpeername()[0]):
+            return sock
+        expected = info.get("tls_fingerprint")
+        if not isinstance(expected, str):
+            raise Stale(f"the record of {where} pins no TLS certificate, which a connection off the loopback needs")
+        return tls.wrap(sock, expected, where)
+    except BaseException as err:
+        sock.close()  # (a no-op once TLS took it over: then the TLS socket was closed)
+        if isinstance(err, tls.MismatchError):
+            raise Stale(str(err)) from None
+        if isinstance(err, OSError):  # (ssl.SSLError too)
+            raise Unreachable(f"TLS with {where} failed: {err}") from None
+        raise
 
 
 def ping_info(area: Area, timeout: float = 2.0) -> dict | None:

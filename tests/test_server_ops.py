@@ -502,3 +502,19 @@ def test_cli_watch_exits_cleanly_when_interrupted(area):
     assert b"Traceback" not in proc.stderr.read()
     proc.stdout.close()
     proc.stderr.close()
+
+
+def test_restart_never_signals_a_pid_of_another_host(area):
+    """A server that does not answer is signalled by its pid only on its own host: the same pid on
+    another host is somebody else's process."""
+    area.ok("set-var", "x", "1")
+    info = area.server_info
+    os.kill(info["pid"], signal.SIGSTOP)  # alive (it holds its lock) but not answering
+    try:
+        elsewhere = area.run("--timeout", "2", "server", "restart", env={"DBTOOL_HOSTNAME": "otherhost"})
+        assert elsewhere.code == 3 and f"runs on {info['hostname']}" in elsewhere.err, elsewhere
+        assert area.server_pids() == [info["pid"]] and area.server_info["instance"] == info["instance"]
+    finally:
+        os.kill(info["pid"], signal.SIGCONT)
+    here = area.ok("--timeout", "20", "server", "restart")  # on its own host: replaced
+    assert area.server_info["instance"] != info["instance"], here

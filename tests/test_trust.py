@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from itertools import pairwise
@@ -307,23 +306,17 @@ def test_an_answer_longer_than_a_request_line_still_comes_from_the_server(area):
     assert "trace:" in r.err and "read: on dbtool-reader" in r.err  # answered by the server, not directly
 
 
-def _watcher_in_namespace(ns: str, address: str, port: int, key: str) -> subprocess.Popen:
+def _watcher_in_namespace(ns: str, info: dict) -> subprocess.Popen:
+    """A watcher in another network namespace: its connection is off the loopback, so TLS."""
     script = (
-        "import json, socket, sys, time\n"
-        f"sys.path[:0] = {sys.path!r}\n"
-        "from conftest import handshake\n"
-        f"s = socket.create_connection(({address!r}, {port}), timeout=10)\n"
-        "f = s.makefile('rwb')\n"
-        f"handshake(f, {{'key': {key!r}}})\n"
-        'f.write(b\'{"id": 1, "cmd": "watch-stream", "params": {}}\\n\'); f.flush()\n'
-        "print(f.readline().decode().strip(), flush=True)\n"
+        "import json, sys, time\n"
+        "from dbtool.core.link import Connection\n"
+        "conn = Connection(json.loads(sys.argv[1]), 10)\n"
+        'print(json.dumps(conn.request("watch-stream", {})), flush=True)\n'
         "time.sleep(120)\n"
     )
     return subprocess.Popen(
-        ["ip", "netns", "exec", ns, PYTHON, "-c", script],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=os.path.dirname(__file__),
+        ["ip", "netns", "exec", ns, PYTHON, "-c", script, json.dumps(info)], stdout=subprocess.PIPE, text=True
     )
 
 
@@ -362,7 +355,8 @@ def test_watchers_whose_host_vanished_give_their_slots_back(area, namespace):
     area.set_config("server", "max_subscribers", "2")
     area.ok("set-var", "x", "0")
     info = area.server_info
-    watchers = [_watcher_in_namespace(ns, address, info["port"], info["key"]) for _ in range(2)]
+    assert info["address"] == address and info["tls_fingerprint"]
+    watchers = [_watcher_in_namespace(ns, info) for _ in range(2)]
     try:
         for w in watchers:
             assert json.loads(w.stdout.readline())["ok"] is True

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
-from .. import PROTOCOL, __version__, spool
+from .. import PROTOCOL, __version__, spool, tls
 from ..area import Area, ensure_private_dir, load_config, remove_file
 from ..commands import READ, SERVER, WRITE, Command, lookup
 from ..db.context import Db, client_label
@@ -96,6 +96,9 @@ class Server:
         server_cfg = self.config["server"]
         self.bind = bind or server_cfg.get("bind") or "127.0.0.1"
         self.advertise = advertise or server_cfg.get("advertise") or ""
+        self.tls_mode = str(server_cfg.get("tls") or "auto").lower()
+        self.tls_context = None  # made at start unless no connection could need it (see _secure_listener)
+        self.tls_fingerprint = ""
         self.port = int(port if port is not None else server_cfg.get("port") or 0)
         self.idle_timeout = float(idle_timeout if idle_timeout is not None else server_cfg.get("idle_timeout", 300))
         self.share_group = bool(server_cfg.get("share_group", False))
@@ -209,6 +212,7 @@ class Server:
         if not self.read_only:
             await self._ingest_spool()
 
+        self._make_certificate()
         listener = await self.loop.create_server(lambda: Session(self), self.bind, self.port, backlog=self.accept_burst)
         self.port = listener.sockets[0].getsockname()[1]
         self.address = advertised_address(self.bind, self.advertise, self.hostname)
@@ -243,6 +247,17 @@ class Server:
         self._log_stats()
         self.requests_log.close()
         return 0
+
+    def _make_certificate(self) -> None:
+        """The TLS certificate of this server's life (core/tls.py), unless it listens on the
+        loopback only and the area does not ask for TLS there."""
+        if self.tls_mode != "always" and (tls.is_loopback(self.bind) or self.bind == "localhost"):
+            return
+        self.tls_context, self.tls_fingerprint = tls.server_context(self.area.dir, self.area.root)
+
+    def needs_tls(self, local_address: str) -> bool:
+        """Whether a connection that arrived on ``local_address`` must be TLS."""
+        return tls.needs_tls(self.tls_mode, local_address)
 
     def request_stop(self, why: str = "request") -> None:
         if not self._stopping.is_set():
@@ -429,6 +444,9 @@ class Server:
             "area": self.area.root,
             "started_at": self.started_at,
         }
+        if self.tls_context is not None:
+            info["tls"] = self.tls_mode
+            info["tls_fingerprint"] = self.tls_fingerprint
         mode = 0o640 if self.share_group else 0o600
         fd, tmp = tempfile.mkstemp(prefix=".server.json.", suffix=".tmp", dir=self.area.dir)  # O_EXCL
         try:
@@ -607,6 +625,9 @@ class Server:
             "instance": self.instance,
             "version": __version__,
             "protocol": PROTOCOL,
+            "tls": ("every connection" if self.tls_mode == "always" else "off the loopback")
+            if self.tls_context is not None
+            else "none (loopback only)",
             "queue_depth": self.writer.depth,
         }
 

@@ -99,6 +99,8 @@ class Session(asyncio.Protocol):
         self.stream_task: asyncio.Task | None = None
         self.reading = True
         self.eof = False
+        self.tls_pending = False  # its TLS handshake runs: nothing is read or written in the clear
+        self.tls_task: asyncio.Task | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -108,18 +110,60 @@ class Session(asyncio.Protocol):
         if sock is not None:
             tune_socket(sock, server.limits["dead_peer_timeout"])
         transport.set_write_buffer_limits(high=HIGH_WATER)
+        secure = server.tls_context is not None and sock is not None and server.needs_tls(sock.getsockname()[0])
         if not server.admit(self):
+            if secure:  # (a busy answer would have to go through a TLS handshake first)
+                return self.abort()
             limit = server.limits["max_connections"]
             self.send(error(None, "-", "busy", f"the server has {limit} connections already; retry", retry_after=0.5))
             self.close()
             return
-        self.nonce = secrets.token_hex(16)
-        hello = {"hello": "dbtool", "protocol": PROTOCOL, "version": __version__, "instance": server.instance}
-        self.send({**hello, "nonce": self.nonce})
         self.handshake_timer = server.loop.call_later(server.limits["handshake_timeout"], self._handshake_timeout)
+        if secure:
+            transport.pause_reading()  # (start_tls takes the connection over from here)
+            self.tls_pending = True
+            self.tls_task = server.loop.create_task(self._start_tls(transport))
+            return
+        self._greet()
+
+    def _greet(self) -> None:
+        self.nonce = secrets.token_hex(16)
+        hello = {"hello": "dbtool", "protocol": PROTOCOL, "version": __version__, "instance": self.server.instance}
+        self.send({**hello, "nonce": self.nonce})
+
+    async def _start_tls(self, raw: asyncio.BaseTransport) -> None:
+        """TLS from the first byte on a connection off the loopback; then the handshake as usual."""
+        server = self.server
+        try:
+            timeout = server.limits["handshake_timeout"]
+            secured = await server.loop.start_tls(
+                raw, self, server.tls_context, server_side=True, ssl_handshake_timeout=timeout
+            )
+        except (TimeoutError, OSError, ConnectionError, EOFError) as err:  # (ssl.SSLError is an OSError)
+            log.debug("TLS handshake failed: %s", err)
+            self.closed = True
+            server.forget(self)
+            if self.handshake_timer is not None:
+                self.handshake_timer.cancel()
+            raw.abort()
+            return
+        self.tls_pending = False
+        if secured is None or self.closed:
+            if secured is not None:
+                secured.abort()
+            return
+        self.transport = secured
+        self._greet()
+        if self.buffer:  # what the client sent as soon as TLS was up
+            self._handshake_lines()
+            if self.authenticated:
+                self.data_received(b"")
 
     def data_received(self, data: bytes) -> None:
         if self.closed:  # closing: input is dropped (see close)
+            return
+        if self.tls_pending:  # TLS is up, but start_tls has not handed the connection back yet
+            self.buffer += data
             return
         if self.stream_task is not None:  # a watcher that sends anything ends its stream
             return self.stop_stream()
@@ -161,6 +205,8 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.tls_task is not None and self.tls_pending:
+            self.tls_task.cancel()
         self.writable.set()
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
@@ -176,7 +222,7 @@ class Session(asyncio.Protocol):
 
     # -- output ---------------------------------------------------------------------------------------
     def send(self, message: dict) -> None:
-        if self.closed:
+        if self.closed or self.tls_pending:
             return
         try:
             data = _encode(message)
@@ -192,6 +238,8 @@ class Session(asyncio.Protocol):
         client's remaining input read and dropped until it closes (or for at most two seconds)."""
         if self.closed:
             return
+        if self.tls_pending:
+            return self.abort()
         self.closed = True
         self.server.forget(self)  # its slot is free now, though the last bytes are still on their way
         transport = self.transport
