@@ -187,3 +187,18 @@ def test_a_claimed_file_is_taken_once_and_a_crashed_ingestion_resumes_at_start(a
     area.ok("set-var", "x", "1")  # the next server resumes what a crashed one had claimed
     assert area.ok("get-var", "left").out.strip() == "over"
     assert list((area.dir / "spool").glob("*.jsonl*")) == []
+
+
+def test_spool_files_are_named_by_dbtools_own_host_name(area, monkeypatch):
+    """<host>-<pid>-<seq>.jsonl: the host as every report names it ($DBTOOL_HOSTNAME when set), and
+    always one plain file name whatever that variable holds."""
+    monkeypatch.setenv("DBTOOL_HOSTNAME", "farm-node7")
+    assert os.path.basename(_spool(area, "set-var", {"var": "a", "value": "1"})).startswith(
+        f"farm-node7-{os.getpid()}-"
+    )
+    monkeypatch.setenv("DBTOOL_HOSTNAME", "../n\u00e9/x y")
+    path = _spool(area, "set-var", {"var": "b", "value": "2"})
+    assert os.path.dirname(path) == str(area.dir / "spool")
+    assert os.path.basename(path).startswith(f"_n__x_y-{os.getpid()}-"), path
+    area.ok("set-var", "c", "3")  # a server replays both
+    assert area.ok("get-var", "b").out.strip() == "2"
