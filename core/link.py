@@ -422,8 +422,10 @@ def start_server(area: Area, deadline: float, options: dict | None = None) -> di
             info = ping_info(area)
             if info is not None:
                 return info
-        if not server_lock_free(area):  # no record, but a server holds the lock: it is starting
-            return _wait_for_server(area, deadline, None, None)
+        if not server_lock_free(area):  # no record, but a server holds the lock: starting, or stopping
+            info = _wait_for_server(area, deadline, None, None)
+            if info is not None:
+                return info
         remove_file(area.server_json)  # stale: its server is dead
         return _spawn(area, deadline, options or {})
     finally:
@@ -439,10 +441,16 @@ def _spawn(area: Area, deadline: float, options: dict) -> dict:
             argv += [f"--{name.replace('_', '-')}", str(value)]
     log_path = os.path.join(area.logs_dir, "server.log")
     pid = _daemon(argv, area.root, log_path)
-    return _wait_for_server(area, deadline, pid, log_path)
+    info = _wait_for_server(area, deadline, pid, log_path)
+    if info is None:  # (not with a pid: it returns a record or raises)
+        raise Unavailable(f"the server did not come up; see {log_path}")
+    return info
 
 
-def _wait_for_server(area: Area, deadline: float, pid: int | None, log_path: str | None) -> dict:
+def _wait_for_server(area: Area, deadline: float, pid: int | None, log_path: str | None) -> dict | None:
+    """The record of the server that comes up. For a server we started (``pid``): an error when it
+    dies first. For one that holds the lock without a record (``pid`` None): None when it lets go
+    of the lock without serving (it was stopping, not starting), so the caller starts one."""
     while True:
         live = ping_info(area)
         if live is not None:
@@ -450,7 +458,7 @@ def _wait_for_server(area: Area, deadline: float, pid: int | None, log_path: str
         if pid is not None and not _alive(pid) and read_server_info(area) is None:
             raise start_failure(area, pid, log_path)
         if pid is None and server_lock_free(area):
-            raise Unavailable("the server that was starting stopped; retry")
+            return None
         if time.monotonic() > deadline:
             raise Unavailable(f"the server did not come up in time; see {log_path or area.logs_dir}")
         time.sleep(START_POLL)

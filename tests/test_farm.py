@@ -250,7 +250,27 @@ def test_32_writers_on_two_hosts_write_through_a_server_on_a_third(cluster):
     assert seen == {"hostB": 64, "hostC": 64}, f"request log clients by host: {seen}"
     after = cluster.check_server(("hostA",))
     assert after["instance"] == info["instance"], f"server replaced: {_brief(info)} -> {_brief(after)}"
+    # off the loopback every connection was TLS, pinned by the record: in the clear, not a word
+    assert len(info.get("tls_fingerprint", "")) == 64, _brief(info)
+    plain = cluster.farm.run("hostB", PY, "-c", PLAIN_CLIENT, info["address"], str(info["port"]))
+    assert plain.returncode == 0 and plain.stdout.strip() == "0 clear bytes", (plain.stdout, plain.stderr)
     print(f"\nfarm s1: 128 writes from {hosts} in {took:.1f} s, 0 errors, server {info['hostname']}:{info['address']}")
+
+
+# A client that does not speak TLS: sends its challenge in the clear, prints how many bytes of the
+# protocol came back in the clear (a hello, a proof).
+PLAIN_CLIENT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(b'{"protocol": 2, "challenge": "' + b"0" * 32 + b'"}\\n')
+got = b""
+try:
+    while chunk := s.recv(4096):
+        got += chunk
+except OSError:
+    pass
+print(sum(len(w) for w in (b"hello", b"proof", b"nonce") if w in got), "clear bytes")
+"""
 
 
 def test_a_cold_area_written_from_two_hosts_at_once_starts_exactly_one_server(cluster):
@@ -451,6 +471,9 @@ def test_a_rogue_listener_on_a_dead_servers_port_gets_no_request(cluster):
     received = [base64.b64decode(c["received"]) for c in connections]
     requests = [data for data in received if b'"cmd"' in data or any(_is_request(line) for line in data.splitlines())]
     assert connections, f"the rogue on {address}:{port} got no connection: the test proves nothing"
+    assert all(data[:1] == b"\x16" and b"challenge" not in data for data in received if data), (
+        "off the loopback a client's first bytes are a TLS handshake, never its challenge in the clear"
+    )
     assert not requests, f"the rogue received {len(requests)} request(s) on {len(connections)} connections: {requests}"
     print(
         f"\nfarm s5: rogue on {address}:{port} got {len(connections)} connection(s), "
@@ -465,3 +488,54 @@ def _is_request(line: bytes) -> bool:
     except ValueError:
         return False
     return isinstance(value, dict) and "cmd" in value
+
+
+# A watcher that subscribes and then never reads again (its host is about to vanish).
+STILL_WATCHER = """
+import json, sys, time
+from dbtool.core.link import Connection
+conn = Connection(json.loads(sys.argv[1]), 10)
+print(json.dumps(conn.request("watch-stream", {})), flush=True)
+time.sleep(120)
+"""
+
+
+def test_watchers_whose_host_vanished_give_their_slots_back(cluster):
+    """F4 across hosts: watchers on a host that went away (its link cut) are dropped after about
+    server.dead_peer_timeout, so dead watchers cannot lock out every new watch."""
+    cluster.area.set_config("server", "dead_peer_timeout", "4")
+    cluster.area.set_config("server", "max_subscribers", "2")
+    cluster.ok("hostA", "set-var", "x", "0")
+    info = cluster.check_server(("hostA",))
+
+    def subscribers() -> int:
+        return json.loads(cluster.ok("hostA", "server", "status", "--json").out)["subscribers"]
+
+    watchers = [
+        cluster.farm.popen("hostB", PY, "-c", STILL_WATCHER, json.dumps(info), stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for w in watchers:
+        assert json.loads(w.stdout.readline())["ok"] is True
+    assert subscribers() == 2
+    full = cluster.dbtool("hostA", "watch", "--count", "1")
+    assert full.code == 4 and "watchers already" in full.err, full
+    cluster.farm.set_link("hostB", False)
+    cut = time.monotonic()
+    for i in range(30):  # events the vanished watchers can never acknowledge
+        cluster.ok("hostA", "set-var", "y", str(i))
+    assert wait_for(lambda: subscribers() == 0, timeout=60), f"{subscribers()} watchers left"
+    dropped = time.monotonic() - cut
+    watch = cluster.farm.popen(
+        "hostC", PY, "-m", "dbtool.cli", "--area", cluster.root, "watch", "--count", "1", "--json",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert wait_for(lambda: subscribers() == 1), "the new watcher on hostC never subscribed"
+    cluster.ok("hostA", "set-var", "z", "1")
+    assert watch.wait(timeout=60) == 0, watch.stderr.read()
+    assert json.loads(watch.stdout.read())["event"] == "set-var"
+    for w in watchers:
+        w.stdout.close()
+    watch.stdout.close()
+    watch.stderr.close()
+    print(f"\nfarm F4: 2 watchers on hostB dropped {dropped:.1f} s after its link was cut; a new one on hostC served")

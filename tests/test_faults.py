@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import Raw, handshake
+from conftest import Raw, _alive, handshake, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -106,6 +106,7 @@ def test_sigterm_under_load_drains_and_the_next_start_sees_every_acknowledged_wr
     os.kill(first, signal.SIGTERM)
     outcomes = finish_load(procs)
     figures = check_outcomes(area, outcomes, CLIENTS * writes)
+    assert wait_for(lambda: not _alive(first), timeout=60), "the first server never finished stopping"
     log = (area.dir / "logs" / "server.log").read_text()
     assert "stopping (signal SIGTERM)" in log and "request statistics at stop" in log
     # the next server (started by the clients that came after) sees every acknowledged write
@@ -222,3 +223,24 @@ def test_protocol_fuzzer_never_kills_the_server(area):
     assert area.ok("ping", "--json").json["pid"] == pid
     print(f"\nfuzzer: {examples} connections with malformed frames; steady client made {steady.done} calls")
     assert steady.done > 0
+
+
+def test_a_write_meeting_a_server_that_is_stopping_starts_the_next_one(area):
+    """A server that is stopping has removed server.json but still holds its lock while it
+    finishes its queue: a write that comes then waits for the lock, and when it is let go
+    without anyone serving, starts a server instead of giving up."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; l = FileLock(sys.argv[1]); "
+         "l.acquire(); print('held', flush=True); time.sleep(2)", str(area.dir / "server.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = area.run("--timeout", "30", "set-var", "x", "1")
+        assert result.code == 0, result
+        assert holder.wait(timeout=30) == 0
+        assert area.ok("get-var", "x").out.strip() == "1" and area.server_info is not None
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
