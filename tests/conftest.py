@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pty
@@ -231,14 +232,49 @@ def area(make_area) -> Area:
     return make_area()
 
 
-class HandlerDb:
-    """Run handlers in-process on a real SQLite file, as the server's writer and readers do."""
+# The PostgreSQL of the tests (they make and drop schemas of their own in it): $DBTOOL_TEST_PG_URL,
+# else a local server with trust authentication, as on this project's machines.
+PG_URL = os.environ.get("DBTOOL_TEST_PG_URL") or "postgresql://postgres@127.0.0.1:5432/test"
 
-    def __init__(self, path: Path, keys: list[str]) -> None:
-        from dbtool.core.db.engine import ADMIN, create_schema, sqlite_engine
+
+@functools.cache
+def pg_unavailable() -> str:
+    """Why the PostgreSQL tests cannot run here ('' when they can); asked once per session."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'dbtool[postgres]')"
+    try:
+        psycopg.connect(PG_URL, connect_timeout=5).close()
+    except psycopg.Error as err:
+        return f"PostgreSQL at {PG_URL} does not answer (set DBTOOL_TEST_PG_URL): {str(err).strip()}"
+    return ""
+
+
+def require_pg() -> None:
+    """Skip a PostgreSQL test where none can be reached; under CI=true that is a failure."""
+    why = pg_unavailable()
+    if why:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI=true and the PostgreSQL tests cannot run: {why}", pytrace=False)
+        pytest.skip(why)
+
+
+class HandlerDb:
+    """Run handlers in-process on a real database, as the server's writer and readers do: an
+    SQLite file, or (``pg_schema``) a PostgreSQL schema of its own in the test database."""
+
+    def __init__(self, path: Path, keys: list[str], pg_schema: str | None = None) -> None:
+        from dbtool.core.db.engine import ADMIN, create_schema, postgres_engine, sqlite_engine
         from dbtool.core.db.schema import schema_for
 
-        self.engine = sqlite_engine(str(path), ADMIN)
+        self.pg_schema = pg_schema
+        if pg_schema:
+            self.engine = postgres_engine(PG_URL, ADMIN, search_path=pg_schema)
+            with self.engine.connect() as conn, conn.begin():
+                conn.exec_driver_sql(f"CREATE SCHEMA {pg_schema}")
+        else:
+            self.engine = sqlite_engine(str(path), ADMIN)
         with self.engine.connect() as conn, conn.begin():
             create_schema(conn, keys, "test")
         self.schema = schema_for(keys)
@@ -272,16 +308,34 @@ class HandlerDb:
             self.events.append({**event, "data": json.loads(event["data"]) if event.get("data") else None})
 
     def sql(self, statement: str, *args: object) -> list[tuple]:
+        """Run SQL written for SQLite (``?`` parameters) on this database."""
+        if self.pg_schema:
+            statement = statement.replace("%", "%%").replace("?", "%s")
         with self.engine.connect() as conn, conn.begin():
-            result = conn.exec_driver_sql(statement, args)
+            result = conn.exec_driver_sql(statement, tuple(args))
             return [tuple(r) for r in result.all()] if result.returns_rows else []
 
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.pg_schema else "sqlite"
 
-@pytest.fixture
-def hdb(tmp_path: Path):
-    db = HandlerDb(tmp_path / "handlers.db", ["RELEASE", "PLATFORM"])
+    def close(self) -> None:
+        if self.pg_schema:
+            with self.engine.connect() as conn, conn.begin():
+                conn.exec_driver_sql(f"DROP SCHEMA {self.pg_schema} CASCADE")
+        self.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hdb(request, tmp_path: Path):
+    """The handlers on each backend: an SQLite file, and a PostgreSQL schema of the test's own."""
+    schema = None
+    if request.param == "postgresql":
+        require_pg()
+        schema = f"t_{os.getpid()}_{os.urandom(4).hex()}"
+    db = HandlerDb(tmp_path / "handlers.db", ["RELEASE", "PLATFORM"], schema)
     yield db
-    db.engine.dispose()
+    db.close()
 
 
 def handshake(f, info: dict, key: str | None = None, client: dict | None = None) -> dict:

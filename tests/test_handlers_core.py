@@ -41,7 +41,7 @@ def test_register_run_contour_does_not_distinguish_runs(hdb):
 
 def test_target_renders_null_keys_and_refuses_wrong_arity(hdb):
     run_id = hdb("register-run", target="v1/linux", runname="n")
-    hdb.sql("update runs set PLATFORM=NULL where id=?", run_id)
+    hdb.sql('update runs set "PLATFORM"=NULL where id=?', run_id)
     assert hdb("get-target", run_id=run_id) == "v1/-na-"
     with pytest.raises(Refused, match="1 part"):
         hdb("register-run", target="v1", runname="n")
@@ -113,7 +113,7 @@ def test_last_update_trigger(hdb):
     t = hdb("register-test", run_id=run_id, testname="t")
     hdb.sql("update tests set last_update = 5 where id = ?", t)
     with hdb.engine.connect() as conn, conn.begin():
-        conn.exec_driver_sql("update tests set comment = 'x' where id = ?", (t,))
+        conn.exec_driver_sql("update tests set comment = 'x' where id = " + ("%s" if hdb.pg_schema else "?"), (t,))
     (last,) = hdb.sql("select last_update from tests where id = ?", t)[0]
     assert abs(last - time.time()) < 5
 

@@ -49,6 +49,9 @@ def test_match_over_the_cli_with_a_catastrophic_pattern_answers(area):
 
 def test_the_regexp_function_is_re2_on_every_connection(hdb):
     hdb("register-run", target="v1/linux", runname="r")
+    if hdb.backend == "postgresql":  # PostgreSQL's own engine (not a backtracker) finishes too
+        assert hdb.sql("select ? ~ ?", VICTIM, EVIL) == [(False,)]
+        return
     with hdb.engine.connect() as conn:
         raw = conn.connection.driver_connection
         assert raw.execute("select ? regexp ?", (VICTIM, EVIL)).fetchone() == (0,)

@@ -264,7 +264,8 @@ def test_create_schema_migrates_an_old_area(hdb):
         hdb.sql(f"alter table runs drop column {column}")
     hdb.sql("update runs set state = 'locked' where id in (1, 2)")
     hdb.sql("update runs set state = 'deleted', last_update = 77 where id = 3")
-    hdb.sql("insert into access_log (user, accessed, args) values ('bob', 10, 'locked 1'), ('eve', 20, 'locked 12')")
+    hdb.sql('insert into access_log ("user", accessed, args) values (?, 10, ?), (?, 20, ?)', "bob", "locked 1", "eve",
+            "locked 12")  # fmt: skip
     hdb.sql("update metadat set val = '1' where var = 'DBTOOL_SCHEMA'")
     with hdb.engine.connect() as conn, conn.begin():
         create_schema(conn, ["RELEASE", "PLATFORM"], "test")

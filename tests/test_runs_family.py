@@ -193,7 +193,7 @@ def test_locked_run_refuses_delete_and_changes_nothing(hdb, runs):
     assert hdb("get-run-info", run_id=1)["state"] == "new"  # the state the lock kept underneath
     hdb("lock-unlock-run", run_id=2)  # neither flag: lock (fail-safe)
     assert hdb("get-run-state", run_id=2) == "locked"
-    assert hdb.sql("select user, args from access_log order by id") == [
+    assert hdb.sql('select "user", args from access_log order by id') == [
         ("alice", "locked 1"),
         ("tester", "unlocked 1"),
         ("tester", "locked 2"),

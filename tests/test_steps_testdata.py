@@ -309,8 +309,9 @@ def test_csv_rows_are_stored_with_numbers_text_and_status(hdb):
         "V",
         None,
     )
-    typeof = dict(hdb.sql("select variable, typeof(value) from test_data"))
-    assert (typeof["v1"], typeof["v2"], typeof["v9"]) == ("real", "text", "text")
+    if hdb.backend == "sqlite":  # (stored with REAL affinity: a number is kept as one)
+        typeof = dict(hdb.sql("select variable, typeof(value) from test_data"))
+        assert (typeof["v1"], typeof["v2"], typeof["v9"]) == ("real", "text", "text")
 
 
 def test_f4_case_37_blank_tol_and_units_are_empty_strings(hdb):
@@ -325,7 +326,10 @@ def test_f4_case_37_blank_tol_and_units_are_empty_strings(hdb):
         "this is a comment",
         None,
     )
-    assert hdb.sql("select typeof(tol), typeof(units) from test_data") == [("text", "text")]
+    if hdb.backend == "sqlite":
+        assert hdb.sql("select typeof(tol), typeof(units) from test_data") == [("text", "text")]
+    else:
+        assert hdb.sql("select tol, units from test_data") == [("", "")]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from dbtool.core.errors import NotFound, Refused
@@ -167,9 +168,10 @@ def test_dead_job_detection_and_marking(hdb, run):
         ],
     )
     hdb.sql("update tests set uname = 'host1' where testname in ('dead', 'stale', 'fine')")
-    hdb.sql("update tests set event_time = strftime('%s','now') - 10000, run_duration = 100 where id = ?", running)
-    hdb.sql("update tests set event_time = strftime('%s','now') - 90000 where id = ?", launched)
-    hdb.sql("update tests set event_time = strftime('%s','now') - 10000, run_duration = 9999 where id = ?", fine)
+    now = int(time.time())
+    hdb.sql("update tests set event_time = ?, run_duration = 100 where id = ?", now - 10000, running)
+    hdb.sql("update tests set event_time = ? where id = ?", now - 90000, launched)
+    hdb.sql("update tests set event_time = ?, run_duration = 9999 where id = ?", now - 10000, fine)
     top = hdb("get-test-id", run_id=run, testname="top")
     hdb.sql("update tests set state = 'RUNNING', event_time = 0 where id = ?", top)  # a dead-looking placeholder
     found = hdb("get-toplevels-and-incompletes", run_id=run)

@@ -91,7 +91,20 @@ def insert_ignore(dialect: str, table: Any, values: dict, conflict: tuple[str, .
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     else:
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    return dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=list(conflict))
+    statement = dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=list(conflict))
+    if dialect != "sqlite":  # psycopg's row count of such an INSERT is unknown (-1): a returned row tells
+        from sqlalchemy import literal_column
+
+        statement = statement.returning(literal_column("1"))
+    return statement
+
+
+def inserted(result: Any) -> bool:
+    """Whether an ``insert_ignore`` inserted its row: the row it returned (PostgreSQL), else its
+    row count (SQLite)."""
+    if result.returns_rows:
+        return result.first() is not None
+    return result.rowcount > 0
 
 
 def upsert(dialect: str, table: Any, values: dict, conflict: tuple[str, ...], update: tuple[str, ...]) -> Any:

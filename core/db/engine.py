@@ -143,6 +143,49 @@ def sqlite_engine(
     return engine
 
 
+def postgres_url(url: str) -> str:
+    """A PostgreSQL URL as SQLAlchemy takes it, on psycopg 3 (``postgresql://`` or
+    ``postgres://`` from the user; a driver named already is kept)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise Refused(f"{redact_url(url)} is not a database URL (postgresql://USER@HOST:PORT/DBNAME)")
+    if scheme in ("postgresql", "postgres"):
+        scheme = "postgresql+psycopg"
+    if not scheme.startswith("postgresql"):
+        raise Refused(f"{redact_url(url)}: dbtool stores an area in SQLite or PostgreSQL (postgresql://...)")
+    return f"{scheme}://{rest}"
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for a message: its password replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{userinfo}{at}{host}"
+
+
+def postgres_engine(url: str, role: str, *, pool_size: int = 4, search_path: str | None = None) -> Engine:
+    """An engine on a PostgreSQL database for one role (write, read, direct or admin). Reads run in
+    read-only transactions; ``search_path`` puts the area's tables in a schema of their own."""
+    options = []
+    if role in (READ, DIRECT):
+        options.append("-c default_transaction_read_only=on")
+    if search_path:
+        options.append(f"-c search_path={search_path}")
+    connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": f"dbtool-{role}"}
+    if options:
+        connect_args["options"] = " ".join(options)
+    pool: dict[str, Any] = (
+        {"poolclass": NullPool}
+        if role in (ADMIN, DIRECT)
+        else {"poolclass": QueuePool, "pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+    )
+    return create_engine(postgres_url(url), connect_args=connect_args, **pool)
+
+
 def read_keys(conn: Connection) -> list[str]:
     """The area's keys, in order, from the database."""
     from .schema import table
@@ -188,7 +231,7 @@ def _migrate_run_lifecycle(conn: Connection, schema: Schema) -> None:
     if not missing:
         return
     for name, type_ in missing:  # names and types from the schema, never from input
-        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {type_().compile(conn.dialect)}")
+        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {type_.compile(conn.dialect)}")
     runs, log = schema.runs, schema.access_log
     now = int(time.time())
     last_lock = (

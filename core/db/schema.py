@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     REAL,
+    BigInteger,
     Column,
     DefaultClause,
     Index,
@@ -48,7 +49,7 @@ def _text(default: str | None = "", **kw: Any) -> Any:
 
 def _int(default: int | None = 0, **kw: Any) -> Any:
     extra = {"server_default": text(str(default))} if default is not None else {}
-    return Field(default=None, sa_type=Integer, sa_column_kwargs=extra, **kw)
+    return Field(default=None, sa_type=INT, sa_column_kwargs=extra, **kw)
 
 
 def _real(default: float | None = -1, **kw: Any) -> Any:
@@ -58,11 +59,17 @@ def _real(default: float | None = -1, **kw: Any) -> Any:
 
 def _now() -> Any:
     """An integer Unix-time column that defaults to the time of insertion."""
-    return Field(default=None, sa_type=Integer, sa_column_kwargs={"server_default": DefaultClause(epoch_now())})
+    return Field(default=None, sa_type=INT, sa_column_kwargs={"server_default": DefaultClause(epoch_now())})
+
+
+# Integers are 64-bit everywhere (the CLI and the wire take 64-bit values): SQLite's INTEGER is,
+# PostgreSQL's is 32-bit, so there it is BIGINT. (On SQLite the type must stay INTEGER: an INTEGER
+# PRIMARY KEY is the rowid.)
+INT = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def _pk() -> Any:
-    return Field(default=None, primary_key=True)
+    return Field(default=None, primary_key=True, sa_type=INT)
 
 
 class _RealAffinity(UserDefinedType):
@@ -270,9 +277,9 @@ def _test_data_staged() -> type[SQLModel]:
 
         __tablename__ = "test_data_staged"
         __table_args__ = {"sqlite_with_rowid": False}
-        upload_id: int = Field(primary_key=True, sa_type=Integer, sa_column_kwargs={"autoincrement": False})
-        part: int = Field(primary_key=True, sa_type=Integer, sa_column_kwargs={"autoincrement": False})
-        seq: int = Field(primary_key=True, sa_type=Integer, sa_column_kwargs={"autoincrement": False})
+        upload_id: int = Field(primary_key=True, sa_type=INT, sa_column_kwargs={"autoincrement": False})
+        part: int = Field(primary_key=True, sa_type=INT, sa_column_kwargs={"autoincrement": False})
+        seq: int = Field(primary_key=True, sa_type=INT, sa_column_kwargs={"autoincrement": False})
         category: str | None = Field(default=None, sa_type=Text)
         variable: str | None = Field(default=None, sa_type=Text)
         value: Any = Field(default=None, sa_type=NumberOrText, nullable=True)
@@ -475,8 +482,8 @@ def _events() -> type[SQLModel]:
 
         __tablename__ = "events"
         __table_args__ = (Index("events_run", "run_id", "seq"),)
-        seq: int | None = Field(default=None, primary_key=True)
-        time_ns: int | None = Field(default=None, sa_type=Integer)
+        seq: int | None = Field(default=None, primary_key=True, sa_type=INT)
+        time_ns: int | None = Field(default=None, sa_type=INT)
         cmd: str | None = _text(None)
         run_id: int | None = _int(None)
         test_id: int | None = _int(None)
@@ -512,7 +519,7 @@ def _heartbeats() -> type[SQLModel]:
         """Liveness of a test run by ``dbtool exec``: it beats every ``period`` seconds (SPEC 9.8)."""
 
         __tablename__ = "heartbeats"
-        test_id: int = Field(primary_key=True)
+        test_id: int = Field(primary_key=True, sa_type=INT)
         host: str | None = _text(None)
         pid: int | None = _int(None)
         period: float | None = _real(30)
@@ -545,7 +552,7 @@ TRIGGER_TABLES = ("runs", "run_stats", "tests", "test_steps", "test_data")
 #   locked_by   TEXT     who locked the run ('' when unknown: a lock migrated from an older area)
 #   locked_at   INTEGER  when it was locked (Unix time)
 #   deleted_at  INTEGER  when delete-run deleted it; register-run of its target and name clears it
-RUN_LIFECYCLE_COLUMNS = (("locked_by", Text), ("locked_at", Integer), ("deleted_at", Integer))
+RUN_LIFECYCLE_COLUMNS = (("locked_by", Text()), ("locked_at", INT), ("deleted_at", INT))
 
 
 def runs_table(keys: list[str], metadata: MetaData) -> Table:
@@ -553,18 +560,18 @@ def runs_table(keys: list[str], metadata: MetaData) -> Table:
     return Table(
         "runs",
         metadata,
-        Column("id", Integer, primary_key=True),
+        Column("id", INT, primary_key=True),
         *(Column(key, Text) for key in keys),
         Column("runname", Text, server_default="norun"),
         Column("contour", Text, server_default=""),
         Column("state", Text, server_default=""),
         Column("status", Text, server_default=""),
         Column("owner", Text, server_default=""),
-        Column("event_time", Integer, server_default=DefaultClause(epoch_now())),
+        Column("event_time", INT, server_default=DefaultClause(epoch_now())),
         Column("comment", Text, server_default=""),
-        Column("fail_count", Integer, server_default=text("0")),
-        Column("pass_count", Integer, server_default=text("0")),
-        Column("last_update", Integer, server_default=DefaultClause(epoch_now())),
+        Column("fail_count", INT, server_default=text("0")),
+        Column("pass_count", INT, server_default=text("0")),
+        Column("last_update", INT, server_default=DefaultClause(epoch_now())),
         *(Column(name, type_, nullable=True) for name, type_ in RUN_LIFECYCLE_COLUMNS),
         UniqueConstraint("runname", *keys, name="runs_unique"),
         Index("runs_event_time", "event_time"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from ..db.context import Db
-from ..db.dialect import insert_ignore
+from ..db.dialect import insert_ignore, inserted
 from ..db.schema import NumberOrText
 from ..errors import NotFound, Refused
 from ..rules.numbers import number_out_of_range
@@ -28,7 +28,7 @@ UPDATABLE_FIELDS = (
 def testmeta_add_record(db: Db, *, testname: str) -> None:
     check_testname(testname)
     row = {"testname": testname, **{f: "" for f in UPDATABLE_FIELDS if f != "jobgroup"}}
-    if db.conn.execute(insert_ignore(db.dialect, db.t.test_meta, row, ("testname",))).rowcount:
+    if inserted(db.conn.execute(insert_ignore(db.dialect, db.t.test_meta, row, ("testname",)))):
         db.emit(testname=testname, meta="added")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 
 from ..db.context import Db
-from ..db.dialect import insert_ignore, upsert
+from ..db.dialect import insert_ignore, inserted, upsert
 from ..errors import NotFound
 from ..rules.numbers import numeric_or_text
 
@@ -39,7 +39,7 @@ def no_sync_get_lock(db: Db, *, var: str) -> dict:
     """
     table = db.t.no_sync_metadat
     now = str(db.now)
-    taken = db.conn.execute(insert_ignore(db.dialect, table, {"var": var, "val": now}, ("var",))).rowcount
+    taken = inserted(db.conn.execute(insert_ignore(db.dialect, table, {"var": var, "val": now}, ("var",))))
     if taken:
         db.emit(var=var, value=db.now, lock=True)
         return {"acquired": True, "value": db.now}

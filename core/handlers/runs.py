@@ -7,6 +7,7 @@ from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
 from ..db.dialect import insert_ignore
+from ..db.dialect import inserted as inserted_row
 from ..errors import NotFound, Refused
 from ..protocol import Records
 from ..rules.names import bad_key_values
@@ -87,7 +88,7 @@ def register_run(
     run_id, deleted_at = db.conn.execute(
         select(runs.c.id, runs.c.deleted_at).where(_same_run(db, runname, values))
     ).one()
-    if inserted.rowcount:
+    if inserted_row(inserted):
         db.emit(run_id=run_id, state=state, status=status, runname=runname, target=target)
     elif deleted_at is not None:  # the only way back for a deleted run (C.19)
         revived = {"state": state, "status": status, "event_time": db.now, "deleted_at": None}
