@@ -400,3 +400,34 @@ def test_a_damaged_server_record_is_no_server(area):
     os.chmod(area.dir / "server.json", 0o600)
     area.ok("set-var", "x", "2")
     assert area.ok("get-var", "x").out == "2\n" and len(area.server_pids()) == 1
+
+
+def test_a_failed_connection_reads_server_json_again_before_concluding(area, monkeypatch):
+    """NFS: a client may see an old copy of server.json for seconds. A connection that fails makes
+    the client read the record again; a newer one is used at once (a read is not sent to the
+    database directly, a write starts no server)."""
+    from dbtool.core import client
+    from dbtool.core.area import Area as CoreArea
+    from dbtool.core.commands import COMMANDS
+
+    area.ok("set-var", "x", "1")
+    live = area.server_info
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    stale = {**live, "port": dead_port, "instance": "0123456789ab"}
+    seen = []
+    real = client.read_server_info
+
+    def cached_then_fresh(a):
+        seen.append(1)
+        return stale if len(seen) == 1 else real(a)
+
+    monkeypatch.setattr(client, "read_server_info", cached_then_fresh)
+    core_area = CoreArea(str(area.root))
+    reply = client.call(core_area, COMMANDS["get-var"], {"var": "x"}, timeout=10)
+    assert reply.result == 1 and reply.request_id and reply.request_id.startswith(live["instance"])
+    assert len(seen) == 3  # the stale copy, the re-read after the failure, the fresh one used
+    seen.clear()
+    client.call(core_area, COMMANDS["set-var"], {"var": "y", "value": "2"}, timeout=10)
+    assert area.server_info["instance"] == live["instance"] and area.server_pids() == [live["pid"]]
