@@ -176,9 +176,12 @@ class Writer:
         self.loop = loop
         self.on_commit = on_commit
         self.max_batch = max_batch
-        self.on_loop = on_loop  # False: every group runs in the I/O thread (no WAL: writes may wait)
+        self.sqlite = engine.dialect.name == "sqlite"
+        # False: every group runs in the I/O thread (no WAL: writes may wait; PostgreSQL: over the network)
+        self.on_loop = on_loop and self.sqlite
         # SQLite counts the rows each statement changed: a group can do without savepoints (see above)
-        self.counted = engine.dialect.name == "sqlite"
+        self.counted = self.sqlite
+        self.begin_sql = "BEGIN IMMEDIATE" if self.sqlite else "BEGIN"
         self.last_seq = last_seq  # the single writer numbers the change events itself
         self.queue: deque[Job] = deque()
         self.active = 0  # jobs of the group being committed right now
@@ -203,6 +206,8 @@ class Writer:
     def _connect(self) -> None:
         self.conn = self.engine.connect()
         self.raw = self.conn.connection.driver_connection
+        if not self.sqlite:  # transactions are begun and ended by the writer's own statements, as on SQLite
+            self.raw.autocommit = True
         storage = self.storage
         if storage is not None and storage.journal_mode == "WAL":
             self.raw.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the WAL files are open now
@@ -380,7 +385,8 @@ class Writer:
     def _group_in_thread(self, batch: list[Job]) -> None:
         """A whole group (begin, requests, commit) in the I/O thread; a failed group is retried alone."""
         try:
-            self.raw.execute("BEGIN IMMEDIATE")
+            self._ensure_connected()
+            self.raw.execute(self.begin_sql)
             statements = self._run_jobs(batch, check_duplicates=len(batch) == 1)
             last_seq = self._flush(statements, batch)
             self._commit()
@@ -519,10 +525,32 @@ class Writer:
 
     def _abort(self) -> None:
         try:
-            if self.raw.in_transaction:
+            if self._in_transaction():
                 self.raw.execute("ROLLBACK")
+        except self.dbapi.Error as err:
+            if self.sqlite:
+                raise
+            log.warning("lost the connection to the database (%s); a new one is made for the next group", err)
         finally:
-            self.conn.rollback()
+            try:
+                self.conn.rollback()
+            except DBAPIError:
+                pass
+
+    def _in_transaction(self) -> bool:
+        if self.sqlite:
+            return self.raw.in_transaction
+        return self.raw.info.transaction_status != 0  # psycopg's pq.TransactionStatus.IDLE
+
+    def _ensure_connected(self) -> None:
+        """PostgreSQL: a connection the server closed (a restart, a failover) is replaced before a group."""
+        if self.sqlite or not self.raw.closed:
+            return
+        try:
+            self.conn.close()
+        except DBAPIError:
+            pass
+        self._connect()
 
     def _run_job(self, statements: Statements, job: Job, check_duplicate: bool, savepoint: bool) -> None:
         if check_duplicate and job.idem is not None:
@@ -545,7 +573,7 @@ class Writer:
         except Exception as err:
             if savepoint:
                 self._roll_back(cursor, err)
-            elif not self.raw.in_transaction or _spoils_group(err, self.dbapi):
+            elif not self._in_transaction() or _spoils_group(err, self.dbapi):
                 raise GroupFailed(err) from err
             elif self.raw.total_changes != changes:
                 raise RunAlone(err) from err  # it wrote before failing: only a savepoint can undo that
@@ -626,8 +654,13 @@ def _job_error(job: Job, err: Exception, dbapi) -> DbtoolError:
 
 
 def _spoils_group(err: Exception, dbapi) -> bool:
-    """A failure of the storage (not of the request): the group's transaction cannot stand."""
-    return _is_database_error(err, dbapi) and not _is_integrity_error(err, dbapi) and _is_storage_error(err)
+    """A failure of the storage (not of the request): the group's transaction cannot stand. On
+    PostgreSQL also a lost connection, a deadlock or a serialization failure (OperationalError)."""
+    if not _is_database_error(err, dbapi) or _is_integrity_error(err, dbapi):
+        return False
+    if dbapi.__name__ != "sqlite3" and isinstance(getattr(err, "orig", err), dbapi.OperationalError):
+        return True
+    return _is_storage_error(err)
 
 
 def _is_database_error(err: Exception, dbapi) -> bool:
