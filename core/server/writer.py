@@ -71,6 +71,8 @@ from .storage import CLOSE_WAIT
 if TYPE_CHECKING:
     from .storage import Storage
 
+EVENTS_LOCK = 0x64627400  # PostgreSQL advisory lock ("dbt\0") held by the transaction appending events
+
 log = logging.getLogger("dbtool.server")
 
 EVENT_COLUMNS = ("seq", *EVENT_FIELDS)  # an events row as the writer stores it
@@ -182,7 +184,7 @@ class Writer:
         # SQLite counts the rows each statement changed: a group can do without savepoints (see above)
         self.counted = self.sqlite
         self.begin_sql = "BEGIN IMMEDIATE" if self.sqlite else "BEGIN"
-        self.last_seq = last_seq  # the single writer numbers the change events itself
+        self.last_seq = last_seq  # the writer numbers the change events itself (see _append_point)
         self.queue: deque[Job] = deque()
         self.active = 0  # jobs of the group being committed right now
         self.stopping = False
@@ -423,6 +425,8 @@ class Writer:
         """
         done = [job for job in batch if job.error is None and not job.duplicate]
         seq = self.last_seq
+        if not self.sqlite and any(job.events for job in done):
+            seq = self._append_point(statements)
         rows = []
         for job in done:
             for event in job.events:
@@ -441,6 +445,14 @@ class Writer:
             build = lambda: insert(t).values({k: bindparam(k) for k in IDEM_COLUMNS})  # noqa: E731
             statements.execute_tuples("idem_put", build, IDEM_COLUMNS, keys)
         return seq
+
+    def _append_point(self, statements: Statements) -> int:
+        """PostgreSQL, where other servers may write to the same database: the group takes the
+        events lock (held until its commit) and numbers its events after the last one stored. So
+        events are appended one transaction at a time, in commit order, without gaps."""
+        statements.cursor.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
+        statements.cursor.execute("SELECT coalesce(max(seq), 0) FROM events")
+        return int(statements.cursor.fetchone()[0])
 
     def _commit(self) -> None:
         lost = self._files_lost()
