@@ -9,6 +9,9 @@
   then does the client send its own proof with the request. A listener that does not hold the
   area's key (a process that took a dead server's port, another area's server) gets a random
   challenge and nothing else; the client treats it like a dead server (``Stale``).
+* Off the loopback (or with ``server.tls = "always"``) the connection is TLS 1.3 from its first
+  byte, and the server's certificate must be the one the record pins (``core/tls.py``) before
+  anything else is sent.
 * ``start_server`` starts one server under ``.dbtool/start.lock`` (many racing clients start
   exactly one) after checking that the record is really dead (``server.lock`` is free).
 
@@ -441,16 +444,13 @@ def _spawn(area: Area, deadline: float, options: dict) -> dict:
             argv += [f"--{name.replace('_', '-')}", str(value)]
     log_path = os.path.join(area.logs_dir, "server.log")
     pid = _daemon(argv, area.root, log_path)
-    info = _wait_for_server(area, deadline, pid, log_path)
-    if info is None:  # (not with a pid: it returns a record or raises)
-        raise Unavailable(f"the server did not come up; see {log_path}")
-    return info
+    return _wait_for_server(area, deadline, pid, log_path)
 
 
 def _wait_for_server(area: Area, deadline: float, pid: int | None, log_path: str | None) -> dict | None:
-    """The record of the server that comes up. For a server we started (``pid``): an error when it
-    dies first. For one that holds the lock without a record (``pid`` None): None when it lets go
-    of the lock without serving (it was stopping, not starting), so the caller starts one."""
+    """The record of the server that comes up. For the server we started (``pid``): an error when
+    it dies first. For one that holds the lock without a record (``pid`` None): None when it lets
+    go of the lock without serving (it was stopping, not starting), so the caller starts one."""
     while True:
         live = ping_info(area)
         if live is not None:
