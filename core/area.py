@@ -285,6 +285,13 @@ def load_config(area: Area) -> dict:
     for (section, name), rule in SETTINGS.items():
         if name in merged[section]:
             merged[section][name] = _checked(area, section, name, merged[section][name], *rule)
+    url = os.environ.get("DBTOOL_DB_URL") or merged["db"].get("url")
+    if url:  # never serve the area's SQLite file while the user means another database
+        where = "$DBTOOL_DB_URL" if os.environ.get("DBTOOL_DB_URL") else f"db.url in {area.config_path}"
+        raise Refused(
+            f"{where} names a database server, but this dbtool keeps an area in its own SQLite file "
+            f"({area.db_path}) only; unset it to use that file"
+        )
     merged["area"]["root"] = area.root
     return merged
 
