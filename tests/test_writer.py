@@ -147,11 +147,10 @@ def test_a_request_refused_before_writing_does_not_restart_the_group(writer_area
     assert (writer.groups, writer.committed) == (1, 2)  # one transaction, two requests in it
 
 
+@pytest.mark.parametrize("writer_area", ["postgresql"], indirect=True)  # (SQLite: one server per file)
 def test_two_writers_on_one_postgresql_database_append_events_in_turn(writer_area):
     """Front-ends on several hosts write to one PostgreSQL database: their events are numbered by
     the database's last one under a lock held to the commit, so none collide and none is missing."""
-    if writer_area.dialect.name != "postgresql":
-        pytest.skip("one SQLite file has one server (server.lock): a second writer never runs")
     other = postgres_engine(PG_URL, WRITE_ROLE, pool_size=1, search_path=writer_area.test_schema)
     set_var = lookup("set-var")
 
