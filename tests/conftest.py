@@ -113,6 +113,17 @@ def kill_area(root: str) -> None:
             pass
 
 
+def query(area, sql: str, *args) -> list[tuple]:
+    """Rows of an area's SQLite database, read in the test process (a connection of its own)."""
+    import sqlite3
+
+    con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

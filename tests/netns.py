@@ -140,18 +140,13 @@ class Farm:
             if proc.poll() is None:
                 proc.kill()
         pids = self.pids()
-        for pid in pids:
-            _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.05)
-            pids = self.pids()
-        for pid in pids:
-            _signal(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.05)
-            pids = self.pids()
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # politely first, then for good
+            for pid in pids:
+                _signal(pid, sig)
+            deadline = time.monotonic() + 5
+            while pids and time.monotonic() < deadline:
+                time.sleep(0.05)
+                pids = self.pids()
         for proc in self.procs:
             try:
                 proc.wait(timeout=5)

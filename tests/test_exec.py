@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,18 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import dbtool_argv, wait_for
+from conftest import dbtool_argv, query, wait_for
 from dbtool.core.errors import Refused
 
 PY = sys.executable
-
-
-def query(area, sql: str, *args) -> list[tuple]:
-    con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture

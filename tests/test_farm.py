@@ -21,7 +21,7 @@ from pathlib import Path
 
 import netns
 import pytest
-from conftest import Result, area_processes, kill_area, wait_for
+from conftest import Result, _alive, area_processes, kill_area, wait_for
 
 PY = sys.executable
 HERE = Path(__file__).resolve().parent
@@ -171,14 +171,6 @@ class Writers:
         errors = {name: (self.tmp / f"{name}.stderr").read_text()[-500:] for name in bad}
         assert not bad, f"{len(bad)} of {len(codes)} writers failed: {bad} {errors}"
         return self.records()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _brief(info: dict | None) -> dict | None:

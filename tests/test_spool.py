@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 
 import pytest
-from conftest import kill_area, wait_for
+from conftest import kill_area, query, wait_for
 
 PY = sys.executable
 JOB = "import sys; print('JOB-RAN', flush=True); print('x' * 200_000); sys.exit(3)"  # more than a pipe holds
-
-
-def query(area, sql: str, *args) -> list[tuple]:
-    con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 def _mount(path, *options: str) -> None:

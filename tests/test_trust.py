@@ -4,6 +4,7 @@ B3, B4, B5)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -325,6 +326,25 @@ def read_until(watch: subprocess.Popen, last: int) -> list[int]:
     return seqs
 
 
+@contextlib.contextmanager
+def _stopped(area, watch: subprocess.Popen):
+    """A `dbtool watch` process, once subscribed, stopped (SIGSTOP) for the block: it reads nothing."""
+    assert wait_for(lambda: area.ok("server", "status", "--json").json["subscribers"] == 1)
+    os.kill(watch.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(watch.pid, signal.SIGCONT)
+
+
+def _flood(area, prefix: str, count: int = 3000) -> None:
+    """Events of 8 kB each: they fill the socket buffers (several MiB on loopback) quickly."""
+    big = "x" * 8000
+    with Raw(area) as raw:
+        for i in range(count):
+            assert raw.request("set-var", {"var": f"{prefix}{i}", "value": big}, idem=f"{prefix}-{i}")["ok"]
+
+
 def test_a_stalled_watcher_is_dropped_then_resumes_with_no_gap_and_no_repeat(area):
     """F4 and F9: a watcher that stops reading does not hold its slot for good; when it reads
     again it resubscribes from its last event: every event once, in order."""
@@ -332,16 +352,9 @@ def test_a_stalled_watcher_is_dropped_then_resumes_with_no_gap_and_no_repeat(are
     area.set_config("server", "watch_stall_timeout", "2")
     area.ok("set-var", "warm", "1")
     watch = area.popen("watch", "--json", "--since", "0")
-    assert wait_for(lambda: area.ok("server", "status", "--json").json["subscribers"] == 1)
-    os.kill(watch.pid, signal.SIGSTOP)
-    try:
-        big = "x" * 8000  # events that fill the socket buffers (several MiB on loopback) quickly
-        with Raw(area) as raw:
-            for i in range(3000):
-                assert raw.request("set-var", {"var": f"v{i}", "value": big}, idem=f"w{i}")["ok"]
+    with _stopped(area, watch):
+        _flood(area, "v")
         assert wait_for(lambda: area.ok("server", "status", "--json").json["subscribers"] == 0, timeout=60)
-    finally:
-        os.kill(watch.pid, signal.SIGCONT)
     last = area.ok("server", "status", "--json").json["last_event_seq"]
     seqs = read_until(watch, last)
     assert seqs == list(range(1, last + 1)), (len(seqs), last, [a for a, b in pairwise(seqs) if b != a + 1][:5])
@@ -352,15 +365,8 @@ def test_resync_repeats_no_event(area):
     area.set_config("server", "watch_queue", "100")
     area.ok("set-var", "warm", "1")
     watch = area.popen("watch", "--json", "--since", "1")
-    assert wait_for(lambda: area.ok("server", "status", "--json").json["subscribers"] == 1)
-    os.kill(watch.pid, signal.SIGSTOP)
-    try:
-        value = "x" * 8000  # enough to fill the socket buffers, so that the watcher's queue overflows
-        with Raw(area) as raw:
-            for i in range(3000):
-                raw.request("set-var", {"var": f"w{i}", "value": value}, idem=f"r{i}")
-    finally:
-        os.kill(watch.pid, signal.SIGCONT)
+    with _stopped(area, watch):
+        _flood(area, "w")  # the watcher's queue overflows: it is told to resync
     last = area.ok("server", "status", "--json").json["last_event_seq"]
     seqs = read_until(watch, last)
     assert seqs == list(range(2, last + 1)), [a for a, b in pairwise(seqs) if b != a + 1][:5]
