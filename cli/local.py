@@ -13,6 +13,7 @@ from dbtool.core.area import (
     ensure_private_dir,
     find_area,
     load_config,
+    mark_shared,
     remove_file,
     render_config,
     validate_keys,
@@ -44,30 +45,73 @@ def _public(info: dict) -> dict:
 # -- init ------------------------------------------------------------------------------------------
 
 
-def init(opts: GlobalOptions, *, path: str = ".", keys: list[str]) -> int:
+def init(opts: GlobalOptions, *, path: str = ".", keys: list[str], db_url: str | None = None) -> int:
     """Create the area atomically: everything is checked first, .dbtool is built in a temporary
-    sibling and renamed into place, so a failure (or a racing init) leaves nothing half-made."""
+    sibling and renamed into place, so a failure (or a racing init) leaves nothing half-made.
+    With ``db_url`` the data goes to PostgreSQL: its schema is made (or checked) first."""
     keys = validate_keys(list(keys))
     area = Area(path)
+    if db_url is not None and not db_url.strip():
+        raise Refused("--db-url is empty; give postgresql://USER@HOST:PORT/DBNAME, or leave it out for SQLite")
     if not area.exists():
         _check_new_area(area)
+        if db_url:
+            prepare_postgres(db_url, keys)
         made = _make_dirs(area.root)
         try:
-            created = _build_dot_dir(area, keys)
+            created = _build_dot_dir(area, keys, db_url or "")
         except BaseException:
             _remove_dirs(made)
             raise
         if created:
-            emit(f"created dbtool area {area.root} (keys: {', '.join(keys)})\n")
+            where = f" in {redacted(db_url)}" if db_url else ""
+            emit(f"created dbtool area {area.root} (keys: {', '.join(keys)}){where}\n")
             return 0
-    existing = list(load_config(area)["area"].get("keys") or [])  # an area (perhaps a racing init's)
+    config = load_config(area)  # an area (perhaps a racing init's)
+    existing = list(config["area"].get("keys") or [])
     if existing != keys:
         raise Refused(
             f"{area.root} is already a dbtool area with keys {','.join(existing)}; "
             f"it cannot change to {','.join(keys)} (use another directory)"
         )
-    _create_database(area.db_path, keys)  # same keys: a no-op (tables added since are created)
+    url = config["db"].get("url") or ""
+    if db_url and db_url != url:
+        raise Refused(
+            f"{area.root} is already a dbtool area, kept in {redacted(url) if url else area.db_path}; "
+            f"to move it to {redacted(db_url)}, run `dbtool migrate --to URL`"
+        )
+    if url:
+        prepare_postgres(url, keys)
+    else:
+        _create_database(area.db_path, keys)  # same keys: a no-op (tables added since are created)
     return 0
+
+
+def redacted(url: str) -> str:
+    from dbtool.core.db.engine import redact_url
+
+    return redact_url(url)
+
+
+def prepare_postgres(url: str, keys: list[str]) -> None:
+    """Create the area's schema in a PostgreSQL database, or check the one there (the same keys)."""
+    from dbtool.core.area import check_db_url
+    from dbtool.core.db import postgres
+    from dbtool.core.db.engine import ADMIN, postgres_engine
+    from sqlalchemy.exc import DBAPIError
+
+    check_db_url(url, "--db-url")
+    try:
+        engine = postgres_engine(url, ADMIN)
+    except ImportError:
+        raise Refused("PostgreSQL needs the driver psycopg: pip install 'dbtool[postgres]'") from None
+    try:
+        with engine.connect() as conn, conn.begin():
+            postgres.prepare(conn, url, keys, __version__)
+    except DBAPIError as err:
+        raise postgres.failure(err, url) from None
+    finally:
+        engine.dispose()
 
 
 def _check_new_area(area: Area) -> None:
@@ -103,7 +147,7 @@ def _remove_dirs(dirs: list[str]) -> None:
             pass
 
 
-def _build_dot_dir(area: Area, keys: list[str]) -> bool:
+def _build_dot_dir(area: Area, keys: list[str], url: str = "") -> bool:
     """Build .dbtool (logs/, the database, config.toml) in a temporary sibling and rename it into
     place; False when another init made the area meanwhile (the caller then compares keys)."""
     import shutil
@@ -114,10 +158,13 @@ def _build_dot_dir(area: Area, keys: list[str]) -> bool:
     except OSError as err:
         raise Refused(f"cannot create {area.dir}: {err.strerror or err}") from None
     try:
-        ensure_private_dir(os.path.join(tmp, "logs"))
-        _create_database(os.path.join(tmp, os.path.basename(area.db_path)), keys)
+        if url:  # the data is in PostgreSQL; each host's front-end keeps its record under hosts/
+            mark_shared(tmp)
+        else:
+            ensure_private_dir(os.path.join(tmp, "logs"))
+            _create_database(os.path.join(tmp, os.path.basename(area.db_path)), keys)
         with open(os.path.join(tmp, os.path.basename(area.config_path)), "w", encoding="utf-8") as f:
-            f.write(render_config(keys))
+            f.write(render_config(keys, url))
         try:
             os.rename(tmp, area.dir)  # replaces nothing but an empty directory
         except OSError:

@@ -12,6 +12,12 @@ from stat import S_ISREG
 from .errors import Refused
 
 DOT_DIR = ".dbtool"
+HOSTS_DIR = "hosts"  # front-ends over a database server, one folder per host (see Area.run_dir)
+SHARED_MARKER = "shared"  # .dbtool/shared: the area's data is on a database server (see Area.shared)
+SHARED_TEXT = (
+    "This area's data is in PostgreSQL (db.url in config.toml). Each host runs a front-end of its own,\n"
+    "which keeps its server.json, locks and logs in hosts/<host>/.\n"
+)
 
 # Columns of the runs table that a key may not shadow (reference A.1, plus our own columns).
 RESERVED_KEY_NAMES = frozenset(
@@ -52,24 +58,45 @@ class Area:
         return self.path("dbtool.db")
 
     @property
+    def shared(self) -> bool:
+        """Whether the area's data lives on a database server (PostgreSQL), where every host runs a
+        front-end of its own: ``$DBTOOL_DB_URL`` is set, or init/migrate wrote ``.dbtool/shared``
+        (one stat, so the client's path needs no config.toml)."""
+        return bool(os.environ.get("DBTOOL_DB_URL")) or os.path.exists(self.path(SHARED_MARKER))
+
+    @property
+    def run_dir(self) -> str:
+        """Where this area's server keeps its record, locks and logs: ``.dbtool/`` itself, or for a
+        shared area this host's folder, ``.dbtool/hosts/<host>/`` (``$DBTOOL_HOSTNAME`` honoured; with
+        ``$DBTOOL_DB_URL``, ``<host>@<crc of the URL>``, so that each database has front-ends of its own)."""
+        override = os.environ.get("DBTOOL_DB_URL")
+        if override:  # a front-end of that database only: its folder is named after the URL too
+            import zlib
+
+            return self.path(HOSTS_DIR, f"{host_part()}@{zlib.crc32(override.encode()):08x}")
+        if self.shared:
+            return self.path(HOSTS_DIR, host_part())
+        return self.dir
+
+    @property
     def config_path(self) -> str:
         return self.path("config.toml")
 
     @property
     def server_json(self) -> str:
-        return self.path("server.json")
+        return os.path.join(self.run_dir, "server.json")
 
     @property
     def server_lock(self) -> str:
-        return self.path("server.lock")
+        return os.path.join(self.run_dir, "server.lock")
 
     @property
     def start_lock(self) -> str:
-        return self.path("start.lock")
+        return os.path.join(self.run_dir, "start.lock")
 
     @property
     def logs_dir(self) -> str:
-        return self.path("logs")
+        return os.path.join(self.run_dir, "logs")
 
     def exists(self) -> bool:
         return os.path.isfile(self.config_path)
@@ -91,6 +118,16 @@ class Area:
 
     def __repr__(self) -> str:
         return f"Area({self.root!r})"
+
+
+def host_part() -> str:
+    """This host as a file name: dbtool's name for it ($DBTOOL_HOSTNAME, else the system's), with
+    anything but ASCII letters, digits, '.', '_' and '-' written '_' and no leading dot."""
+    import _socket  # (the C module: ``socket`` costs milliseconds to import)
+
+    name = os.environ.get("DBTOOL_HOSTNAME") or _socket.gethostname()
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name)
+    return name.lstrip(".")[:64] or "host"
 
 
 def find_area(explicit: str | None = None, cwd: str | None = None) -> Area:
@@ -228,6 +265,9 @@ log_max_bytes = 16777216
 synchronous = "FULL"
 # "auto" = WAL on local disks, a rollback journal (DELETE) on network filesystems.
 journal_mode = "auto"
+# "" = the area's own SQLite file (.dbtool/dbtool.db); postgresql://USER@HOST:PORT/DBNAME = a
+# PostgreSQL database, served by a front-end on each host (see `dbtool init --db-url`).
+url = "{url}"
 # true: freeze the area; the server refuses every write.
 read_only = false
 # Cap on the database size in MB (0 = none); writes past it are refused.
@@ -263,8 +303,10 @@ def validate_keys(keys: list[str]) -> list[str]:
     return keys
 
 
-def render_config(keys: list[str]) -> str:
-    return _CONFIG_TEMPLATE.format(keys=", ".join(f'"{k}"' for k in keys))
+def render_config(keys: list[str], url: str = "") -> str:
+    import json
+
+    return _CONFIG_TEMPLATE.format(keys=", ".join(f'"{k}"' for k in keys), url=json.dumps(url)[1:-1])
 
 
 def load_config(area: Area) -> dict:
@@ -285,15 +327,26 @@ def load_config(area: Area) -> dict:
     for (section, name), rule in SETTINGS.items():
         if name in merged[section]:
             merged[section][name] = _checked(area, section, name, merged[section][name], *rule)
-    url = os.environ.get("DBTOOL_DB_URL") or merged["db"].get("url")
-    if url:  # never serve the area's SQLite file while the user means another database
-        where = "$DBTOOL_DB_URL" if os.environ.get("DBTOOL_DB_URL") else f"db.url in {area.config_path}"
-        raise Refused(
-            f"{where} names a database server, but this dbtool keeps an area in its own SQLite file "
-            f"({area.db_path}) only; unset it to use that file"
-        )
+    override = os.environ.get("DBTOOL_DB_URL")
+    if override:  # for this command only: never written to config.toml
+        merged["db"]["url"] = override
+    if merged["db"].get("url"):
+        check_db_url(merged["db"]["url"], "$DBTOOL_DB_URL" if override else f"db.url in {area.config_path}")
+    merged["db"]["url_from"] = "$DBTOOL_DB_URL" if override else f"db.url in {area.config_path}"
     merged["area"]["root"] = area.root
     return merged
+
+
+def check_db_url(url: str, where: str) -> None:
+    """Refuse a database URL that is not PostgreSQL's (naming it without a password)."""
+    scheme, sep, _rest = url.partition("://")
+    if sep and scheme.split("+")[0] in ("postgresql", "postgres"):
+        return
+    shown = url if "@" not in url else f"{scheme}://..."
+    raise Refused(
+        f"{where} = {shown!r} is not a PostgreSQL URL; dbtool keeps an area in its own SQLite file "
+        '(db.url = "") or in PostgreSQL (postgresql://USER@HOST:PORT/DBNAME)'
+    )
 
 
 def _checked(area: Area, section: str, name: str, value: object, kind: str, rule: object) -> object:
@@ -331,6 +384,45 @@ def _toml(value: object) -> str:
 
         return json.dumps(value)
     return str(value)
+
+
+def set_setting(area: Area, section: str, name: str, value: str) -> None:
+    """Set ``section.name`` in config.toml to a string, keeping every other line and comment (the
+    file is replaced atomically)."""
+    import json
+
+    literal = f"{name} = {json.dumps(value)}"
+    with open(area.config_path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    current, header, placed = None, None, False
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stripped[1:-1].strip()
+            if current == section:
+                header = i
+        elif current == section and stripped.split("=", 1)[0].strip() == name and "=" in stripped:
+            lines[i], placed = literal, True
+            break
+    if not placed:
+        if header is None:
+            lines += ["", f"[{section}]", literal]
+        else:
+            lines.insert(header + 1, literal)
+    tmp = f"{area.config_path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(tmp, os.stat(area.config_path).st_mode & 0o777)
+    os.replace(tmp, area.config_path)
+
+
+def mark_shared(area_dir: str, share_group: bool = False) -> None:
+    """Record in an area's .dbtool/ that its data is on a database server (see ``Area.shared``)."""
+    ensure_private_dir(os.path.join(area_dir, HOSTS_DIR), share_group)
+    path = os.path.join(area_dir, SHARED_MARKER)
+    if not os.path.exists(path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(SHARED_TEXT)
 
 
 def ensure_private_dir(path: str, share_group: bool = False) -> None:

@@ -455,7 +455,8 @@ command(
     "init",
     LOCAL,
     "local:init",
-    "Create a dbtool area: PATH/.dbtool with config.toml and the database holding the full schema.\n\n"
+    "Create a dbtool area: PATH/.dbtool with config.toml and the database holding the full schema (an "
+    "SQLite file in .dbtool/, or with --db-url a PostgreSQL database).\n\n"
     "Re-running with the same keys is a no-op; different keys are refused.",
     Param("path", "str", "directory of the area (default: the current directory)", positional=True, default="."),
     Param(
@@ -465,6 +466,22 @@ command(
         required=True,
         max=MAX_KEYS,
     ),
+    Param(
+        "db_url",
+        "str",
+        "keep the area's data in PostgreSQL (postgresql://USER@HOST:PORT/DBNAME) instead of its own SQLite "
+        "file: the schema is created there, or checked when present (areas with the same keys may share one "
+        "database); each host then runs a front-end of its own",
+    ),
+)
+command(
+    "migrate",
+    LOCAL,
+    "migrate:migrate",
+    "Move an SQLite area into an empty PostgreSQL database: stop the area's server, copy every table "
+    "(events, idempotency keys and metadata too) with ids kept, print each table's count in both, then "
+    "switch config.toml's db.url to it. The SQLite file is left as it was.",
+    Param("to", "str", "the PostgreSQL database: postgresql://USER@HOST:PORT/DBNAME (empty)", required=True),
 )
 SERVER_START_PARAMS = (
     Param("foreground", "bool", "run the server in this process instead of detaching it"),

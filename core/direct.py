@@ -27,11 +27,14 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
     from .db.schema import schema_for
     from .handlers import resolve
 
-    if not os.path.exists(area.db_path):
+    config = load_config(area)
+    url = config["db"].get("url") or ""
+    if not url and not os.path.exists(area.db_path):
         raise Refused(f"{area.db_path} does not exist; re-create the area with `dbtool init`")
     params = cmd.bind_wire(params)
-    config = load_config(area)
     ctx = RequestContext(f"direct-{os.getpid()}", cmd.name, params, client_identity())
+    if url:
+        return _run_postgres(area, cmd, params, ctx, config, url)
     ctx.note("debug", "direct", f"read {area.db_path} read-only (no server running)")
     try:
         engine = direct_engine(area.db_path)
@@ -52,6 +55,42 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
     finally:
         engine.dispose()
     return Reply(result, ctx.log, ctx.id)  # Records as they are, like a server's packed answer
+
+
+def _run_postgres(area: Area, cmd: Command, params: dict, ctx: RequestContext, config: dict, url: str) -> Reply:
+    """The same read on the area's PostgreSQL database, in a read-only transaction."""
+    from sqlalchemy.exc import DBAPIError
+
+    from .db import postgres
+    from .db.context import Db
+    from .db.engine import DIRECT, postgres_engine, redact_url
+    from .db.schema import schema_for
+    from .handlers import resolve
+
+    ctx.note("debug", "direct", f"read {redact_url(url)} read-only (no front-end running on this host)")
+    try:
+        engine = postgres_engine(url, DIRECT)
+    except ImportError:
+        raise Refused("the area is in PostgreSQL: that needs psycopg (pip install 'dbtool[postgres]')") from None
+    try:
+        with activate(ctx), engine.connect() as conn, conn.begin():
+            keys = postgres.area_keys(conn, url)
+            if not keys:
+                raise Refused(f"the database {redact_url(url)} holds no dbtool area yet; a write creates it")
+            _check_schema(conn, area)
+            result = resolve(cmd.handler)(Db(conn, schema_for(keys), ctx, config), **params)
+    except DbtoolError as err:
+        err.extra.setdefault("log", ctx.log)
+        raise
+    except DBAPIError as err:
+        if postgres.connection_lost(err) or postgres.sqlstate(err) in postgres.REFUSING:
+            raise postgres.failure(err, url, "cannot read") from None
+        raise StorageError(f"cannot read {redact_url(url)}: {postgres.reason(err, url)}") from None
+    except Exception as err:
+        raise Internal(f"internal error in {cmd.name} (direct read): {type(err).__name__}: {err}") from err
+    finally:
+        engine.dispose()
+    return Reply(result, ctx.log, ctx.id)
 
 
 def _check_schema(conn, area: Area) -> None:

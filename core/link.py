@@ -87,13 +87,14 @@ def _check_trusted(area: Area, st: os.stat_result, path: str, what: str) -> None
             f"({_user_name(owner)}) or you; if that is expected, ask its owner to run the server"
         )
     if what == "file":
+        folder = os.path.dirname(path)  # .dbtool/, or a shared area's .dbtool/hosts/<host>/
         try:
-            dir_st = os.lstat(area.dir)
+            dir_st = os.lstat(folder)
         except OSError:
             return
         if not stat.S_ISDIR(dir_st.st_mode):
-            raise Refused(f"refusing {area.dir}: it is not a directory")
-        _check_trusted(area, dir_st, area.dir, "directory")
+            raise Refused(f"refusing {folder}: it is not a directory")
+        _check_trusted(area, dir_st, folder, "directory")
 
 
 def _area_owner(area: Area) -> int:
@@ -406,6 +407,8 @@ def start_server(area: Area, deadline: float, options: dict | None = None) -> di
     """
     if not os.access(area.dir, os.W_OK):
         raise Refused(f"cannot start a server: {area.dir} {_why_unwritable(area.dir)}; reads work, writes cannot")
+    if area.shared:  # this host's front-end keeps its record and locks in a folder of its own
+        os.makedirs(area.run_dir, mode=0o700, exist_ok=True)
     lock = _take(area, area.start_lock, max(0.0, deadline - time.monotonic()))
     if lock is None:
         raise Unavailable(f"timed out waiting for {area.start_lock} (another client is starting the server)")

@@ -18,8 +18,7 @@ import json
 import os
 import time
 
-from .area import Area
-from .link import hostname
+from .area import Area, host_part
 
 DIR = "spool"
 CLAIMED = ".ingesting"
@@ -41,7 +40,7 @@ def append(area: Area, cmd: str, params: dict, idem: str, client: dict) -> str:
     data = (
         json.dumps({"cmd": cmd, "params": params, "idem": idem, "client": client, "time": time.time()}) + "\n"
     ).encode()
-    prefix = f"{_host_part()}-{os.getpid()}"
+    prefix = f"{host_part()}-{os.getpid()}"
     tmp = os.path.join(directory, f"{TEMP}{prefix}-{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -57,14 +56,6 @@ def append(area: Area, cmd: str, params: dict, idem: str, client: dict) -> str:
         _remove(tmp)
     _sync(directory)
     return path
-
-
-def _host_part() -> str:
-    """This host as spool file names give it: dbtool's own name for it ($DBTOOL_HOSTNAME, else the
-    system's, as in every report), with anything but ASCII letters, digits, '.', '_' and '-' written
-    '_' and no leading dot, so that it is always one plain file name."""
-    name = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in hostname())
-    return name.lstrip(".")[:64] or "host"
 
 
 def _name(tmp: str, directory: str, prefix: str) -> str:

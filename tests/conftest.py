@@ -114,9 +114,16 @@ def kill_area(root: str) -> None:
 
 
 def query(area, sql: str, *args) -> list[tuple]:
-    """Rows of an area's SQLite database, read in the test process (a connection of its own)."""
+    """Rows of an area's database, read in the test process (a connection of its own): its SQLite
+    file, or its PostgreSQL schema (the SQL written for SQLite, ``?`` parameters)."""
     import sqlite3
 
+    if getattr(area, "pg_schema", None):
+        import psycopg
+
+        with psycopg.connect(PG_URL, options=f"-csearch_path={area.pg_schema}", autocommit=True) as con:
+            cur = con.execute(sql.replace("%", "%%").replace("?", "%s"), args)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
     con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
     try:
         return con.execute(sql, args).fetchall()
@@ -135,9 +142,20 @@ def _alive(pid: int) -> bool:
 class Area:
     """A temp area plus helpers to run dbtool in it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pg_schema: str | None = None) -> None:
         self.root = root
         self.dir = root / ".dbtool"
+        self.pg_schema = pg_schema  # the area's data is in this PostgreSQL schema of the test database
+        self.backend = "postgresql" if pg_schema else "sqlite"
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the server of this host keeps server.json (a PostgreSQL area: hosts/<host>/)."""
+        if self.pg_schema or (self.dir / "shared").exists():
+            from dbtool.core.area import host_part
+
+            return self.dir / "hosts" / host_part()
+        return self.dir
 
     def run(self, *args: str, timeout: float = 120, input: str | None = None, env: dict | None = None) -> Result:
         proc = subprocess.run(
@@ -167,7 +185,7 @@ class Area:
     @property
     def server_info(self) -> dict | None:
         try:
-            return json.loads((self.dir / "server.json").read_text())
+            return json.loads((self.run_dir / "server.json").read_text())
         except FileNotFoundError:
             return None
 
@@ -217,9 +235,55 @@ def area_template(tmp_path_factory):
     return template
 
 
+def pytest_generate_tests(metafunc):
+    """A module that sets ``BACKENDS = ("sqlite", "postgresql")`` runs each of its tests that make
+    an area on each backend (``backend`` is then a parameter, not the fixture below)."""
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    if backends and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", backends)
+
+
 @pytest.fixture
-def make_area(tmp_path: Path, area_template):
-    """Factory of initialised areas (keys RELEASE,PLATFORM by default); stops their servers after."""
+def backend() -> str:
+    """The backend of the areas a test makes: SQLite unless its module asks for both (BACKENDS)."""
+    return "sqlite"
+
+
+def pg_area_url(schema: str) -> str:
+    """The URL of a PostgreSQL schema of the test database (the area's tables live there)."""
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+def new_pg_schema(keys: list[str] | None = None) -> str:
+    """A schema of the test database of its own (with an area's tables when ``keys`` are given)."""
+    import psycopg
+
+    schema = f"a_{os.getpid()}_{os.urandom(4).hex()}"
+    with psycopg.connect(PG_URL, autocommit=True) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    if keys:
+        from dbtool.core.db.engine import ADMIN, create_schema, postgres_engine
+
+        engine = postgres_engine(pg_area_url(schema), ADMIN)
+        with engine.connect() as conn, conn.begin():
+            create_schema(conn, keys, "test")
+        engine.dispose()
+    return schema
+
+
+def drop_pg_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as con:
+        con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def make_area(tmp_path: Path, area_template, backend):
+    """Factory of initialised areas (keys RELEASE,PLATFORM by default); stops their servers after.
+    On the PostgreSQL backend an area is what ``init --db-url`` makes: config.toml naming a schema
+    of its own (with the area's tables), and .dbtool/hosts/ for the hosts' front-ends."""
     import shutil
 
     made: list[Area] = []
@@ -228,14 +292,27 @@ def make_area(tmp_path: Path, area_template):
         root = tmp_path / name
         root.mkdir(parents=True, exist_ok=True)
         shutil.copytree(area_template(keys), root / ".dbtool")  # modes too (0700, 0600)
-        area = Area(root)
-        area.set_config("server", "idle_timeout", str(TEST_IDLE_TIMEOUT))
+        schema = None
+        if backend == "postgresql":
+            require_pg()
+            schema = new_pg_schema(keys.split(","))
+            for leftover in (root / ".dbtool").glob("dbtool.db*"):
+                leftover.unlink()
+            from dbtool.core.area import mark_shared
+
+            mark_shared(str(root / ".dbtool"))
+        area = Area(root, schema)
         made.append(area)
+        area.set_config("server", "idle_timeout", str(TEST_IDLE_TIMEOUT))
+        if schema:
+            area.set_config("db", "url", json.dumps(pg_area_url(schema)))
         return area
 
     yield make
     for area in made:
         kill_area(str(area.root))
+        if area.pg_schema:
+            drop_pg_schema(area.pg_schema)
 
 
 @pytest.fixture

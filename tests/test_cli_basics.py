@@ -8,6 +8,9 @@ import stat
 
 from conftest import dbtool_argv
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
+
 SECTION_A_TABLES = {
     "keys",
     "runs",
@@ -78,7 +81,7 @@ def test_write_autostarts_server_with_private_server_json(area):
     assert run_id == "1\n"
     info = area.server_info
     assert info is not None and info["address"] == "127.0.0.1"
-    assert stat.S_IMODE(os.stat(area.dir / "server.json").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(area.run_dir / "server.json").st_mode) == 0o600
     assert area.server_pids() == [info["pid"]]
     # same target and name → same id, existing run unchanged
     assert area.ok("register-run", "--target", "v1/linux", "--runname", "nightly", "--state", "X").out == "1\n"

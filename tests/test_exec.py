@@ -14,6 +14,8 @@ import pytest
 from conftest import dbtool_argv, query, wait_for
 from dbtool.core.errors import Refused
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
 PY = sys.executable
 
 
@@ -214,7 +216,10 @@ def test_unreachable_server_spools_reports_and_the_next_server_ingests_them(run,
     run.ok("server", "stop")
     assert run.wait_no_server()
     holder = subprocess.Popen(
-        [PY, "-c", HOLD_LOCK, str(run.dir / "server.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [PY, "-c", HOLD_LOCK, str(run.run_dir / "server.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"  # no server can start now
     try:
@@ -239,7 +244,7 @@ def test_unreachable_server_spools_reports_and_the_next_server_ingests_them(run,
     final = info(run, "offline")
     assert (final["state"], final["status"], final["comment"]) == ("COMPLETED", "FAIL", "exit code 7")
     assert list((run.dir / "spool").glob("*.jsonl*")) == []
-    assert (run.dir / "logs" / "server.log").read_text().count("ingested 1 spooled report(s)") == 2
+    assert (run.run_dir / "logs" / "server.log").read_text().count("ingested 1 spooled report(s)") == 2
 
 
 def test_step_mode_records_start_and_end(run):

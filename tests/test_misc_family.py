@@ -11,6 +11,8 @@ import pytest
 from conftest import handshake
 from dbtool.core.errors import NotFound, Refused
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
 
 @pytest.fixture
 def run(hdb):

@@ -8,6 +8,9 @@ import io
 
 import pytest
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
+
 ODD = "line one\nline\ttwo\r\\end"  # a newline, a tab, a carriage return and a backslash
 
 

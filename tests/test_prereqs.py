@@ -13,6 +13,8 @@ from dbtool.core.errors import Refused
 from dbtool.core.rules.prereqs import parse_itemmap
 from dbtool.core.rules.vocab import BADLY_ENDED_STATES, ENDED_STATES
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
 OK_STATUSES = ("PASS", "WARN", "CHECK", "WAIVED", "SKIP")
 
 

@@ -8,6 +8,8 @@ import json
 import pytest
 from dbtool.core.errors import Refused
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
 UNLOCK_HINT = "dbtool lock-unlock-run --run-id 1 --unlock"
 REVIVE_HINT = "register-run --target v1/linux --runname nightly"
 

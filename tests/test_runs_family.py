@@ -8,6 +8,8 @@ import re
 import pytest
 from dbtool.core.errors import NotFound, Refused
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
 
 @pytest.fixture
 def runs(hdb):

@@ -12,9 +12,11 @@ import time
 from conftest import handshake, wait_for
 from dbtool.core import PROTOCOL
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
 
 def server_starts(area) -> int:
-    log = area.dir / "logs" / "server.log"
+    log = area.run_dir / "logs" / "server.log"
     return log.read_text().count(" serving ") if log.exists() else 0
 
 

@@ -10,6 +10,8 @@ import sys
 import pytest
 from conftest import kill_area, query, wait_for
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
 PY = sys.executable
 JOB = "import sys; print('JOB-RAN', flush=True); print('x' * 200_000); sys.exit(3)"  # more than a pipe holds
 
@@ -89,7 +91,10 @@ def test_a_read_only_spool_never_keeps_the_job_from_running(area, tmp_path):
     spool = area.dir / "spool"
     _mount(spool, "ro", "size=1m")
     holder = subprocess.Popen(
-        [PY, "-c", HOLD_LOCK, str(area.dir / "server.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [PY, "-c", HOLD_LOCK, str(area.run_dir / "server.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"  # no server can start: every report is spooled

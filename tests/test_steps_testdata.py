@@ -30,6 +30,8 @@ from dbtool.core.rules.testdata import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
 # -- rules: parsing ----------------------------------------------------------------------------------
 
 
@@ -920,6 +922,6 @@ def test_the_client_starts_over_once_when_the_server_lost_its_upload(area, tmp_p
     assert code == 0
     assert _visible(area, test_id) == 250_000
     assert _count(area, "select count(*) from test_data_staged") == 0
-    log = [json.loads(line) for line in (area.dir / "logs" / "requests.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (area.run_dir / "logs" / "requests.jsonl").read_text().splitlines()]
     lost = [e for e in log if e["cmd"] == "test-data-upload-part" and not e["ok"]]
     assert [e["error"]["code"] for e in lost] == ["not_found"]  # it started over, once

@@ -9,6 +9,8 @@ import time
 import pytest
 from dbtool.core.errors import NotFound, Refused
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
 
 @pytest.fixture
 def run(hdb):

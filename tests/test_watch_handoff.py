@@ -7,6 +7,8 @@ import json
 
 from conftest import wait_for
 
+BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
+
 
 def subscribers(area) -> int:
     return area.ok("server", "status", "--json").json["subscribers"]

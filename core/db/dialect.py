@@ -117,3 +117,32 @@ def upsert(dialect: str, table: Any, values: dict, conflict: tuple[str, ...], up
     return stmt.on_conflict_do_update(
         index_elements=list(conflict), set_={name: stmt.excluded[name] for name in update}
     )
+
+
+def lock_row(db: Any, table: Any, row_id: int) -> None:
+    """PostgreSQL: lock one row for this transaction before what is read next depends on it, as a
+    roll-up does (its toplevel, then its run: every writer takes them in that order, test, toplevel,
+    run, so that concurrent front-ends wait for each other instead of deadlocking). SQLite has one
+    writer at a time: nothing to do."""
+    if db.dialect == "sqlite":
+        return
+    from sqlalchemy import bindparam, select
+
+    db.fast.rows(
+        ("lock_row", table.name),
+        lambda: select(table.c.id).where(table.c.id == bindparam("id")).with_for_update(),
+        {"id": row_id},
+    )
+
+
+def one_at_a_time(db: Any, lock: int) -> None:
+    """PostgreSQL: wait for, then hold until commit, the advisory lock ``lock`` (a chore that must
+    not run on two front-ends at once). SQLite: nothing (its writer is alone)."""
+    if db.dialect != "sqlite":
+        db.fast.rows(("advisory", lock), lambda: select_lock(lock), {})
+
+
+def select_lock(lock: int) -> Any:
+    from sqlalchemy import func, literal, select
+
+    return select(func.pg_advisory_xact_lock(literal(lock)))

@@ -170,7 +170,12 @@ def redact_url(url: str) -> str:
 def postgres_engine(url: str, role: str, *, pool_size: int = 4, search_path: str | None = None) -> Engine:
     """An engine on a PostgreSQL database for one role (write, read, direct or admin). Reads run in
     read-only transactions; ``search_path`` puts the area's tables in a schema of their own."""
+    from sqlalchemy.engine import make_url
+
     options = []
+    given = make_url(postgres_url(url)).query.get("options")  # the URL's own (say, -csearch_path=...)
+    if given:
+        options.extend([given] if isinstance(given, str) else given)
     if role in (READ, DIRECT):
         options.append("-c default_transaction_read_only=on")
     if search_path:

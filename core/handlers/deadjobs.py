@@ -9,6 +9,8 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select
 
 from ..db.context import Db
+from ..db.dialect import one_at_a_time
+from ..db.postgres import DEAD_JOBS_LOCK
 from ..errors import Refused
 from ..rules.deadjobs import CANDIDATE_STATES, DEAD_STATE, DEAD_STATUS, classify
 from .common import deleted_run_ids, require_run, require_test
@@ -65,6 +67,7 @@ def mark_incomplete(db: Db, *, run_id: int | None = None, deadtime: int | None =
     Deleted runs are left alone; a run id given must be a run that is not deleted."""
     if run_id is not None:
         require_run(db, run_id)
+    one_at_a_time(db, DEAD_JOBS_LOCK)  # front-ends over one PostgreSQL database mark in turn
     deadtime = _deadtime(db, deadtime)
     found = find_dead(db, run_id, deadtime, deadtime)
     marked = []

@@ -6,7 +6,7 @@ from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
-from ..db.dialect import insert_ignore
+from ..db.dialect import insert_ignore, lock_row
 from ..db.dialect import inserted as inserted_row
 from ..errors import NotFound, Refused
 from ..protocol import Records
@@ -360,6 +360,7 @@ def set_state_status_and_roll_up_run(
     """C.2 / SPEC 9.2: the run's state by the item roll-up rules applied to its toplevel tests, its
     status the worst of theirs (``roll_up_run``); stored on the run (under a lock too)."""
     run = require_run(db, run_id)
+    lock_row(db, db.t.runs, run_id)  # (PostgreSQL) after its tests' locks: see dialect.lock_row
     tests, r = db.t.tests.c, db.t.runs.c
     groups = db.conn.execute(
         select(tests.state, tests.status, func.count())

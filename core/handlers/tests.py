@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Text, and_, bindparam, cast, delete, func, insert, or_, select, update
 
 from ..db.context import Db
-from ..db.dialect import insert_ignore, like, regexp
+from ..db.dialect import insert_ignore, like, lock_row, regexp
 from ..errors import NotFound, Refused
 from ..protocol import Records
 from ..rules.regex import RegexError, compile_user
@@ -110,6 +110,8 @@ def apply_state_status(
 def roll_up_items(db: Db, run_id: int, testname: str, item_path: str, state: str, status: str) -> dict:
     """Recompute the toplevel's state/status from its items after one item changed (C.1 step 3b-h)."""
     t = db.t.tests.c
+    top_id = ensure_test(db, run_id, testname, "")
+    lock_row(db, db.t.tests, top_id)  # (PostgreSQL) its items as other front-ends left them, once they commit
     where = {"run_id": run_id, "testname": testname, "item_path": item_path}
     groups = db.fast.rows(
         "item_groups",
@@ -126,7 +128,6 @@ def roll_up_items(db: Db, run_id: int, testname: str, item_path: str, state: str
         where,
     )
     top_state, top_status = roll_up(merge_item(groups, state, status), state, status)
-    top_id = ensure_test(db, run_id, testname, "")
     current = db.fast.rows(
         "test_state", lambda: select(t.state, t.status).where(t.id == bindparam("id")), {"id": top_id}
     )
@@ -370,6 +371,7 @@ def top_test_set_per_pf_counts(db: Db, *, run_id: int, testname: str) -> dict:
     """C.3 legacy roll-up of a toplevel from its items, limited to this run (SPEC 9.5)."""
     require_run(db, run_id)
     top = _toplevel(db, run_id, testname)
+    lock_row(db, db.t.tests, top["id"])
     state, status = legacy_pf_rollup(
         [tuple(r) for r in _items(db, run_id, testname)], top["pass_count"] or 0, top["fail_count"] or 0
     )
@@ -382,6 +384,7 @@ def update_pass_fail_counts(db: Db, *, run_id: int, testname: str) -> dict:
     """C.3: the toplevel's pass/fail counts from its items in this run (SPEC 9.5)."""
     require_run(db, run_id)
     top = _toplevel(db, run_id, testname)
+    lock_row(db, db.t.tests, top["id"])
     statuses = [status for _state, status in _items(db, run_id, testname)]
     counts = {"pass_count": sum(s in PASS_LIKE for s in statuses), "fail_count": sum(s in FAIL_LIKE for s in statuses)}
     set_test_fields(db, top["id"], counts)

@@ -33,8 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import select
 
 from .. import PROTOCOL, __version__, spool, tls
-from ..area import Area, ensure_private_dir, load_config, remove_file
+from ..area import HOSTS_DIR, SHARED_MARKER, Area, ensure_private_dir, load_config, mark_shared, remove_file
 from ..commands import READ, SERVER, WRITE, Command, lookup
+from ..db import postgres
 from ..db.context import Db, client_label
 from ..db.engine import (
     checkpoint,
@@ -55,7 +56,7 @@ from . import resources, serverlog
 from .events import EventHub
 from .session import Session
 from .stats import Stats
-from .storage import READERS, Storage
+from .storage import READERS, EventTail, PostgresStorage, Storage
 from .writer import Writer
 
 log = logging.getLogger("dbtool.server")
@@ -93,6 +94,8 @@ class Server:
     ) -> None:
         self.area = area
         self.config = load_config(area)
+        self.db_url = str(self.config["db"].get("url") or "")  # '' = the area's SQLite file
+        self.pg = bool(self.db_url)
         server_cfg = self.config["server"]
         self.bind = bind or server_cfg.get("bind") or "127.0.0.1"
         self.advertise = advertise or server_cfg.get("advertise") or ""
@@ -123,6 +126,17 @@ class Server:
         from filelock import FileLock, Timeout
 
         self._check_servable()
+        if self.pg:  # a front-end of this host: its record and lock in .dbtool/hosts/<host>/
+            if not self.area.shared:  # (db.url set by hand): clients must look for front-ends from now on
+                mark_shared(self.area.dir, self.share_group)
+            os.makedirs(self.area.path(HOSTS_DIR), mode=0o750 if self.share_group else 0o700, exist_ok=True)
+            ensure_private_dir(self.area.run_dir, self.share_group)
+        elif self.area.shared:
+            marker = self.area.path(SHARED_MARKER)
+            raise Refused(
+                f"{marker} says the area's data is on a database server, but config.toml has no db.url: "
+                f"set it again (or remove {marker} if the area is back in its SQLite file)"
+            )
         lock = FileLock(self.area.server_lock)
         deadline = time.monotonic() + LOCK_WAIT
         while True:
@@ -160,7 +174,11 @@ class Server:
         )
 
     def _open_database(self) -> None:
-        self.storage = Storage(self.area, self.config["db"])
+        if self.pg:
+            keys = list(self.config["area"].get("keys") or [])
+            self.storage: Storage | PostgresStorage = PostgresStorage(self.area, self.config["db"], keys)
+        else:
+            self.storage = Storage(self.area, self.config["db"])
         self.storage.open()
         storage = self.storage
         self.read_only = storage.read_only
@@ -201,12 +219,16 @@ class Server:
             self.schema,
             self.config,
             self.loop,
-            self.hub.publish,
+            _ignore if self.pg else self.hub.publish,  # (PostgreSQL: the tail publishes every front-end's)
             self.hub.last_seq,
             on_loop=wal,
-            storage=self.storage,
+            storage=None if self.pg else self.storage,
         )
         self.writer.start()
+        self.tail = None
+        if self.pg:
+            self.tail = EventTail(self.db_url, self.hub.last_seq, self._tail_delivered)
+            self.tail.start()
         self.requests_log = RequestLog(self.area.logs_dir)
         self._stopping = asyncio.Event()
         if not self.read_only:
@@ -264,9 +286,16 @@ class Server:
             log.info("stopping (%s)", why)
             self._stopping.set()
 
+    def _tail_delivered(self, rows: list[dict]) -> None:
+        """From the event tail's thread: events committed through any front-end, in seq order."""
+        self.loop.call_soon_threadsafe(self.hub.publish, rows)
+
     async def _drain(self) -> None:
         """Finish queued writes and answer them, then close connections and checkpoint."""
         await self.writer.stop()  # every queued write committed and answered
+        if self.tail is not None:
+            await self.loop.run_in_executor(None, self.tail.stop)
+            await asyncio.sleep(0)  # (what it delivered last reaches the watchers first)
         self.hub.close_all()  # watchers get an "end" line
         streams = [s.stream_task for s in self.sessions if s.stream_task is not None]
         if streams:
@@ -448,7 +477,7 @@ class Server:
             info["tls"] = self.tls_mode
             info["tls_fingerprint"] = self.tls_fingerprint
         mode = 0o640 if self.share_group else 0o600
-        fd, tmp = tempfile.mkstemp(prefix=".server.json.", suffix=".tmp", dir=self.area.dir)  # O_EXCL
+        fd, tmp = tempfile.mkstemp(prefix=".server.json.", suffix=".tmp", dir=self.area.run_dir)  # O_EXCL
         try:
             os.fchmod(fd, mode)
             os.write(fd, json.dumps(info, indent=2).encode())
@@ -543,6 +572,8 @@ class Server:
             try:
                 return self._read_once(cmd, params, ctx)
             except Exception as err:
+                if self.pg and is_database_error(err) and postgres.connection_lost(err):
+                    raise postgres.busy(err, self.db_url) from None
                 reason = _storage_reason(err)
                 if not reason:
                     raise
@@ -629,6 +660,7 @@ class Server:
             if self.tls_context is not None
             else "none (loopback only)",
             "queue_depth": self.writer.depth,
+            "database": self.storage.path,  # (a PostgreSQL URL without its password)
         }
 
     def cmd_ping(self, ctx: RequestContext) -> dict:
@@ -771,6 +803,10 @@ def _limit(area: Area, server_cfg: dict, name: str, default: object) -> object:
     return converted
 
 
+def _ignore(_events: list[dict]) -> None:
+    pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """The daemon's entry point. When the server cannot start (or dies), its last line is
     ``dbtool: error: <reason>``, and ``logs/start-failure.json`` says the same for a client
@@ -799,7 +835,8 @@ def main(argv: list[str] | None = None) -> int:
         return _failed(area, Unavailable(f"cannot start the server: {err}"))
     except Exception as err:
         if is_database_error(err):
-            return _failed(area, StorageError(f"cannot open the database {area.db_path}: {driver_message(err)}"))
+            where = area.db_path if not os.environ.get("DBTOOL_DB_URL") else "named by $DBTOOL_DB_URL"
+            return _failed(area, StorageError(f"cannot open the database {where}: {driver_message(err)}"))
         log.exception("the server failed")
         return _failed(area, Internal(f"internal error: the server failed: {type(err).__name__}: {err}; see its log"))
 

@@ -40,8 +40,10 @@ from ..db.engine import (
     header_problem,
     is_damage,
     journal_mode_for,
+    postgres_engine,
     quick_check,
     read_keys,
+    redact_url,
     sqlite_engine,
 )
 from ..db.schema import table
@@ -231,3 +233,125 @@ class Storage:
             engine = getattr(self, name, None)
             if engine is not None:
                 engine.dispose()
+
+
+class PostgresStorage:
+    """An area's database on PostgreSQL as one front-end uses it: its engines, and the check that
+    the database holds this area (``db.postgres.prepare``). Nothing of a file applies: no header,
+    no quick_check, no WAL; a stop leaves nothing to record."""
+
+    backend = "postgresql"
+    journal_mode = ""
+
+    def __init__(self, area: Area, db_cfg: dict, keys: list[str]) -> None:
+        self.area = area
+        self.url = str(db_cfg["url"])
+        self.path = redact_url(self.url)  # how messages name the database
+        self.db_cfg = db_cfg
+        self.config_keys = keys
+        self.gate = Gate()
+        self.read_only = "db.read_only is set in config.toml" if db_cfg.get("read_only") else ""
+
+    def open(self) -> None:
+        from ..db import postgres
+
+        try:
+            self.write_engine = postgres_engine(self.url, WRITE, pool_size=1)
+            self.read_engine = postgres_engine(self.url, READ, pool_size=READERS)
+            with self.write_engine.connect() as conn, conn.begin():
+                self.keys = postgres.prepare(conn, self.url, self.config_keys, __version__, create=not self.read_only)
+                self.last_seq = conn.execute(select(func.max(table("events").c.seq))).scalar() or 0
+        except DBAPIError as err:
+            self.dispose()
+            raise postgres.failure(err, self.url, "cannot open") from None
+        except BaseException:
+            self.dispose()
+            raise
+
+    def failure(self, err: BaseException, doing: str) -> StorageError:
+        from ..db import postgres
+
+        return StorageError(f"{doing} {self.path}: {postgres.reason(err, self.url)}")
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        with self.gate.shared(), self.read_engine.connect() as conn, conn.begin():
+            yield conn
+
+    def record_clean_stop(self) -> None:
+        pass
+
+    def dispose(self) -> None:
+        for name in ("read_engine", "write_engine"):
+            engine = getattr(self, name, None)
+            if engine is not None:
+                engine.dispose()
+
+
+class EventTail:
+    """PostgreSQL: the events every front-end appends, handed to this server's watchers in seq order.
+
+    A thread of its own LISTENs on ``dbtool_events`` (a writer NOTIFYs in the transaction that
+    appends events, so the note arrives when that commits) and reads the events after the last one
+    it handed on; it also looks once a second, so a lost note or a reconnect loses nothing.
+    Events are numbered in commit order under a lock (``Writer._append_point``), so reading them
+    by seq is gap-free."""
+
+    POLL = 1.0  # seconds between looks when no note came
+    BATCH = 5000
+
+    def __init__(self, url: str, last_seq: int, deliver) -> None:
+        self.url = url
+        self.last_seq = last_seq
+        self.deliver = deliver  # called in this thread with each batch of rows (dicts), in seq order
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="dbtool-events", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        import psycopg
+
+        from ..db import postgres
+
+        conninfo = "postgresql://" + self.url.partition("://")[2]  # (libpq's own form of the URL)
+        delay = 0.2
+        while not self.stopping.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {postgres.EVENTS_CHANNEL}")
+                    delay = 0.2
+                    while not self.stopping.is_set():
+                        self._catch_up(conn)
+                        for _note in conn.notifies(timeout=self.POLL, stop_after=1):
+                            pass
+            except psycopg.Error as err:
+                if self.stopping.is_set():
+                    return
+                log.warning("the event tail lost PostgreSQL (%s); reconnecting", postgres.reason(err, self.url))
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:  # a bug: log it, keep the tail alive
+                log.exception("the event tail failed")
+                self.stopping.wait(1.0)
+
+    def _catch_up(self, conn) -> None:
+        while True:
+            cur = conn.execute(
+                "SELECT seq, time_ns, cmd, run_id, test_id, testname, item_path, state, status, client, data "
+                "FROM events WHERE seq > %s ORDER BY seq LIMIT %s",
+                (self.last_seq, self.BATCH),
+            )
+            names = [c.name for c in cur.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            if not rows:
+                return
+            self.last_seq = rows[-1]["seq"]
+            self.deliver(rows)
+            if len(rows) < self.BATCH:
+                return

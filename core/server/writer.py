@@ -39,6 +39,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..commands import Command
+from ..db import postgres
 from ..db.context import EVENT_FIELDS, Db
 from ..db.engine import (
     BUSY_TIMEOUT_MS,
@@ -81,6 +83,7 @@ IDEM_COLUMNS = ("idem", "response", "created")
 IDEMPOTENCY_TTL = 24 * 3600  # seconds a write's idempotency key is remembered
 LOCK_WAIT = 10.0  # seconds to wait for a write lock held by another process
 RECOVERIES = 2  # recoveries from lost WAL files tried for one group before it is refused
+CONFLICT_RETRIES = 8  # PostgreSQL: runs of a group that met a deadlock or serialization failure
 QUICK_CHECK_EVERY = 60.0  # seconds between quick_checks prompted by errors (while they find nothing)
 
 
@@ -384,8 +387,10 @@ class Writer:
             self.raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     # -- runs on the loop or in the I/O thread -----------------------------------------------------------
-    def _group_in_thread(self, batch: list[Job]) -> None:
-        """A whole group (begin, requests, commit) in the I/O thread; a failed group is retried alone."""
+    def _group_in_thread(self, batch: list[Job], attempt: int = 0) -> None:
+        """A whole group (begin, requests, commit) in the I/O thread; a failed group is retried alone.
+        On PostgreSQL a deadlock or serialization failure with another front-end runs the group
+        again (a few times, after a short random pause): a client never sees one."""
         try:
             self._ensure_connected()
             self.raw.execute(self.begin_sql)
@@ -401,6 +406,13 @@ class Writer:
         except Exception as err:
             self._abort()
             cause = err.cause if isinstance(err, GroupFailed) else err
+            if not self.sqlite and postgres.retryable(cause) and attempt < CONFLICT_RETRIES:
+                log.info("group of %d write(s) met a %s; running it again", len(batch), postgres.reason(cause))
+                for job in batch:
+                    job.reset()
+                time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
+                self._group_in_thread(batch, attempt + 1)
+                return
             log.warning("group of %d write(s) failed to commit: %s", len(batch), cause)
             if len(batch) == 1:
                 batch[0].reset()
@@ -444,6 +456,8 @@ class Writer:
             t = self.schema.idempotency
             build = lambda: insert(t).values({k: bindparam(k) for k in IDEM_COLUMNS})  # noqa: E731
             statements.execute_tuples("idem_put", build, IDEM_COLUMNS, keys)
+        if rows and not self.sqlite:  # wakes every front-end's event tail when this commits
+            statements.cursor.execute(f"NOTIFY {postgres.EVENTS_CHANNEL}")
         return seq
 
     def _append_point(self, statements: Statements) -> int:
@@ -527,7 +541,10 @@ class Writer:
         return self.refusal
 
     def _storage_failed(self, cause: Exception) -> DbtoolError:
-        """The answer to a write the storage failed; a damaged file or an I/O error is checked first."""
+        """The answer to a write the storage failed; a damaged file or an I/O error is checked first.
+        PostgreSQL gone (restarting, unreachable): busy, which the client retries until --timeout."""
+        if not self.sqlite and (postgres.connection_lost(cause) or self.raw.closed):
+            return postgres.busy(cause, self.engine.url.render_as_string(hide_password=False))
         reason = driver_message(cause).lower()
         if self.storage is not None and (is_damage(reason) or "disk i/o" in reason):
             refusal = self._check(reason)
@@ -546,8 +563,9 @@ class Writer:
         finally:
             try:
                 self.conn.rollback()
-            except DBAPIError:
-                pass
+            except Exception:  # (a connection PostgreSQL dropped, or one closed already)
+                if self.sqlite:
+                    raise
 
     def _in_transaction(self) -> bool:
         if self.sqlite:
@@ -560,9 +578,9 @@ class Writer:
             return
         try:
             self.conn.close()
-        except DBAPIError:
+        except Exception:
             pass
-        self._connect()
+        self._connect()  # (fails while the database is away: the old, closed one stays, and is tried again)
 
     def _run_job(self, statements: Statements, job: Job, check_duplicate: bool, savepoint: bool) -> None:
         if check_duplicate and job.idem is not None:
