@@ -67,7 +67,7 @@ def _run_postgres(area: Area, cmd: Command, params: dict, ctx: RequestContext, c
     from .db.schema import schema_for
     from .handlers import resolve
 
-    ctx.note("debug", "direct", f"read {redact_url(url)} read-only (no front-end running on this host)")
+    ctx.note("debug", "direct", f"read {redact_url(url)} read-only (no server running)")
     try:
         engine = postgres_engine(url, DIRECT)
     except ImportError:

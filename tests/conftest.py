@@ -131,6 +131,33 @@ def query(area, sql: str, *args) -> list[tuple]:
         con.close()
 
 
+def execute(area, sql: str, rows: list[tuple] | None = None) -> None:
+    """Change an area's database from the test process (SQL written for SQLite, ``?`` parameters),
+    once or once per row of ``rows``, in one transaction."""
+    import sqlite3
+
+    if getattr(area, "pg_schema", None):
+        import psycopg
+
+        with psycopg.connect(PG_URL, options=f"-csearch_path={area.pg_schema}") as con:
+            statement = sql.replace("%", "%%").replace("?", "%s")
+            with con.cursor() as cur:
+                if rows is None:
+                    cur.execute(statement)
+                else:
+                    cur.executemany(statement, rows)
+        return
+    con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
+    try:
+        with con:
+            if rows is None:
+                con.execute(sql)
+            else:
+                con.executemany(sql, rows)
+    finally:
+        con.close()
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -240,6 +267,8 @@ def pytest_generate_tests(metafunc):
     an area on each backend (``backend`` is then a parameter, not the fixture below)."""
     backends = getattr(metafunc.module, "BACKENDS", None)
     if backends and "backend" in metafunc.fixturenames:
+        if metafunc.definition.get_closest_marker("sqlite_only"):
+            backends = ("sqlite",)
         metafunc.parametrize("backend", backends)
 
 

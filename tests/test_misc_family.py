@@ -431,9 +431,9 @@ def test_misc_cli_common_paths(area):
     }
     assert area.run("general-call", "nope").code == 4
     wal = area.dir / "dbtool.db-wal"
-    assert wal.stat().st_size > 0
-    area.ok("sync-cachedb-to-db")
-    assert wal.stat().st_size == 0
+    assert area.backend == "postgresql" or wal.stat().st_size > 0
+    area.ok("sync-cachedb-to-db")  # (on PostgreSQL: nothing to move)
+    assert area.backend == "postgresql" or wal.stat().st_size == 0
     assert area.ok("tasks-add", "--action", "run-tests", "--target", "v1/linux", "--runname", "r").out == "1\n"
     assert area.ok("get-changed-record-test-ids", "--since", "0", "--json").json == [int(t)]
 

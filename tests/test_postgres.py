@@ -180,7 +180,7 @@ def test_each_host_runs_and_stops_its_own_front_end(schema, roots):
     assert on(area, "hosta", "server", "status").returncode == 3
     # a read with no front-end on this host goes to PostgreSQL directly, read-only
     proc = on(area, "hostc", "--trace", "get-tests-for-run", "--run-id", "1")
-    assert proc.returncode == 0 and "read-only (no front-end running on this host)" in proc.stderr
+    assert proc.returncode == 0 and "read-only (no server running)" in proc.stderr
     assert record(area, "hostc") is None
 
 

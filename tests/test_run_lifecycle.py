@@ -230,16 +230,14 @@ def test_delete_run_in_batches_to_the_end(hdb, big_run):
 
 
 def test_delete_run_interrupted_is_finished_by_the_next_one_over_the_cli(area):
-    import sqlite3
+    from conftest import execute, query
 
     area.ok("register-run", "--target", "v1/linux", "--runname", "big")
     area.ok("server", "stop")
     assert area.wait_no_server()
-    con = sqlite3.connect(area.dir / "dbtool.db")
-    con.executemany("insert into tests (run_id, testname) values (1, ?)", [(f"t{i}",) for i in range(3000)])
-    con.executemany("insert into test_data (test_id, variable) values (?, 'v')", [(i,) for i in range(1, 3001)])
-    con.commit()
-    con.close()
+    execute(area, "insert into tests (run_id, testname) values (1, ?)", [(f"t{i}",) for i in range(3000)])
+    ids = [(i,) for (i,) in query(area, "select id from tests order by id")]
+    execute(area, "insert into test_data (test_id, variable) values (?, 'v')", ids)
     # the first batch, as the terminal driver sends it; then the client is gone
     first = area.ok("delete-run", "--run-id", "1", "--batch", "1000", "--json").json
     assert first == {"tests": 1000, "remaining": 2000}
@@ -247,9 +245,7 @@ def test_delete_run_interrupted_is_finished_by_the_next_one_over_the_cli(area):
     assert area.ok("get-all-run-ids", "--json").json == []
     assert area.ok("get-tests-for-run", "--run-id", "1", "--json").json == []
     area.ok("delete-run", "--run-id", "1")
-    con = sqlite3.connect(area.dir / "dbtool.db")
-    assert con.execute("select count(*) from test_data").fetchone() == (0,)
-    con.close()
+    assert query(area, "select count(*) from test_data") == [(0,)]
     assert area.ok("delete-run", "--run-id", "1").out == ""
 
 
@@ -288,17 +284,14 @@ def test_create_schema_migrates_an_old_area(hdb):
 def test_a_read_on_an_area_of_an_older_dbtool_upgrades_it_through_a_server(area):
     """An area made before the lock and deletion fields: a read with no server cannot upgrade it
     (it is read-only), so it starts the server that does, and is answered by it."""
-    import sqlite3
+    from conftest import execute
 
     area.ok("register-run", "--target", "v1/linux", "--runname", "old")
     area.ok("server", "stop")
     assert area.wait_no_server()
-    con = sqlite3.connect(area.dir / "dbtool.db")
     for column in ("locked_by", "locked_at", "deleted_at"):
-        con.execute(f"alter table runs drop column {column}")
-    con.execute("update metadat set val = '1' where var = 'DBTOOL_SCHEMA'")
-    con.commit()
-    con.close()
+        execute(area, f"alter table runs drop column {column}")
+    execute(area, "update metadat set val = '1' where var = 'DBTOOL_SCHEMA'")
     runs = area.ok("get-runs", "--json").json
     assert [r["runname"] for r in runs] == ["old"] and "deleted_at" in runs[0]
     assert area.server_pids()  # the server that upgraded the area

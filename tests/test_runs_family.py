@@ -338,29 +338,21 @@ def test_delete_run_in_batches(hdb, runs):
 
 
 def test_delete_run_shows_progress_on_a_terminal(area):
-    import sqlite3
-
-    from conftest import dbtool_argv, run_in_pty
+    from conftest import dbtool_argv, execute, query, run_in_pty
 
     area.ok("register-run", "--target", "v1/linux", "--runname", "big")
     area.ok("server", "stop")
     assert area.wait_no_server()
-    con = sqlite3.connect(area.dir / "dbtool.db")
-    con.executemany(
-        "insert into tests (run_id, testname, state) values (1, ?, 'COMPLETED')", [(f"t{i}",) for i in range(4500)]
-    )
-    con.executemany(
-        "insert into test_data (test_id, category, variable) values (?, 'c', 'v')", [(i,) for i in range(1, 4501)]
-    )
-    con.commit()
-    con.close()
+    rows = [(f"t{i}",) for i in range(4500)]
+    execute(area, "insert into tests (run_id, testname, state) values (1, ?, 'COMPLETED')", rows)
+    ids = [(i,) for (i,) in query(area, "select id from tests order by id")]
+    execute(area, "insert into test_data (test_id, category, variable) values (?, 'c', 'v')", ids)
     code, out = run_in_pty(dbtool_argv("--area", str(area.root), "delete-run", "--run-id", "1"))
     assert code == 0, out
     assert "delete-run [" in out and "4500/4500 tests" in out
     assert area.ok("get-run-state", "--run-id", "1").out == "deleted\n"
-    con = sqlite3.connect(area.dir / "dbtool.db")
-    assert con.execute("select count(*) from test_data").fetchone() == (0,)
-    assert con.execute("select count(*) from tests where state != 'DELETED'").fetchone() == (0,)
+    assert query(area, "select count(*) from test_data") == [(0,)]
+    assert query(area, "select count(*) from tests where state != 'DELETED'") == [(0,)]
     # not on a terminal: one transaction, nothing printed
     area.ok("register-run", "--target", "v1/mac", "--runname", "small")
     quiet = area.ok("delete-run", "--run-id", "2")

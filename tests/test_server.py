@@ -6,10 +6,9 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import time
 
-from conftest import handshake, wait_for
+from conftest import handshake, query, wait_for
 from dbtool.core import PROTOCOL
 
 BACKENDS = ("sqlite", "postgresql")  # the CLI suite runs on both (conftest.pytest_generate_tests)
@@ -63,9 +62,7 @@ def test_kill_9_then_next_command_recovers_and_acknowledged_writes_survive(area)
     assert wait_for(lambda: not area.server_pids())
     assert area.server_info is not None  # stale record left behind
     # every acknowledged write is in the database file (read without any server)
-    con = sqlite3.connect(area.dir / "dbtool.db")
-    assert con.execute("select count(*) from metadat where var like 'v%'").fetchone()[0] == 20
-    con.close()
+    assert query(area, "select count(*) from metadat where var like 'v%'") == [(20,)]
     # a read recovers without starting a server ...
     assert area.ok("get-var", "v19").out == "19\n"
     assert area.server_pids() == []
@@ -89,9 +86,7 @@ def test_kill_9_during_concurrent_writes_loses_no_acknowledged_write(area):
         p.stderr.close()
         if code == 0:
             acked.append(f"k{i}")
-    con = sqlite3.connect(area.dir / "dbtool.db")
-    stored = {r[0] for r in con.execute("select var from metadat where var like 'k%'")}
-    con.close()
+    stored = {r[0] for r in query(area, "select var from metadat where var like 'k%'")}
     assert set(acked) <= stored
     # clients that lost their server retried against a new one: all succeeded
     assert len(acked) == 24

@@ -59,6 +59,7 @@ def _warnings(err: str) -> list[str]:
     return lines
 
 
+@pytest.mark.sqlite_only("the full disk is the one the SQLite file is on")
 def test_a_full_disk_never_keeps_the_job_from_running(tiny_disk, make_area):
     area = make_area("disk/a", keys="K")
     area.ok("register-run", "--target", "v1", "--runname", "r")

@@ -6,12 +6,11 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 
 import pytest
-from conftest import dbtool_argv, run_in_pty, wait_for
+from conftest import dbtool_argv, execute, query, run_in_pty, wait_for
 from dbtool.cli import drivers
 from dbtool.core.errors import NotFound, Refused
 from dbtool.core.rules import testdata
@@ -601,19 +600,15 @@ def _setup(area) -> tuple[str, str]:
 
 
 def _rows(area) -> list[tuple]:
-    con = sqlite3.connect(f"file:{area.dir / 'dbtool.db'}?mode=ro", uri=True)
-    try:
-        return con.execute("select test_id, category, variable, value, status from test_data order by id").fetchall()
-    finally:
-        con.close()
+    """The stored rows, values as numbers where they are (PostgreSQL keeps them as text, and
+    dbtool reads them back as numbers; SQLite keeps numbers in a REAL-affinity column)."""
+    rows = query(area, "select test_id, category, variable, value, status from test_data order by id")
+    return [(t, c, v, parse_number(x) if isinstance(x, str) and parse_number(x) is not None else x, s)
+            for t, c, v, x, s in rows]  # fmt: skip
 
 
 def _csv_events(area) -> int:
-    con = sqlite3.connect(f"file:{area.dir / 'dbtool.db'}?mode=ro", uri=True)
-    try:
-        return con.execute("select count(*) from events where cmd = 'csv-to-test-data'").fetchone()[0]
-    finally:
-        con.close()
+    return query(area, "select count(*) from events where cmd = 'csv-to-test-data'")[0][0]
 
 
 def test_cli_steps_exact_forms(area):
@@ -793,13 +788,7 @@ def test_csv_driver_stays_on_the_light_client_path(area, tmp_path):
 
 def _count(area, sql: str, *args) -> int | None:
     """One number from the database (None when the table does not exist)."""
-    con = sqlite3.connect(f"file:{area.dir / 'dbtool.db'}?mode=ro", uri=True, timeout=30)
-    try:
-        return con.execute(sql, args).fetchone()[0]
-    except sqlite3.OperationalError:
-        return None
-    finally:
-        con.close()
+    return query(area, sql, *args)[0][0]
 
 
 def _visible(area, test_id: str) -> int:
@@ -911,11 +900,8 @@ def test_the_client_starts_over_once_when_the_server_lost_its_upload(area, tmp_p
     try:
         assert wait_for(lambda: (_count(area, "select count(*) from test_data_staged") or 0) > 0, 120)
         client.send_signal(signal.SIGSTOP)
-        con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
-        with con:  # what the prune does to an upload without a part for a day
-            con.execute("delete from test_data_staged")
-            con.execute("delete from test_data_uploads")
-        con.close()
+        execute(area, "delete from test_data_staged")  # what the prune does to an upload without a part for a day
+        execute(area, "delete from test_data_uploads")
     finally:
         client.send_signal(signal.SIGCONT)
         code = _reap(client)
