@@ -104,15 +104,16 @@ def test_racing_inits_make_one_area(tmp_path, same_keys):
     assert Area(root).ok("get-keys").out.split() == winner.split(",")
 
 
-def test_a_database_url_is_refused_rather_than_ignored(area):
-    """Until areas can live in PostgreSQL, a db.url (or $DBTOOL_DB_URL) is refused with the reason:
-    never a write to the SQLite file while the user means another database."""
-    url = "postgresql://someone:secret@dbhost/results"
+def test_a_database_url_that_is_not_postgresql_is_refused_rather_than_ignored(area):
+    """A db.url (or $DBTOOL_DB_URL) of another kind of database is refused with the reason, its
+    password never shown: never a write to the SQLite file while the user means another database."""
+    url = "mysql://someone:secret@dbhost/results"
     result = area.run("set-var", "x", "1", env={"DBTOOL_DB_URL": url})
     assert result.code == 4 and "$DBTOOL_DB_URL" in result.err and "secret" not in result.err, result
+    assert "is not a PostgreSQL URL" in result.err
     assert area.run("get-var", "x", env={"DBTOOL_DB_URL": url}).code == 4  # the direct read too
     config = area.dir / "config.toml"
-    config.write_text(config.read_text().replace("[db]\n", f'[db]\nurl = "{url}"\n', 1))
+    config.write_text(config.read_text().replace('url = ""', f'url = "{url}"', 1))
     result = area.run("set-var", "x", "1")
-    assert result.code == 4 and "db.url in" in result.err, result
+    assert result.code == 4 and "db.url in" in result.err and "secret" not in result.err, result
     assert not (area.dir / "server.json").exists()
