@@ -162,6 +162,23 @@ def test_the_url_in_the_environment_wins_for_one_command_and_is_never_written(ma
     kill_area(str(area.root))
 
 
+def test_a_url_set_by_hand_makes_the_area_shared_and_init_names_the_database_it_has(make_area, schema):
+    area = make_area()  # an SQLite area whose config.toml is then edited
+    url = pg_area_url(schema)
+    area.set_config("db", "url", json.dumps(url))
+    area.ok("register-run", "--target", "v1/x", "--runname", "r")  # the front-end creates the schema
+    assert (area.dir / "shared").exists() and (area.dir / "hosts").is_dir()
+    assert not (area.dir / "server.json").exists() and area.server_info is not None
+    assert query(Area(area.root, schema), "SELECT runname FROM runs") == [("r",)]
+    again = dbtool("init", str(area.root), "--keys", "RELEASE,PLATFORM", "--db-url", pg_area_url(schema + "x"))
+    assert again.returncode == 4 and "dbtool migrate --to" in again.stderr
+    assert dbtool("init", str(area.root), "--keys", "RELEASE,PLATFORM", "--db-url", url).returncode == 0
+    area.ok("server", "stop")
+    area.set_config("db", "url", '""')  # the marker stays: no SQLite server behind the front-ends' backs
+    proc = area.run("set-var", "x", "1")
+    assert proc.code == 4 and "has no db.url" in proc.err
+
+
 # -- a front-end per host -------------------------------------------------------------------------------
 
 

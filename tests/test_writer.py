@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,13 @@ def change_nothing_then_refuse(db: Db, *, var: str) -> None:
     raise Refused(f"nothing to do for {var}")
 
 
-FAKES = {f.__name__: f for f in (write_then_refuse, write_then_crash, change_nothing_then_refuse)}
+def set_a_then_b(db: Db, *, var: str) -> None:
+    """One request that writes two rows, a then b (as a roll-up writes a test, then its toplevel)."""
+    for name in ("a", "b"):
+        handlers.resolve("vars.set_var")(db, var=name, value=var)
+
+
+FAKES = {f.__name__: f for f in (write_then_refuse, write_then_crash, change_nothing_then_refuse, set_a_then_b)}
 
 
 def fake(name: str) -> Command:
@@ -80,7 +87,7 @@ def writer_area(request, tmp_path: Path):
     admin.dispose()
 
 
-def run_group(engine, requests: list[tuple[Command, dict]]) -> tuple[list[object], Writer]:
+def run_group(engine, requests: list[tuple[Command, dict]], keys: str = "idem") -> tuple[list[object], Writer]:
     """Queue every request before the writer runs (so they form one group); their outcomes."""
 
     async def main() -> tuple[list[object], Writer]:
@@ -90,7 +97,7 @@ def run_group(engine, requests: list[tuple[Command, dict]]) -> tuple[list[object
         futures = []
         for i, (cmd, params) in enumerate(requests):
             ctx = RequestContext(f"r{i}", cmd.name, params, {"user": "u", "host": "h", "pid": 1}, "u@h:1")
-            futures.append(writer.submit(cmd, cmd.bind_wire(params), ctx, f"idem-{i}"))
+            futures.append(writer.submit(cmd, cmd.bind_wire(params), ctx, f"{keys}-{i}"))
         writer.start()
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         await writer.stop()
@@ -180,3 +187,36 @@ def test_two_writers_on_one_postgresql_database_append_events_in_turn(writer_are
     with writer_area.connect() as conn:
         seqs = [r[0] for r in conn.execute(text("select seq from events order by seq"))]
     assert seqs == list(range(1, 201)), f"{len(seqs)} events, first gaps: {sorted(set(range(1, 201)) - set(seqs))[:5]}"
+
+
+@pytest.mark.parametrize("writer_area", ["postgresql"], indirect=True)
+def test_a_deadlock_with_another_front_end_is_retried_inside_the_writer(writer_area, caplog):
+    """The writer's one request locks a then waits for b, which another session holds while it waits for
+    a: PostgreSQL breaks the deadlock by failing the writer's transaction (the other session waits
+    longer before it checks), and the writer runs the group again: its clients never see it."""
+    import threading
+
+    import psycopg
+
+    set_var = lookup("set-var")
+    run_group(writer_area, [(set_var, {"var": "a", "value": "0"}), (set_var, {"var": "b", "value": "0"})])
+    other = psycopg.connect(PG_URL, options=f"-csearch_path={writer_area.test_schema}")
+    other.execute("SET deadlock_timeout = '30s'")
+    other.execute("UPDATE metadat SET val = 'other' WHERE var = 'b'")
+
+    def cross() -> None:
+        time.sleep(0.4)  # the writer waits for b by now
+        other.execute("UPDATE metadat SET val = 'other' WHERE var = 'a'")  # the cycle: the writer holds a
+        other.commit()
+
+    crossing = threading.Thread(target=cross)
+    crossing.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="dbtool.server"):
+            outcomes, _writer = run_group(writer_area, [(fake("set_a_then_b"), {"var": "mine"})], keys="crossed")
+    finally:
+        crossing.join(30)
+        other.close()
+    assert outcomes == [None]  # one request, alone in its group: only running it again can save it
+    assert "deadlock detected" in caplog.text and "running it again" in caplog.text
+    assert {k: v for k, v in variables(writer_area).items() if k in "ab"} == {"a": "mine", "b": "mine"}
