@@ -3,8 +3,10 @@
 Each benchmark measures dbtool and its baseline in the same run and prints their ratio; this script
 only runs them in turn (never two at once: they would share the machine's cores) with the
 interpreter that runs it, which must be the one of the virtual environment dbtool is installed in.
+Benchmark 8 (PostgreSQL beside SQLite) needs a PostgreSQL it may create databases in: --pg-url.
 
-    python benchmarks/run_all.py [--only 1,3] [--scale-runs 10000 --scale-tests 1000000] [--json FILE]
+    python benchmarks/run_all.py [--only 1,3] [--scale-runs 10000 --scale-tests 1000000] [--pg-url URL]
+        [--json FILE]
 
 ``--json FILE`` also appends every table as one JSON line (DBTOOL_BENCH_JSON), for comparing runs.
 """
@@ -34,25 +36,28 @@ def benchmarks(args: argparse.Namespace) -> dict[int, list[str]]:
         5: ["bench_scale.py", "--runs", str(args.scale_runs), "--tests", str(args.scale_tests)],
         6: ["bench_bulk.py"],
         7: ["bench_match.py"],
+        8: ["bench_postgres.py", "--runs", str(args.scale_runs), "--tests", str(args.scale_tests)]
+        + (["--pg-url", args.pg_url] if args.pg_url else []),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated benchmark numbers")
     parser.add_argument("--scale-runs", type=int, default=10_000)
     parser.add_argument("--scale-tests", type=int, default=1_000_000)
+    parser.add_argument("--pg-url", help="benchmark 8's PostgreSQL (default: $DBTOOL_BENCH_PG_URL, else the local one)")
     parser.add_argument("--json", type=Path, help="append every table to this file as JSON lines")
     args = parser.parse_args()
     check_installed()
     try:
         chosen = [int(n) for n in args.only.split(",") if n.strip()]
     except ValueError:
-        sys.exit(f"--only {args.only!r}: give benchmark numbers 1-7, e.g. --only 1,3")
+        sys.exit(f"--only {args.only!r}: give benchmark numbers 1-8, e.g. --only 1,3")
     known = benchmarks(args)
     unknown = [n for n in chosen if n not in known]
     if unknown:
-        sys.exit(f"--only: no benchmark {unknown[0]}; they are numbered 1-7")
+        sys.exit(f"--only: no benchmark {unknown[0]}; they are numbered 1-8")
     env = dict(os.environ)
     if args.json:
         env["DBTOOL_BENCH_JSON"] = str(args.json.resolve())

@@ -56,3 +56,18 @@ def test_split_bound_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count("-> a split server at most") == 3, proc.stdout[-2000:]
+
+
+@pytest.mark.skipif(not installed(), reason="the benchmarks measure an installed dbtool; CI installs the package")
+def test_postgres_benchmark_runs() -> None:
+    """Benchmark 8, tiny, on the tests' PostgreSQL (it creates and drops databases of its own there)."""
+    from conftest import PG_URL, require_pg
+
+    require_pg()  # skipped where PostgreSQL cannot be reached; under CI=true, a failure
+    args = ["--seconds", "0.5", "--clients", "4", "--rounds", "1", "--runs", "20", "--tests", "2000"]
+    args += ["--big-run-tests", "100", "--repeat", "2", "--pg-url", PG_URL]
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_postgres.py"), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert any(line.startswith("PostgreSQL/SQLite:") for line in proc.stdout.splitlines()), proc.stdout[-2000:]
