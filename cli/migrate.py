@@ -3,8 +3,9 @@
 The area's server is stopped, and its locks are held for the whole copy, so that no server starts
 meanwhile (a client that wants one waits). Every table is copied with its ids (COPY, in one
 PostgreSQL transaction, so a failure leaves the target empty), the sequences are moved past the
-ids copied, and each table's row count is compared in both before the commit. Only then does
-config.toml get ``db.url`` (and ``.dbtool/hosts/``, where each host's front-end keeps its record).
+ids copied, the tables analysed, and each table's row count is compared in both before the
+commit. Only then does config.toml get ``db.url`` (and ``.dbtool/shared`` and ``hosts/``, where
+each host's front-end keeps its record).
 The SQLite file is left as it was: a backup, until the user removes it.
 """
 
@@ -113,6 +114,7 @@ def _copy(area: Area, keys: list[str], url: str) -> list[dict]:
                 raw.execute(f"TRUNCATE {', '.join(names)} RESTART IDENTITY")  # (what create_schema put there)
                 for table in schema.all_tables():
                     counts.append(_copy_table(source, raw, table))
+                raw.execute(f"ANALYZE {', '.join(names)}")  # the planner's statistics, for the first reads
                 wrong = [c for c in counts if c["sqlite"] != c["postgresql"]]
                 if wrong:
                     found = (f"{c['table']} {c['sqlite']} rows in SQLite, {c['postgresql']} copied" for c in wrong)
