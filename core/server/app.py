@@ -1,4 +1,7 @@
-"""The area's server: one process per area, holding ``server.lock`` for its whole life.
+"""The area's server: one process per area, holding ``server.lock`` for its whole life. An area
+kept in PostgreSQL has one per host instead (a front-end: its record and locks in
+``.dbtool/hosts/<host>/``), all over the one database; each hands its watchers the events every
+front-end commits (``storage.EventTail``).
 
 Lifecycle: take the server lock (or hand off to the live server), open the database, listen,
 write ``server.json`` atomically (mode 0600) once the socket listens, serve, and on

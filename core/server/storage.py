@@ -1,4 +1,7 @@
-"""The server's database files: opening them (with the checks that keep a damaged or unwritable
+"""The server's database: an SQLite file (``Storage``) or a PostgreSQL database (``PostgresStorage``,
+with ``EventTail``, which reads the events every front-end appends).
+
+The SQLite files: opening them (with the checks that keep a damaged or unwritable
 database from being served), the readers' connections, and what the writer needs to recover.
 
 Opening: the file's header is checked (a read and a stat), then, unless the file is exactly as a
