@@ -38,12 +38,13 @@ def benchmarks(args: argparse.Namespace) -> dict[int, list[str]]:
         7: ["bench_match.py"],
         8: ["bench_postgres.py", "--runs", str(args.scale_runs), "--tests", str(args.scale_tests)]
         + (["--pg-url", args.pg_url] if args.pg_url else []),
+        10: ["bench_compare.py"],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated benchmark numbers")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,10", help="comma-separated benchmark numbers")
     parser.add_argument("--scale-runs", type=int, default=10_000)
     parser.add_argument("--scale-tests", type=int, default=1_000_000)
     parser.add_argument("--pg-url", help="benchmark 8's PostgreSQL (default: $DBTOOL_BENCH_PG_URL, else the local one)")
@@ -53,11 +54,11 @@ def main() -> None:
     try:
         chosen = [int(n) for n in args.only.split(",") if n.strip()]
     except ValueError:
-        sys.exit(f"--only {args.only!r}: give benchmark numbers 1-8, e.g. --only 1,3")
+        sys.exit(f"--only {args.only!r}: give benchmark numbers, e.g. --only 1,3")
     known = benchmarks(args)
     unknown = [n for n in chosen if n not in known]
     if unknown:
-        sys.exit(f"--only: no benchmark {unknown[0]}; they are numbered 1-8")
+        sys.exit(f"--only: no benchmark {unknown[0]}; they are {', '.join(map(str, known))}")
     env = dict(os.environ)
     if args.json:
         env["DBTOOL_BENCH_JSON"] = str(args.json.resolve())

@@ -124,12 +124,15 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
         result = run_driver(cmd, params, opts, send) if cmd.driver else send(params)
     except DbtoolError as err:
         return report(err, opts, cmd)
-    from .output import render
+    from .output import ExitWith, render
 
+    code = 0
+    if type(result) is ExitWith:
+        result, code = result.result, result.code
     # --fields: the table shows every field asked for, and an empty CSV/TSV has them as its header
     fields = tuple(params.get("fields") or ())
     emit(render(result, opts.output, () if fields else cmd.columns, fields or cmd.columns))
-    return 0
+    return code
 
 
 def sender(cmd: Command, opts: GlobalOptions):
@@ -151,7 +154,8 @@ def sender(cmd: Command, opts: GlobalOptions):
 
 
 def run_driver(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
-    """Run a command's client-side driver: ``driver(cmd, params, opts, send)`` → the result to print.
+    """Run a command's client-side driver: ``driver(cmd, params, opts, send)`` → the result to print
+    (an ``output.ExitWith`` to leave with an exit code other than 0).
 
     ``send(params)`` routes one request and returns its result; a driver may call it many times
     (e.g. a large file in chunks) and must consume its client-only parameters.

@@ -36,6 +36,17 @@ TIME_FIELDS = frozenset(
 )
 
 
+class ExitWith:
+    """What a driver returns to leave with an exit code of its own (``compare --exit-code``): the
+    result to print, then the code."""
+
+    __slots__ = ("code", "result")
+
+    def __init__(self, result: object, code: int) -> None:
+        self.result = result
+        self.code = code
+
+
 def error_line(message: str, help_path: str | None = None) -> str:
     """The one line an error prints on stderr (SPEC 2.4); a usage error names the help to read."""
     return f"dbtool: error: {one_line(message)}" + (f" (see '{help_path} --help')" if help_path else "")

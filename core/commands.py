@@ -1539,6 +1539,74 @@ command(
     ),
 )
 # --------------------------------------------------------------------------------------------
+# Results across runs: the CI loop (compare, history, flaky).
+
+command(
+    "compare",
+    READ,
+    "compare.compare",
+    "Compare a run's results with a baseline run's: regressions, fixed, still failing, new, missing, "
+    "infrastructure.\n\n"
+    "Leaf tests are compared (items, and toplevels that have no items), by (testname, item_path). "
+    "regressions: FAIL now (or CHECK, INCOMPLETE, ABORT) and not failing in the baseline; fixed: PASS now "
+    "(or WARN, WAIVED), failing in the baseline; still_failing: failing in both; new: not in the "
+    "baseline; missing: in the baseline only; infrastructure: DEAD or KILLED now, whatever it was "
+    "before (a job that died is never counted as a test failure). Unchanged tests, and tests not "
+    "finished yet (counted in 'unfinished'), are not listed.\n\n"
+    "--baseline auto (the default) is the most recent earlier complete run of the same target (earlier "
+    "by event time, then id; complete: every test COMPLETED, KILLED or DEAD); --runname narrows it. "
+    "With no such run every test is new (a note says so on stderr). --json prints {run, baseline, "
+    "regressions, fixed, still_failing, new, missing, infrastructure, unfinished}, each class a list of "
+    "{testname, item_path, status, baseline_status}. --exit-code exits 1 when there is a regression or "
+    "an infrastructure entry, else 0 (also with no baseline); an unknown or deleted run is refused (exit 4).",
+    RUN_ID,
+    Param(
+        "baseline",
+        "str",
+        "the run to compare with: its id, or 'auto' for the most recent earlier complete run of the same target",
+        default="auto",
+        metavar="ID|auto",
+        nonempty=True,
+    ),
+    RUNNAME.with_(help=f"with --baseline auto: only runs whose name matches this comma list of patterns {PATTERNS}"),
+    Param(
+        "exit_code",
+        "bool",
+        "exit 1 when there is any regression or infrastructure entry, 0 otherwise (for a CI gate)",
+        client_only=True,
+    ),
+    driver="compare:compare",
+    columns=("class", "testname", "item_path", "baseline_status", "status"),
+)
+command(
+    "history",
+    READ,
+    "compare.history",
+    "List one test's results run by run, newest run first (by the run's event time, then id): records "
+    "{run_id, runname, target, event_time (the run's), state, status, comment, test_id}. Deleted runs "
+    "and tests are left out.",
+    TESTNAME,
+    ITEM_PATH.with_(help="item path of the test; '' (the default) is the toplevel"),
+    TARGET.with_(help=f"only runs whose target matches this comma list of patterns {PATTERNS}"),
+    LIMIT,
+    columns=("run_id", "runname", "target", "event_time", "state", "status", "comment"),
+)
+command(
+    "flaky",
+    READ,
+    "compare.flaky",
+    "Rank the tests whose results flip between pass and fail within the last N runs of their target: "
+    "records {testname, item_path, target, runs, flips, flip_rate, reruns}.\n\n"
+    "Leaf tests (items, and toplevels that have no items) of the last --window runs of each target "
+    "(deleted runs left out). runs: the runs in which the test passed (PASS, WARN, WAIVED) or failed "
+    "(FAIL, CHECK, INCOMPLETE, ABORT); flips: changes between pass and fail from one such run to the "
+    "next; flip_rate: flips / (runs - 1); reruns: PASS written after a FAIL for the same test within "
+    "one run (from the events). Tests with no flip and no rerun are not listed; the most flips per "
+    "chance first.",
+    TARGET.with_(help=f"only targets matching this comma list of patterns {PATTERNS} (default: every target)"),
+    Param("window", "int", "the last N runs of each target", default=20, min=1, max=10000),
+)
+# --------------------------------------------------------------------------------------------
 # Steps (reference C.5, D.4, D.8).
 
 command(

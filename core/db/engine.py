@@ -206,6 +206,8 @@ def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
     schema = schema_for(keys)
     for table in schema.all_tables():
         table.create(conn, checkfirst=True)
+        for index in table.indexes:  # an older area's tables lack the indexes added since
+            index.create(conn, checkfirst=True)
     _migrate_run_lifecycle(conn, schema)
     create_triggers(conn)
     existing = read_keys(conn)

@@ -552,6 +552,8 @@ TRIGGER_TABLES = ("runs", "run_stats", "tests", "test_steps", "test_data")
 #   locked_by   TEXT     who locked the run ('' when unknown: a lock migrated from an older area)
 #   locked_at   INTEGER  when it was locked (Unix time)
 #   deleted_at  INTEGER  when delete-run deleted it; register-run of its target and name clears it
+INDEXED_KEYS = 16  # key columns in the runs_target index
+
 RUN_LIFECYCLE_COLUMNS = (("locked_by", Text()), ("locked_at", INT), ("deleted_at", INT))
 
 
@@ -576,6 +578,9 @@ def runs_table(keys: list[str], metadata: MetaData) -> Table:
         UniqueConstraint("runname", *keys, name="runs_unique"),
         Index("runs_event_time", "event_time"),
         Index("runs_last_update", "last_update"),
+        # a target's runs newest first: compare's baseline, flaky's window (PostgreSQL indexes at
+        # most 32 columns; an area's first keys narrow it enough)
+        Index("runs_target", *keys[:INDEXED_KEYS], "event_time"),
     )
 
 
