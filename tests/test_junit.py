@@ -92,6 +92,9 @@ def data_of(area, test_id: int) -> dict[tuple[str, str], dict]:
     return {(r["category"], r["variable"]): r for r in rows}
 
 
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_logging=all"]
+
+
 @pytest.fixture(scope="module")
 def pytest_report(tmp_path_factory) -> Path:
     """A JUnit report written by pytest itself (the runner every Python CI uses)."""
@@ -99,8 +102,7 @@ def pytest_report(tmp_path_factory) -> Path:
     (where / "test_sample.py").write_text(PYTEST_FILE)
     report = where / "report.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_logging=all"]
-        + [f"--junitxml={report}", "test_sample.py"],
+        [*PYTEST, f"--junitxml={report}", "test_sample.py"],
         cwd=where,
         capture_output=True,
         text=True,
