@@ -1745,6 +1745,84 @@ command(
 )
 
 # --------------------------------------------------------------------------------------------
+# JUnit XML in and out (the CI loop). The mapping is in rules/junit.py.
+
+command(
+    "import-junit",
+    WRITE,
+    "junit.import_junit",
+    "Store the results of JUnit XML reports (pytest --junitxml, Maven Surefire, ...) in a run: each "
+    "testcase becomes the item NAME of the test CLASSNAME (the testsuite's name when it has none), so a "
+    "suite's cases roll up into their toplevel as items do; passed → COMPLETED/PASS, <failure> and "
+    "<error> → FAIL (the message's first line, and an error's type, in the comment), <skipped> → SKIP, "
+    "time → run_duration (whole seconds). The texts (failure message and traceback, system-out, "
+    "system-err) go to the test's data, category junit/N for attempt N; re-runs (<flakyFailure>, "
+    "<rerunFailure>, a repeated testcase) are kept as attempts, the last one the test's result. A file is "
+    "streamed in parts, one transaction each, with a progress bar on a terminal; the same file imported "
+    "again changes nothing (stored 0). Prints 'stored N, refused M' and why any were refused (exit 4 "
+    "then). Files with XML entity declarations or external references are refused.",
+    RUN_ID,
+    Param(
+        "files",
+        "argv",
+        "the JUnit XML files ('-' = standard input)",
+        required=True,
+        metavar="FILE...",
+        client_only=True,
+    ),
+    Param("xml", "str", "the JUnit XML document itself (over the protocol; the command line takes FILE...)"),
+    driver="junit:import_junit",
+    bulk=True,
+)
+command(
+    "junit-import-part",
+    WRITE,
+    "junit.junit_import_part",
+    "One part of an import-junit file (used by `import-junit FILE`): the cases numbered FIRST on of the file "
+    "whose SHA-256 is DIGEST, stored in one transaction; a part already stored is skipped, the final part "
+    "ends the import. Answers the import's totals so far.",
+    RUN_ID,
+    Param("digest", "str", "the SHA-256 of the file's bytes (64 hex digits)", required=True, nonempty=True),
+    Param("cases", "str", "the cases as JSON (see rules/junit.py)", default="[]"),
+    Param("first", "int", "the number of the part's first case in the file (from 0)", default=0, min=0),
+    Param("final", "bool", "the last part: the import is complete"),
+    Param("source", "str", "the file's name, for messages"),
+    hidden=True,
+    bulk=True,
+)
+command(
+    "export-junit",
+    READ,
+    "junit.export_junit",
+    "Write a run as JUnit XML that Jenkins and GitLab read: one <testsuite> per test name, one <testcase> "
+    "per item (and per toplevel without items), with <failure>, <error> or <skipped>, time, counts, the "
+    "stored texts and re-runs (Surefire's <flakyFailure>/<rerunFailure>). dbtool.* properties carry what "
+    "JUnit cannot say (a toplevel, a state or status other than COMPLETED PASS/FAIL/SKIP), so that "
+    "import-junit of the output gives the same tests and statuses. Deleted tests are left out.",
+    RUN_ID,
+    Param(
+        "output",
+        "path",
+        "write to this file (replaced whole when done) instead of standard output",
+        aliases=("-o",),
+        client_only=True,
+        metavar="FILE",
+    ),
+    driver="junit:export_junit",
+)
+command(
+    "junit-export-part",
+    READ,
+    "junit.junit_export_part",
+    "One page of export-junit (used by `export-junit`): up to LIMIT leaf tests of the run after AFTER in "
+    "(testname, item path) order, with their junit test data and their suites' counts.",
+    RUN_ID,
+    Param("after", "list", "the test name and item path of the last test of the previous page", max=2),
+    Param("limit", "int", "tests per page", default=2000, min=1, max=10000),
+    hidden=True,
+)
+
+# --------------------------------------------------------------------------------------------
 # Test meta (reference C.14).
 
 command(

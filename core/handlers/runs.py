@@ -414,6 +414,9 @@ def _mark_deleted(db: Db, run_id: int) -> None:
     db.conn.execute(delete(db.t.heartbeats).where(db.t.heartbeats.c.test_id.in_(of_run)))
     values = {"state": RUN_DELETED, "comment": "", "deleted_at": db.now}
     db.conn.execute(update(db.t.runs).where(db.t.runs.c.id == run_id).values(values))
+    from .junit import forget_imports
+
+    forget_imports(db, run_id)  # a revived run takes the same JUnit files again
 
 
 def _unpurged(db: Db) -> ColumnElement:
