@@ -183,10 +183,19 @@ def postgres_engine(url: str, role: str, *, pool_size: int = 4, search_path: str
     connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": f"dbtool-{role}"}
     if options:
         connect_args["options"] = " ".join(options)
+    # Every user of a pooled connection ends its transaction itself (the writer its own COMMIT or
+    # ROLLBACK, a read its ``conn.begin()`` block), so the pool does not roll back on return: on a
+    # connection PostgreSQL dropped (a restart) that rollback could only fail, with a traceback.
     pool: dict[str, Any] = (
         {"poolclass": NullPool}
         if role in (ADMIN, DIRECT)
-        else {"poolclass": QueuePool, "pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+        else {
+            "poolclass": QueuePool,
+            "pool_size": pool_size,
+            "max_overflow": pool_size,
+            "pool_pre_ping": True,
+            "pool_reset_on_return": None,
+        }
     )
     return create_engine(postgres_url(url), connect_args=connect_args, **pool)
 

@@ -413,7 +413,7 @@ class Writer:
                 time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
                 self._group_in_thread(batch, attempt + 1)
                 return
-            log.warning("group of %d write(s) failed to commit: %s", len(batch), cause)
+            log.warning("group of %d write(s) failed to commit: %s", len(batch), _said(cause))
             if len(batch) == 1:
                 batch[0].reset()
                 batch[0].error = self._storage_failed(cause)
@@ -657,6 +657,11 @@ class Writer:
                 self.conn.execute(delete(t).where(t.c.created < int(now) - IDEMPOTENCY_TTL))
         except DBAPIError as err:
             log.warning("could not prune old idempotency keys: %s", err)
+
+
+def _said(err: BaseException) -> str:
+    """A database error in one log line: the driver's words, without SQLAlchemy's SQL and link."""
+    return " ".join(driver_message(err).split())[:500]
 
 
 def _json(result: object) -> str:
