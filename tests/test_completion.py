@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-
 from dbtool.core.rules.notify import DEAD, REGRESSION, RUN_COMPLETE, STATE_CHANGE, check_entries, kinds_of
 
 BACKENDS = ("sqlite", "postgresql")
