@@ -324,6 +324,13 @@ def load_config(area: Area) -> dict:
             merged.setdefault(section, {}).update(values)
         elif section in DEFAULT_CONFIG:
             raise Refused(f"{area.config_path}: {section} must be a table ([{section}]), not {_toml(values)}")
+    if "notify" in data:  # [[notify]]: the notifications the server runs (rules/notify.py)
+        from .rules.notify import NotifyError, check_entries
+
+        try:
+            merged["notify"] = check_entries(data["notify"], area.config_path)
+        except NotifyError as err:
+            raise Refused(str(err)) from None
     for (section, name), rule in SETTINGS.items():
         if name in merged[section]:
             merged[section][name] = _checked(area, section, name, merged[section][name], *rule)

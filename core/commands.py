@@ -565,6 +565,18 @@ command(
     wire="watch-stream",
 )
 command(
+    "wait-run",
+    LOCAL,
+    "waitrun:wait_run",
+    "Block until the run is complete (every test in a final state; see get-run-completion), then print "
+    "its state and status (its record with --json). Waits on the server's event stream (a run already "
+    "complete returns at once). Exit 0 when the run's status is PASS, 1 when it is complete but not "
+    "PASS, 3 when --max-wait passed first (or the server stopped), 4 for an unknown or deleted run. "
+    "Starts the server when none runs.",
+    RUN_ID,
+    Param("max_wait", "float", "give up after this many seconds (exit 3); default: wait as long as it takes", min=0),
+)
+command(
     "start-server",
     LOCAL,
     "local:server_start",
@@ -1006,6 +1018,16 @@ command(
     READ,
     "runs.get_run_state_status",
     "A run's {state, status}. Exit 1 when the run does not exist.",
+    RUN_ID,
+)
+command(
+    "get-run-completion",
+    READ,
+    "completion.get_run_completion",
+    "Whether a run is complete: {run_id, complete, completed_at, state, status, tests, final, seq}. A run "
+    "is complete when it has tests and every one is in a final state (COMPLETED with any status, KILLED, "
+    "ARCHIVED, INCOMPLETE; deleted tests aside); `tests` counts them, `final` those final, `seq` is the "
+    "last event stored when this was read. Exit 1 when the run does not exist.",
     RUN_ID,
 )
 command(

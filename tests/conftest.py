@@ -404,6 +404,7 @@ class HandlerDb:
         from dbtool.core.commands import lookup
         from dbtool.core.db.context import Db
         from dbtool.core.handlers import resolve
+        from dbtool.core.handlers.completion import settle_runs
         from dbtool.core.protocol import plain
         from dbtool.core.request import RequestContext, activate
 
@@ -415,6 +416,7 @@ class HandlerDb:
             with conn.begin():
                 db = Db(conn, self.schema, ctx, self.config)
                 result = resolve(cmd.handler)(db, **bound)
+                settle_runs(db)  # as the server's writer does after every write
             db.run_after_commit()
         self.keep_events(db.events)
         return plain(result)  # as the server sends it

@@ -25,7 +25,20 @@ class Db:
     until the transaction has committed.
     """
 
-    __slots__ = ("after", "config", "conn", "ctx", "defer_events", "dialect", "events", "fast", "now", "t")
+    __slots__ = (
+        "after",
+        "config",
+        "conn",
+        "ctx",
+        "defer_events",
+        "dialect",
+        "events",
+        "fast",
+        "now",
+        "t",
+        "touched",
+        "touched_tests",
+    )
 
     def __init__(
         self,
@@ -47,6 +60,10 @@ class Db:
         self.defer_events = defer_events
         self.fast = fast or Statements(conn)  # the writer shares one cursor among a group's requests
         self.after: list[Callable[[Connection], object]] = []
+        # The runs (and, when an event named no run, the tests) whose tests this request changed:
+        # handlers/completion.settle_runs decides afterwards whether each is complete.
+        self.touched: set[int] = set()
+        self.touched_tests: set[int] = set()
 
     @property
     def keys(self) -> list[str]:
@@ -87,6 +104,11 @@ class Db:
         **data: object,
     ) -> None:
         """Append a change event, committed in the same transaction as the change itself."""
+        if test_id is not None:
+            if run_id is not None:
+                self.touched.add(run_id)
+            else:
+                self.touched_tests.add(test_id)
         ctx = self.ctx
         client = ctx.client
         row = {

@@ -25,7 +25,15 @@ from sqlalchemy.pool import NullPool, QueuePool
 from ..errors import Refused, StorageError
 from ..rules.regex import search as regex_search
 from .dialect import drop_trigger_ddl, trigger_ddl
-from .schema import RUN_LIFECYCLE_COLUMNS, SCHEMA_VERSION, TRIGGER_TABLES, Schema, schema_for
+from .schema import (
+    RUN_COMPLETION_COLUMNS,
+    RUN_LIFECYCLE_COLUMNS,
+    SCHEMA_VERSION,
+    TRIGGER_TABLES,
+    UNFINISHED_SQL,
+    Schema,
+    schema_for,
+)
 
 WRITE, READ, DIRECT, ADMIN = "write", "read", "direct", "admin"
 # Megatest's MEGATEST_VERSION var is "<version>-<first 4 chars of its fossil hash>" (reference A.10).
@@ -218,6 +226,7 @@ def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
         for index in table.indexes:  # an older area's tables lack the indexes added since
             index.create(conn, checkfirst=True)
     _migrate_run_lifecycle(conn, schema)
+    _migrate_run_completion(conn, schema)
     create_triggers(conn)
     existing = read_keys(conn)
     if not existing:
@@ -267,6 +276,25 @@ def _migrate_run_lifecycle(conn: Connection, schema: Schema) -> None:
     )
     conn.execute(
         update(runs).where(runs.c.state == "deleted").values(deleted_at=func.coalesce(runs.c.last_update, now))
+    )
+
+
+def _migrate_run_completion(conn: Connection, schema: Schema) -> None:
+    """Schema 2 → 3: the index of unfinished tests (an existing tests table lacks it), and
+    runs.completed_at, set for the runs already complete (silently: no event for the past)."""
+    for index in schema.tests.indexes:
+        if index.name == "tests_unfinished":
+            index.create(conn, checkfirst=True)
+    present = {c["name"] for c in inspect(conn).get_columns("runs")}
+    missing = [(name, type_) for name, type_ in RUN_COMPLETION_COLUMNS if name not in present]
+    if not missing:
+        return
+    for name, type_ in missing:  # names and types from the schema, never from input
+        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {type_.compile(conn.dialect)}")
+    conn.exec_driver_sql(
+        "UPDATE runs SET completed_at = last_update WHERE deleted_at IS NULL"
+        " AND EXISTS (SELECT 1 FROM tests WHERE tests.run_id = runs.id AND state != 'DELETED')"
+        f" AND NOT EXISTS (SELECT 1 FROM tests WHERE tests.run_id = runs.id AND {UNFINISHED_SQL})"
     )
 
 

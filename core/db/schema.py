@@ -31,11 +31,18 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeDecorator, UserDefinedType
 from sqlmodel import Field, SQLModel
 
+from ..rules.vocab import FINAL_STATES
 from .dialect import epoch_now
 
 # 2: runs.locked_by/locked_at/deleted_at (a run's lock and deletion apart from its state; see
-# runs_table). engine.create_schema brings an area of an older version up to this one.
-SCHEMA_VERSION = 2
+# runs_table). 3: runs.completed_at, the index of unfinished tests, notify_cursors (run
+# completion and notifications). engine.create_schema brings an area of an older version up to this one.
+SCHEMA_VERSION = 3
+
+# The tests a run still waits for: neither in a final state nor deleted. Written out as SQL once,
+# for the partial index and for the query that must match it word for word (SQLite uses a partial
+# index only when the query repeats its condition with the same literals).
+UNFINISHED_SQL = "state NOT IN ({})".format(", ".join(f"'{s}'" for s in (*FINAL_STATES, "DELETED")))
 
 
 # Defaults live in the database only (server_default): an INSERT that omits a column gets the
@@ -186,6 +193,13 @@ def _tests() -> type[SQLModel]:
             Index("tests_run", "run_id"),
             Index("tests_last_update", "last_update"),
             Index("tests_testname", "testname", "item_path"),
+            # the unfinished tests of a run: whether a run is complete is one probe of this index
+            Index(
+                "tests_unfinished",
+                "run_id",
+                sqlite_where=text(UNFINISHED_SQL),
+                postgresql_where=text(UNFINISHED_SQL),
+            ),
         )
         id: int | None = _pk()
         run_id: int | None = _int(-1)
@@ -543,6 +557,19 @@ def _idempotency() -> type[SQLModel]:
     return Idempotency
 
 
+@model("notify_cursors")
+def _notify_cursors() -> type[SQLModel]:
+    class NotifyCursor(SQLModel, table=True):
+        """Per ``[[notify]]`` entry of config.toml (by its name): the last event seq it has handled."""
+
+        __tablename__ = "notify_cursors"
+        name: str = Field(sa_type=Text, primary_key=True)
+        seq: int | None = _int(0)
+        updated: int | None = _now()
+
+    return NotifyCursor
+
+
 # Tables whose rows carry last_update, refreshed by an AFTER UPDATE trigger (reference A.16).
 TRIGGER_TABLES = ("runs", "run_stats", "tests", "test_steps", "test_data")
 
@@ -555,6 +582,9 @@ TRIGGER_TABLES = ("runs", "run_stats", "tests", "test_steps", "test_data")
 INDEXED_KEYS = 16  # key columns in the runs_target index
 
 RUN_LIFECYCLE_COLUMNS = (("locked_by", Text()), ("locked_at", INT), ("deleted_at", INT))
+#   completed_at INTEGER when the run last became complete (every test in a final state); NULL while
+#                        it is not (see handlers/completion.py)
+RUN_COMPLETION_COLUMNS = (("completed_at", INT),)
 
 
 def runs_table(keys: list[str], metadata: MetaData) -> Table:
@@ -575,6 +605,7 @@ def runs_table(keys: list[str], metadata: MetaData) -> Table:
         Column("pass_count", INT, server_default=text("0")),
         Column("last_update", INT, server_default=DefaultClause(epoch_now())),
         *(Column(name, type_, nullable=True) for name, type_ in RUN_LIFECYCLE_COLUMNS),
+        *(Column(name, type_, nullable=True) for name, type_ in RUN_COMPLETION_COLUMNS),
         UniqueConstraint("runname", *keys, name="runs_unique"),
         Index("runs_event_time", "event_time"),
         Index("runs_last_update", "last_update"),

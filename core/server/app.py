@@ -57,6 +57,7 @@ from ..reqlog import LOG_LEVEL_KEPT, RequestLog
 from ..request import RequestContext, run_with
 from . import resources, serverlog
 from .events import EventHub
+from .notifier import Notifier
 from .session import Session
 from .stats import Stats
 from .storage import READERS, EventTail, PostgresStorage, Storage
@@ -222,7 +223,7 @@ class Server:
             self.schema,
             self.config,
             self.loop,
-            _ignore if self.pg else self.hub.publish,  # (PostgreSQL: the tail publishes every front-end's)
+            _ignore if self.pg else self._published,  # (PostgreSQL: the tail publishes every front-end's)
             self.hub.last_seq,
             on_loop=wal,
             storage=None if self.pg else self.storage,
@@ -234,6 +235,7 @@ class Server:
             self.tail.start()
         self.requests_log = RequestLog(self.area.logs_dir)
         self._stopping = asyncio.Event()
+        self.notifier = Notifier(self, self.config.get("notify") or [], self.hub.last_seq)
         if not self.read_only:
             await self._ingest_spool()
 
@@ -261,12 +263,14 @@ class Server:
             asyncio.create_task(c)
             for c in (self._idle_watch(), self._flush_log(), self._sweep(), self._dead_jobs(), self._spool_chore())
         ]
+        self.notifier.start()
 
         await self._stopping.wait()
         for chore in chores:
             chore.cancel()
         listener.close()
         remove_file(self.area.server_json)
+        await self.notifier.finish()  # (a command under way ends, and its cursor is stored, first)
         await self._drain()
         await listener.wait_closed()
         self._log_stats()
@@ -291,7 +295,12 @@ class Server:
 
     def _tail_delivered(self, rows: list[dict]) -> None:
         """From the event tail's thread: events committed through any front-end, in seq order."""
-        self.loop.call_soon_threadsafe(self.hub.publish, rows)
+        self.loop.call_soon_threadsafe(self._published, rows)
+
+    def _published(self, rows: list[dict]) -> None:
+        """Committed events (on the loop): to the watchers, and a nudge to the notifications."""
+        self.hub.publish(rows)
+        self.notifier.committed()
 
     async def _drain(self) -> None:
         """Finish queued writes and answer them, then close connections and checkpoint."""
@@ -326,7 +335,7 @@ class Server:
         while True:
             await asyncio.sleep(min(1.0, self.idle_timeout))
             idle = time.monotonic() - self.last_activity
-            if idle >= self.idle_timeout and self.writer.depth == 0 and not self.hub.subscribers:
+            if idle >= self.idle_timeout and self.writer.depth == 0 and not self.hub.subscribers and self.notifier.idle:
                 self.request_stop(f"idle for {idle:.0f} s")
                 return
 

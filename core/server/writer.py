@@ -66,6 +66,7 @@ from ..db.fast import Statements
 from ..db.schema import Schema
 from ..errors import Busy, DbtoolError, Internal, Refused, StorageError
 from ..handlers import resolve
+from ..handlers.completion import settle_runs
 from ..protocol import plain
 from ..request import RequestContext, activate
 from .storage import CLOSE_WAIT
@@ -600,6 +601,7 @@ class Writer:
         try:
             with activate(job.ctx):
                 result = resolve(job.cmd.handler)(db, **job.params)
+                settle_runs(db)
         except Exception as err:
             if savepoint:
                 self._roll_back(cursor, err)
