@@ -16,14 +16,13 @@ from ..errors import Refused
 from ..protocol import Records
 from ..rules.compare import (
     CLASSES,
-    FINAL_STATES,
     classify,
     flip_rate,
     flips,
     outcome,
     reruns,
 )
-from ..rules.vocab import FAIL_LIKE, PASS_LIKE
+from ..rules.vocab import FAIL_LIKE, FINAL_STATES, PASS_LIKE
 from .common import field_filter, find_run, not_deleted_run, page, target_expr
 
 DELETED = "DELETED"  # the state of a soft-deleted test
@@ -34,21 +33,14 @@ AUTO = "auto"
 
 
 def complete_condition(db: Db, run_id: ColumnElement) -> ColumnElement:
-    """SQL: the run ``run_id`` (a column or a literal) is complete — it has tests, and every one of
-    them (deleted ones aside) is in a final state (rules/compare.py FINAL_STATES).
-
-    Three counts on the indexes of tests by (state, run_id) and by run_id, none reading a row."""
-    t = db.t.tests.c
-
-    def count(*where: ColumnElement) -> ColumnElement:
-        return select(func.count()).select_from(db.t.tests).where(t.run_id == run_id, *where).scalar_subquery()
-
-    final = count(t.state.in_(FINAL_STATES))
-    return and_(final > 0, final + count(t.state == DELETED) == count())
+    """SQL: the run ``run_id`` (a column or a literal) is complete — as the writer keeps it in
+    ``runs.completed_at`` (handlers/completion.py: it has tests, every one in a final state)."""
+    r = db.t.runs.c
+    return select(r.completed_at).where(r.id == run_id).scalar_subquery().is_not(None)
 
 
 def run_is_complete(db: Db, run_id: int) -> bool:
-    """Whether every test of the run is in a final state (and it has tests)."""
+    """Whether the run is complete (``runs.completed_at``, see ``complete_condition``)."""
     return bool(db.conn.execute(select(complete_condition(db, literal(run_id)))).scalar())
 
 

@@ -10,10 +10,6 @@ from collections.abc import Iterable
 
 from .vocab import FAIL_LIKE, PASS_LIKE
 
-# A test is final, its job over, when its state is one of these: a run is complete when every test
-# of it is final (COMPLETED with any status — the dead-job scan's COMPLETED/DEAD too —, KILLED, DEAD).
-FINAL_STATES = ("COMPLETED", "KILLED", "DEAD")
-
 # A job that died or was killed says nothing about the code it tested: infrastructure, not a failure.
 INFRA_STATES = frozenset({"KILLED", "DEAD"})
 INFRA_STATUSES = frozenset({"DEAD", "KILLED"})

@@ -50,9 +50,9 @@ ENDED_STATES = frozenset({"COMPLETED", "KILLED", "KILLREQ", "STUCK", "ARCHIVED",
 BADLY_ENDED_STATES = frozenset({"KILLED", "KILLREQ", "STUCK", "INCOMPLETE", "DEAD"})
 DONT_ROLL_UP_STATES = frozenset({"DELETED", "REMOVING", "CLEANING", "ARCHIVE_REMOVING"})
 # A test in one of these states will not change by itself: its run is complete when every test it
-# has is in one (DELETED ones aside). A dead job is COMPLETED/DEAD; KILLREQ and STUCK still wait on
-# a job, so they are not final.
-FINAL_STATES = ("COMPLETED", "KILLED", "ARCHIVED", "INCOMPLETE")
+# has is in one (DELETED ones aside). A dead job is COMPLETED/DEAD (or, written so, state DEAD);
+# KILLREQ and STUCK still wait on a job, so they are not final.
+FINAL_STATES = ("COMPLETED", "KILLED", "DEAD", "ARCHIVED", "INCOMPLETE")
 
 WELL_ENDED_STATUSES = frozenset({"PASS", "WARN", "CHECK", "WAIVED", "SKIP"})
 NOT_STARTED_OK_STATUSES = frozenset({"n/a", "PASS", "SKIP", "WARN", "WAIVED", "CHECK", "DEAD", "FAIL", "na"})
