@@ -275,7 +275,7 @@ def test_create_schema_migrates_an_old_area(hdb):
     assert hdb("get-all-run-ids") == [2, 1]
     hdb("lock-unlock-run", run_id=1, unlock=True)
     assert hdb("get-run-state", run_id=1) == "unlocked"  # what Megatest's unlock wrote
-    assert hdb("get-var", var="DBTOOL_SCHEMA") == SCHEMA_VERSION == 2
+    assert hdb("get-var", var="DBTOOL_SCHEMA") == SCHEMA_VERSION == 3  # (schema 1 → 2 → 3 in one go)
     with hdb.engine.connect() as conn, conn.begin():  # idempotent
         create_schema(conn, ["RELEASE", "PLATFORM"], "test")
     assert hdb.sql("select count(*) from runs where locked_by is not null") == [(1,)]
@@ -295,4 +295,6 @@ def test_a_read_on_an_area_of_an_older_dbtool_upgrades_it_through_a_server(area)
     runs = area.ok("get-runs", "--json").json
     assert [r["runname"] for r in runs] == ["old"] and "deleted_at" in runs[0]
     assert area.server_pids()  # the server that upgraded the area
-    assert area.ok("get-var", "DBTOOL_SCHEMA").out == "2\n"
+    from dbtool.core.db.schema import SCHEMA_VERSION
+
+    assert area.ok("get-var", "DBTOOL_SCHEMA").out == f"{SCHEMA_VERSION}\n"

@@ -35,8 +35,8 @@ AUTO = "auto"
 def complete_condition(db: Db, run_id: ColumnElement) -> ColumnElement:
     """SQL: the run ``run_id`` (a column or a literal) is complete — as the writer keeps it in
     ``runs.completed_at`` (handlers/completion.py: it has tests, every one in a final state)."""
-    r = db.t.runs.c
-    return select(r.completed_at).where(r.id == run_id).scalar_subquery().is_not(None)
+    run = db.t.runs.alias("completion")  # (an alias: ``run_id`` may be the id column of runs itself)
+    return select(run.c.completed_at).where(run.c.id == run_id).scalar_subquery().is_not(None)
 
 
 def run_is_complete(db: Db, run_id: int) -> bool:
