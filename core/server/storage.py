@@ -112,7 +112,26 @@ def file_identity(path: str) -> dict | None:
     }
 
 
-class Storage:
+class Engines:
+    """What both kinds of storage share: a write engine, a read engine, and the gate of the reads."""
+
+    gate: Gate
+    read_engine = None
+    write_engine = None
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read connection in a transaction (under the gate)."""
+        with self.gate.shared(), self.read_engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        for engine in (self.read_engine, self.write_engine):
+            if engine is not None:
+                engine.dispose()
+
+
+class Storage(Engines):
     """The area's database as the server uses it: one write engine, one read engine, their gate."""
 
     def __init__(self, area: Area, db_cfg: dict) -> None:
@@ -224,21 +243,8 @@ class Storage:
             return damaged(self.path, reason)
         return StorageError(f"{doing} {self.path}: {reason}")
 
-    # -- in operation ------------------------------------------------------------------------------------
-    @contextmanager
-    def reading(self) -> Iterator[Connection]:
-        """A read connection in a transaction (under the gate)."""
-        with self.gate.shared(), self.read_engine.connect() as conn, conn.begin():
-            yield conn
 
-    def dispose(self) -> None:
-        for name in ("read_engine", "write_engine"):
-            engine = getattr(self, name, None)
-            if engine is not None:
-                engine.dispose()
-
-
-class PostgresStorage:
+class PostgresStorage(Engines):
     """An area's database on PostgreSQL as one front-end uses it: its engines, and the check that
     the database holds this area (``db.postgres.prepare``). Nothing of a file applies: no header,
     no quick_check, no WAL; a stop leaves nothing to record."""
@@ -276,19 +282,8 @@ class PostgresStorage:
 
         return StorageError(f"{doing} {self.path}: {postgres.reason(err, self.url)}")
 
-    @contextmanager
-    def reading(self) -> Iterator[Connection]:
-        with self.gate.shared(), self.read_engine.connect() as conn, conn.begin():
-            yield conn
-
     def record_clean_stop(self) -> None:
         pass
-
-    def dispose(self) -> None:
-        for name in ("read_engine", "write_engine"):
-            engine = getattr(self, name, None)
-            if engine is not None:
-                engine.dispose()
 
 
 class EventTail:
