@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import execute, query, wait_for
 from dbtool.core.rules.notify import DEAD, REGRESSION, RUN_COMPLETE, STATE_CHANGE, check_entries, kinds_of
 
 BACKENDS = ("sqlite", "postgresql")
@@ -336,3 +336,165 @@ def test_a_bad_notify_config_is_refused_in_one_line(area, backend):
     result = area.run("register-run", "--target", "v1/linux", "--runname", "x")
     assert result.code == 4 and result.err.count("\n") == 1, result
     assert "[[notify]] #1: unknown event(s) 'finished'" in result.err
+
+
+# -- dead jobs, JUnit imports, compare, the schema upgrade: real processes, on both backends ------------
+
+
+def run_events(area, cmd: str) -> list[tuple]:
+    """(run_id, seq) of the stored events of one kind, in order."""
+    return query(area, "SELECT run_id, seq FROM events WHERE cmd = ? ORDER BY seq", cmd)
+
+
+def test_a_dead_job_found_by_the_servers_scan_is_notified_once(area, backend):
+    out = area.root / "dead.jsonl"
+    add_notify(area, 'events = ["dead"]\ncommand = "cat >> dead.jsonl"')
+    area.set_config("tests", "dead_check_interval", "0.2")
+    run = cli_run(area, ("job",))
+    # no exec: no heartbeat; only its event time tells that it is alive
+    area.ok(
+        "set-state-status-and-roll-up-items", "--run-id", run, "--testname", "job", "--item-path", "i1",
+        "--state", "RUNNING", "--status", "n/a",
+    )  # fmt: skip
+    assert query(area, "SELECT count(*) FROM tests WHERE status = 'DEAD'") == [(0,)]
+    execute(area, "UPDATE tests SET event_time = event_time - 100000 WHERE state = 'RUNNING'")
+    assert wait_for(lambda: len(lines_of(out)) == 1, 30)
+    time.sleep(1.0)  # more scans: nothing new
+    [note] = lines_of(out)
+    assert (note["event"], note["run_id"], note["testname"], note["item_path"]) == ("dead", int(run), "job", "i1")
+    assert (note["state"], note["status"]) == ("COMPLETED", "DEAD")
+    assert query(area, "SELECT state, status FROM tests WHERE item_path = 'i1'") == [("COMPLETED", "DEAD")]
+    dead = query(area, "SELECT count(*) FROM events WHERE status = 'DEAD' AND item_path = 'i1'")
+    assert dead == [(1,)]
+    assert [r for r, _ in run_events(area, "run-complete")] == [int(run)]  # a dead job ends its run too
+
+
+JUNIT_HEAD = '<?xml version="1.0" encoding="utf-8"?>\n<testsuites><testsuite name="suite" tests="{n}">\n'
+JUNIT_TAIL = "</testsuite></testsuites>\n"
+
+
+def junit_file(path: Path, cases: list[tuple[str, str, str]]) -> Path:
+    """A JUnit report of (classname, name, outcome) cases, outcome 'pass' or 'fail'."""
+    body = []
+    for classname, name, outcome in cases:
+        inner = '<failure message="boom">trace</failure>' if outcome == "fail" else ""
+        body.append(f'<testcase classname="{classname}" name="{name}" time="0.1">{inner}</testcase>\n')
+    path.write_text(JUNIT_HEAD.format(n=len(cases)) + "".join(body) + JUNIT_TAIL)
+    return path
+
+
+def subscribed_waiter(area, run: str):
+    area.ok("ping")
+    waiter = area.popen("wait-run", "--run-id", run, "--max-wait", "60")
+    assert wait_for(lambda: area.ok("server", "status", "--json").json["subscribers"] == 1, 20)
+    return waiter
+
+
+@pytest.mark.parametrize("outcome", ["pass", "fail"])
+def test_import_junit_of_the_last_registered_tests_completes_the_run(area, backend, tmp_path, outcome):
+    run = area.ok("register-run", "--target", "v1/linux", "--runname", "ci").out.strip()
+    for classname, name in (("unit", "t1"), ("unit", "t2"), ("lint", "ruff")):
+        area.ok("register-test", "--run-id", run, "--testname", classname, "--item-path", name)
+    waiter = subscribed_waiter(area, run)
+    try:
+        first = junit_file(tmp_path / "first.xml", [("unit", "t1", "pass"), ("lint", "ruff", "pass")])
+        assert area.ok("import-junit", "--run-id", run, str(first)).out == "stored 2, refused 0\n"
+        time.sleep(0.3)
+        assert waiter.poll() is None and run_events(area, "run-complete") == []  # unit/t2 not yet
+        last = junit_file(tmp_path / "last.xml", [("unit", "t2", outcome)])
+        assert area.ok("import-junit", "--run-id", run, str(last)).out == "stored 1, refused 0\n"
+        out, err = waiter.communicate(timeout=30)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+    status = "PASS" if outcome == "pass" else "FAIL"
+    assert (waiter.returncode, out) == ((0, "COMPLETED PASS\n") if outcome == "pass" else (1, "COMPLETED FAIL\n")), err
+    assert [r for r, _ in run_events(area, "run-complete")] == [int(run)]
+    info = area.ok("get-run-completion", "--run-id", run, "--json").json
+    assert (info["complete"], info["tests"], info["final"], info["status"]) == (True, 5, 5, status)
+    # the same file again changes nothing, and emits nothing more
+    assert area.ok("import-junit", "--run-id", run, str(last)).out.startswith("stored 0, refused 0; imported")
+    assert len(run_events(area, "run-complete")) == 1
+
+
+def test_import_junit_of_registered_toplevels_completes_the_run(area, backend, tmp_path):
+    """Toplevel tests registered up front (as Megatest's runner does), their results imported from a
+    report export-junit wrote (toplevel cases: dbtool.toplevel)."""
+    source = cli_run(area, ("build", "deploy"))
+    cli_finish(area, source, "build")
+    cli_finish(area, source, "deploy", "FAIL")
+    report = tmp_path / "export.xml"
+    area.ok("export-junit", "--run-id", source, "-o", str(report))
+    run = cli_run(area, ("build", "deploy"))
+    waiter = subscribed_waiter(area, run)
+    try:
+        assert area.ok("import-junit", "--run-id", run, str(report)).out == "stored 2, refused 0\n"
+        out, err = waiter.communicate(timeout=30)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+    assert (waiter.returncode, out) == (1, "COMPLETED FAIL\n"), err
+    assert [r for r, _ in run_events(area, "run-complete")] == [int(source), int(run)]
+    assert area.ok("get-run-completion", "--run-id", run, "--json").json["complete"] is True
+
+
+def test_compare_auto_baseline_is_the_latest_complete_run_by_completed_at(area, backend):
+    old = cli_run(area, ("a", "b"))
+    cli_finish(area, old, "a")
+    cli_finish(area, old, "b")
+    middle = cli_run(area, ("a", "b"))
+    cli_finish(area, middle, "a", "FAIL")  # b still NOT_STARTED: incomplete
+    run = cli_run(area, ("a", "b"))
+    cli_finish(area, run, "a", "FAIL")
+    cli_finish(area, run, "b")
+
+    def baseline() -> int | None:
+        return area.ok("compare", "--run-id", run, "--json").json["baseline"]
+
+    assert baseline() == int(old)  # the incomplete run between them is skipped
+    assert area.ok("compare", "--run-id", run, "--json").json["regressions"][0]["testname"] == "a"
+    cli_finish(area, middle, "b")
+    assert baseline() == int(middle)  # complete now
+    assert area.ok("compare", "--run-id", run, "--json").json["regressions"] == []
+    # the answer is runs.completed_at, as the writer keeps it (no scan of the tests)
+    execute(area, "UPDATE runs SET completed_at = NULL WHERE id = ?", [(int(middle),)])
+    assert baseline() == int(old)
+    execute(area, "UPDATE runs SET completed_at = NULL WHERE id = ?", [(int(old),)])
+    assert baseline() is None
+
+
+def test_a_schema_2_area_is_upgraded_when_a_server_opens_it(area, backend):
+    done = cli_run(area, ("a", "b"))
+    cli_finish(area, done, "a")
+    cli_finish(area, done, "b", "FAIL")
+    open_run = cli_run(area, ("a", "b"))
+    cli_finish(area, open_run, "a")
+    area.ok("server", "stop")
+    assert area.wait_no_server()
+    # the schema 2 layout: no runs.completed_at, no notify_cursors, no index of unfinished tests
+    for sql in (
+        "DROP INDEX tests_unfinished",
+        "DROP TABLE notify_cursors",
+        "ALTER TABLE runs DROP COLUMN completed_at",
+        "UPDATE metadat SET val = '2' WHERE var = 'DBTOOL_SCHEMA'",
+    ):
+        execute(area, sql)
+    events_before = query(area, "SELECT count(*), max(seq) FROM events")
+    [(last_update,)] = query(area, "SELECT last_update FROM runs WHERE id = ?", int(done))
+    area.ok("server", "start")
+    assert query(area, "SELECT val FROM metadat WHERE var = 'DBTOOL_SCHEMA'") == [("3",)]
+    completed = dict(query(area, "SELECT id, completed_at FROM runs"))
+    assert completed == {int(done): last_update, int(open_run): None}
+    assert query(area, "SELECT count(*), max(seq) FROM events") == events_before  # the past emits nothing
+    assert query(area, "SELECT count(*) FROM notify_cursors") == [(0,)]
+    if backend == "sqlite":
+        indexes = query(area, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tests'")
+    else:
+        indexes = query(area, "SELECT indexname FROM pg_indexes WHERE tablename = 'tests' AND schemaname = ?",
+                        area.pg_schema)  # fmt: skip
+    assert "tests_unfinished" in {name for (name,) in indexes}
+    assert area.ok("get-run-completion", "--run-id", done, "--json").json["complete"] is True
+    cli_finish(area, open_run, "b")  # the upgraded area goes on as any other
+    assert [r for r, _ in run_events(area, "run-complete")] == [int(done), int(open_run)]

@@ -440,5 +440,114 @@ def test_a_front_end_killed_with_sigkill_is_replaced_and_a_resent_write_applies_
     proc = subprocess.run([PY, "-c", script, str(area.root)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(set(proc.stdout.split())) == 1
-    written = "SELECT count(*) FROM events WHERE cmd = 'set-state-status-and-roll-up-items' AND testname = 't'"
-    assert query(area, written) == [(1,)]  # (the run's own events, its roll-up and completion, aside)
+    # applied once: one event of the test; and the run it completed rolled up and complete once
+    applied = "SELECT test_id IS NULL, cmd FROM events WHERE seq > 1 ORDER BY seq"
+    assert query(area, applied) == [
+        (False, "register-test"),
+        (False, "set-state-status-and-roll-up-items"),
+        (True, "set-state-status-and-roll-up-items"),
+        (True, "run-complete"),
+    ]
+
+
+# -- run completion and notifications across front-ends ---------------------------------------------
+
+FINISH_AT = (
+    "import os, sys, time\n"
+    "from dbtool.core.area import Area\n"
+    "from dbtool.core.client import call\n"
+    "from dbtool.core.commands import COMMANDS\n"
+    "root, host, testname = sys.argv[1:4]\n"
+    "start, step = float(sys.argv[4]), float(sys.argv[5])\n"
+    "os.environ['DBTOOL_HOSTNAME'] = host\n"
+    "area, cmd = Area(root), COMMANDS['set-state-status-and-roll-up-items']\n"
+    "for n, run in enumerate(sys.argv[6:]):\n"
+    "    time.sleep(max(0.0, start + n * step - time.time()))  # the other front-end's write: the same moment\n"
+    "    call(area, cmd, {'run_id': int(run), 'testname': testname, 'state': 'COMPLETED', 'status': 'PASS'})\n"
+)
+
+
+def test_the_last_tests_of_a_run_finished_through_two_front_ends_at_once_complete_it_once(schema, roots):
+    area = roots("area")
+    pg_init(area, pg_area_url(schema))
+    runs = []
+    for n in range(20):
+        runs.append(ok(area, "hosta", "register-run", "--target", "v1/x", "--runname", f"r{n}").strip())
+        for name in ("first", "a", "b"):
+            ok(area, "hosta", "register-test", "--run-id", runs[-1], "--testname", name)
+        ok(area, "hosta", "set-state-status-and-roll-up-items", "--run-id", runs[-1], "--testname", "first",
+           "--state", "COMPLETED", "--status", "PASS")  # fmt: skip
+    ok(area, "hostb", "server", "start")
+    start = time.time() + 2.0  # (both writers started and connected by then)
+    writers = [
+        subprocess.Popen([PY, "-c", FINISH_AT, str(area.root), host, name, str(start), "0.15", *runs])
+        for host, name in (("hosta", "a"), ("hostb", "b"))
+    ]
+    try:
+        assert all(w.wait(120) == 0 for w in writers)
+    finally:
+        for w in writers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    assert record(area, "hosta") and record(area, "hostb")  # each pair went through both front-ends
+    complete = query(area, "SELECT run_id, count(*) FROM events WHERE cmd = 'run-complete' GROUP BY run_id")
+    assert sorted(complete) == sorted((int(r), 1) for r in runs)
+    assert query(area, "SELECT count(*) FROM runs WHERE completed_at IS NULL") == [(0,)]
+    assert query(area, "SELECT count(*) FROM events WHERE cmd = 'run-reopened'") == [(0,)]
+    log = "".join(p.read_text() for p in (area.dir / "hosts").glob("*/logs/server.log"))
+    assert "Traceback" not in log
+
+
+def test_notifications_are_delivered_once_with_two_front_ends_running(schema, roots):
+    from dbtool.core.rules.notify import check_entries, kinds_of, wanted
+
+    area = roots("area")
+    pg_init(area, pg_area_url(schema))
+    body = 'events = ["state-change", "run-complete"]\ncommand = "cat >> notified.jsonl"'
+    with open(area.dir / "config.toml", "a") as f:
+        f.write(f"\n[[notify]]\n{body}\n")
+    [entry] = check_entries([{"events": ["state-change", "run-complete"], "command": "cat >> notified.jsonl"}], "")
+    ok(area, "hosta", "server", "start")
+    ok(area, "hostb", "server", "start")
+    out = area.root / "notified.jsonl"
+
+    def notified() -> list[dict]:
+        return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+    def expected() -> list[int]:
+        rows = query(area, "SELECT seq, cmd, run_id, test_id, testname, item_path, state, status, data FROM events")
+        names = ("seq", "cmd", "run_id", "test_id", "testname", "item_path", "state", "status", "data")
+        events = [dict(zip(names, row, strict=True)) for row in rows]
+        return sorted(e["seq"] for e in events if any(wanted(entry, e, k) for k in kinds_of(e)))
+
+    def write_through_both(label: str) -> None:
+        run = ok(area, "hosta", "register-run", "--target", "v1/x", "--runname", label).strip()
+        procs = [
+            subprocess.Popen(
+                dbtool_argv("--area", str(area.root), "set-state-status-and-roll-up-items", "--run-id", run,
+                            "--testname", f"t{host}{i}", "--state", "COMPLETED", "--status", "PASS"),
+                env={**os.environ, "DBTOOL_HOSTNAME": host},
+                stdout=subprocess.DEVNULL,
+            )
+            for i in range(4)
+            for host in ("hosta", "hostb")
+        ]  # fmt: skip
+        assert all(p.wait(120) == 0 for p in procs)
+
+    write_through_both("one")
+    assert wait_for(lambda: len(notified()) >= len(expected()), 30)
+    # the front-end that delivers stops; the other takes over from the cursor in the database
+    logs = {h: (area.dir / "hosts" / h / "logs" / "server.log") for h in ("hosta", "hostb")}
+    [deliverer] = [h for h, p in logs.items() if "this front-end delivers them" in p.read_text()]
+    other = "hostb" if deliverer == "hosta" else "hosta"
+    ok(area, deliverer, "server", "stop")
+    write_through_both("two")  # (starts the stopped front-end again: both run)
+    assert record(area, "hosta") and record(area, "hostb")
+    assert wait_for(lambda: len(notified()) >= len(expected()), 30)
+    time.sleep(2.0)  # more passes on both: nothing delivered twice
+    seqs = [n["seq"] for n in notified()]
+    want = expected()
+    assert len(want) > 20 and sorted(seqs) == want, (len(seqs), len(set(seqs)), len(want))
+    assert [n["run_id"] for n in notified() if n["event"] == "run-complete"] == [1, 2]  # (each run's first write)
+    assert "this front-end delivers them" in logs[other].read_text()

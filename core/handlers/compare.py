@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import and_, exists, func, literal, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from ..db.context import Db
@@ -32,16 +32,11 @@ AUTO = "auto"
 # -- completeness ----------------------------------------------------------------------------------
 
 
-def complete_condition(db: Db, run_id: ColumnElement) -> ColumnElement:
-    """SQL: the run ``run_id`` (a column or a literal) is complete — as the writer keeps it in
-    ``runs.completed_at`` (handlers/completion.py: it has tests, every one in a final state)."""
-    run = db.t.runs.alias("completion")  # (an alias: ``run_id`` may be the id column of runs itself)
-    return select(run.c.completed_at).where(run.c.id == run_id).scalar_subquery().is_not(None)
-
-
 def run_is_complete(db: Db, run_id: int) -> bool:
-    """Whether the run is complete (``runs.completed_at``, see ``complete_condition``)."""
-    return bool(db.conn.execute(select(complete_condition(db, literal(run_id)))).scalar())
+    """Whether the run is complete — as the writer keeps it in ``runs.completed_at``
+    (handlers/completion.py: it has tests, every one in a final state)."""
+    r = db.t.runs.c
+    return db.conn.execute(select(r.completed_at).where(r.id == run_id)).scalar() is not None
 
 
 # -- compare ---------------------------------------------------------------------------------------
@@ -147,7 +142,7 @@ def find_baseline(db: Db, run: dict, runname: str | None = None) -> int | None:
     earlier = or_(r.event_time < when, and_(r.event_time == when, r.id < run["id"]))
     query = (
         select(r.id)
-        .where(*same_target, not_deleted_run(db), earlier, complete_condition(db, r.id))
+        .where(*same_target, not_deleted_run(db), earlier, r.completed_at.is_not(None))
         .order_by(r.event_time.desc(), r.id.desc())
         .limit(1)
     )

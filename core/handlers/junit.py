@@ -332,9 +332,13 @@ def _store(db: Db, run_id: int, cases: list[_Case]) -> None:
         )
     _store_attempts(db, run_id, cases, existing)
     toplevel_cases = [c for c in cases if not c.item_path]
-    for case in toplevel_cases:  # a toplevel of its own (export-junit's dbtool.toplevel)
+    if toplevel_cases:  # a toplevel of its own (export-junit's dbtool.toplevel): its event names the
+        # test, so that the run's completion is settled and [[notify]] sees it
+        ids = _lookup(db, run_id, [(c.testname, "") for c in toplevel_cases])
+    for case in toplevel_cases:
         state, status, _comment, _seconds = finals[case.testname, ""]
-        db.emit(run_id=run_id, testname=case.testname, item_path="", state=state, status=status)
+        test_id = ids[case.testname, ""][0]
+        db.emit(run_id=run_id, test_id=test_id, testname=case.testname, item_path="", state=state, status=status)
     _roll_up(db, run_id, sorted({c.testname for c in cases if c.item_path}))
 
 
