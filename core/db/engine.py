@@ -251,12 +251,8 @@ def _migrate_run_lifecycle(conn: Connection, schema: Schema) -> None:
     ``state`` into them. A run whose state is 'locked' gets the user and time of its last lock in
     the access log ('' and now when there is none) and state 'unlocked' (what Megatest's unlock
     writes; the state before the lock was lost). A run whose state is 'deleted' gets deleted_at."""
-    present = {c["name"] for c in inspect(conn).get_columns("runs")}
-    missing = [(name, type_) for name, type_ in RUN_LIFECYCLE_COLUMNS if name not in present]
-    if not missing:
+    if not _add_run_columns(conn, RUN_LIFECYCLE_COLUMNS):
         return
-    for name, type_ in missing:  # names and types from the schema, never from input
-        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {type_.compile(conn.dialect)}")
     runs, log = schema.runs, schema.access_log
     now = int(time.time())
     last_lock = (
@@ -279,18 +275,23 @@ def _migrate_run_lifecycle(conn: Connection, schema: Schema) -> None:
     )
 
 
+def _add_run_columns(conn: Connection, columns) -> bool:
+    """Add to runs those of ``columns`` (name, type) it lacks; whether any was missing."""
+    present = {c["name"] for c in inspect(conn).get_columns("runs")}
+    missing = [(name, type_) for name, type_ in columns if name not in present]
+    for name, type_ in missing:  # names and types from the schema, never from input
+        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {type_.compile(conn.dialect)}")
+    return bool(missing)
+
+
 def _migrate_run_completion(conn: Connection, schema: Schema) -> None:
     """Schema 2 → 3: the index of unfinished tests (an existing tests table lacks it), and
     runs.completed_at, set for the runs already complete (silently: no event for the past)."""
     for index in schema.tests.indexes:
         if index.name == "tests_unfinished":
             index.create(conn, checkfirst=True)
-    present = {c["name"] for c in inspect(conn).get_columns("runs")}
-    missing = [(name, type_) for name, type_ in RUN_COMPLETION_COLUMNS if name not in present]
-    if not missing:
+    if not _add_run_columns(conn, RUN_COMPLETION_COLUMNS):
         return
-    for name, type_ in missing:  # names and types from the schema, never from input
-        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {type_.compile(conn.dialect)}")
     conn.exec_driver_sql(
         "UPDATE runs SET completed_at = last_update WHERE deleted_at IS NULL"
         " AND EXISTS (SELECT 1 FROM tests WHERE tests.run_id = runs.id AND state != 'DELETED')"
