@@ -13,6 +13,7 @@ reals) and must not use expanding IN lists; ``execute_tuples`` applies the types
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Float, Integer, String
@@ -126,8 +127,8 @@ class Statements:
         elif order == names:
             params = rows
         else:
-            at = [names.index(name) for name in order]
-            params = [tuple(row[i] for i in at) for row in rows]
+            pick = itemgetter(*(names.index(name) for name in order))
+            params = list(map(pick, rows)) if len(order) > 1 else [(pick(row),) for row in rows]
         cursor = self.cursor
         cursor.executemany(sql, params)
         return cursor.rowcount

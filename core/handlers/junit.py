@@ -13,12 +13,15 @@ item path) order — the run's unique index — and writes the XML as it goes.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
 import math
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,7 +39,8 @@ DIGEST = re.compile(r"[0-9a-f]{64}")
 STATE_KEY = "junit-import:"
 LOOKUP_PAIRS = 2000  # (testname, item_path) pairs per lookup: 4,000 bound values, within every limit
 MAX_EXTRA = 200  # characters of a dbtool.state / dbtool.status property
-ROW_NAMES = ("run_id", "testname", "item_path", "state", "status", "comment", "run_duration")
+# a new test's row, in the table's column order (the compiled INSERT's: no reordering per row)
+ROW_NAMES = ("run_id", "testname", "item_path", "state", "status", "run_duration", "comment")
 SET_NAMES = ("id", "state", "status", "comment", "run_duration")
 
 
@@ -94,8 +98,33 @@ def junit_import_part(
             f"{source or 'the file'}: this part begins at case {first}, but run {run_id} has only the first "
             f"{progress['next']} cases of that file; import the file again (it resumes where it stopped)"
         )
-    batch = _parse_cases(cases)[progress["next"] - first :]
-    return _import(db, run_id, digest, state, progress, batch, final, source)
+    with _no_collection():
+        batch = _parse_cases(cases)[progress["next"] - first :]
+        return _import(db, run_id, digest, state, progress, batch, final, source)
+
+
+_COLLECTION = threading.Lock()
+_PAUSED = [0]  # requests inside _no_collection
+
+
+@contextmanager
+def _no_collection() -> Iterator[None]:
+    """The cyclic garbage collector paused while a part is decoded and stored: a part makes tens of
+    thousands of lists, dicts and tuples that all live until it is stored, and each collection the
+    allocations would trigger walks them all again (a tenth of the import's time). They hold no
+    cycles, and whatever other threads leave meanwhile is collected once the part is done."""
+    with _COLLECTION:
+        _PAUSED[0] += 1
+        if _PAUSED[0] == 1:
+            _PAUSED.append(gc.isenabled())
+            gc.disable()
+    try:
+        yield
+    finally:
+        with _COLLECTION:
+            _PAUSED[0] -= 1
+            if _PAUSED[0] == 0 and _PAUSED.pop():
+                gc.enable()
 
 
 def _import(
@@ -192,11 +221,16 @@ def store_cases(db: Db, run_id: int, cases: list) -> tuple[int, dict[str, list]]
     """Store cases into the run's tests; returns (stored, {reason: [count, example]}) for the refused.
 
     Most cases of a big file are plain passes (one attempt, a time, nothing else): they take a
-    short path with no function call per case."""
+    short path with no function call per case, straight to the row they insert (a tuple in
+    ROW_NAMES order); the others become a _Case each."""
     refused: dict[str, list] = {}
-    merged: dict[tuple[str, str], _Case] = {}  # a case repeated in the part: more attempts of one test
+    # (testname, item_path) → its row (a plain pass) or its _Case; a case repeated in the part adds
+    # attempts to one test. In the file's order, which is the order the new tests get their ids in.
+    merged: dict[tuple[str, str], tuple | _Case] = {}
+    plain: dict[tuple[str, str], list] = {}  # the attempts of the plain passes (should one repeat)
     stored = 0
     longest = rules.MAX_NAME
+    floor = math.floor
     for case in cases:
         if type(case) is list and len(case) == 4:
             testname, item_path, attempts, extra = case
@@ -204,22 +238,31 @@ def store_cases(db: Db, run_id: int, cases: list) -> tuple[int, dict[str, list]]
                 extra is None
                 and type(testname) is str
                 and type(item_path) is str
+                and type(attempts) is list
+                and len(attempts) == 1
                 and 0 < len(testname) <= longest
                 and 0 < len(item_path) <= longest
                 and "/" not in testname
-                and type(attempts) is list
-                and len(attempts) == 1
-                and (testname, item_path) not in merged
             ):
                 attempt = attempts[0]
-                if type(attempt) is dict and attempt.get("o", "passed") == "passed" and len(attempt) <= 2:
-                    seconds = _plain_seconds(attempt)
-                    if seconds is not None:
-                        merged[testname, item_path] = _Case(
-                            testname, item_path, attempts, None, ("COMPLETED", "PASS", "", seconds)
-                        )
-                        stored += 1
-                        continue
+                key = (testname, item_path)
+                if type(attempt) is dict and key not in merged:
+                    size = len(attempt)
+                    text = attempt.get("t")
+                    if size == (text is not None) + ("o" in attempt) and attempt.get("o", "passed") == "passed":
+                        if text is None:
+                            seconds = 0
+                        else:
+                            try:
+                                exact = float(text)
+                            except (TypeError, ValueError):
+                                exact = -1.0
+                            seconds = floor(exact + 0.5) if 0 <= exact <= 1e12 else None
+                        if seconds is not None:
+                            merged[key] = (run_id, testname, item_path, "COMPLETED", "PASS", seconds, "")
+                            plain[key] = attempts
+                            stored += 1
+                            continue
         _check_shape(case)
         testname, item_path, attempts, extra = case
         problem = _problem(testname, item_path, attempts, extra)
@@ -233,29 +276,15 @@ def store_cases(db: Db, run_id: int, cases: list) -> tuple[int, dict[str, list]]
         found = merged.get(key)
         if found is None:
             merged[key] = _Case(testname, item_path, list(attempts), extra)
-        else:
-            found.attempts = [*found.attempts, *attempts]
-            found.extra = extra or found.extra
-            found.final, found.data = None, True
+            continue
+        if type(found) is tuple:  # a plain pass, then this: attempts of one test
+            found = merged[key] = _Case(testname, item_path, plain[key], None)
+        found.attempts = [*found.attempts, *attempts]
+        found.extra = extra or found.extra
+        found.final, found.data = None, True
     if merged:
-        _store(db, run_id, list(merged.values()))
+        _store(db, run_id, merged, plain)
     return stored, refused
-
-
-def _plain_seconds(attempt: dict) -> int | None:
-    """run_duration of an attempt that holds a time (or nothing) and no other field; else None."""
-    text = attempt.get("t")
-    if len(attempt) != ("t" in attempt) + ("o" in attempt):
-        return None
-    if text is None:
-        return 0
-    try:
-        seconds = float(text)
-    except (TypeError, ValueError):
-        return None
-    if 0 <= seconds <= 1e12:
-        return math.floor(seconds + 0.5)
-    return None
 
 
 def _problem(testname: str, item_path: str, attempts: list, extra: dict | None) -> tuple[str, str] | None:
@@ -296,19 +325,32 @@ def _final(case: _Case) -> tuple[str, str, str, int]:
     return state, status, comment, rules.duration(last.get("t"))[0]
 
 
-def _store(db: Db, run_id: int, cases: list[_Case]) -> None:
+def _store(db: Db, run_id: int, merged: dict[tuple[str, str], tuple | _Case], plain: dict) -> None:
     t = db.t.tests
-    existing = _lookup(db, run_id, [(c.testname, c.item_path) for c in cases])
-    new_rows, set_rows = [], []
+    existing = _lookup(db, run_id, list(merged))
+    cases = [case for case in merged.values() if type(case) is not tuple]  # all but the plain passes
     finals = {}
-    for case in cases:
-        key = (case.testname, case.item_path)
-        state, status, comment, seconds = finals[key] = case.final or _final(case)
-        found = existing.get(key)
-        if found is None:
-            new_rows.append((run_id, case.testname, case.item_path, state, status, comment, seconds))
-        else:
-            set_rows.append((found[0], state, status, comment, seconds))
+    set_rows = []
+    if not existing:  # a fresh run, or new names: every case a new test
+        new_rows = list(merged.values())
+        for i, case in enumerate(new_rows):
+            if type(case) is not tuple:
+                state, status, comment, seconds = finals[case.testname, case.item_path] = case.final or _final(case)
+                new_rows[i] = (run_id, case.testname, case.item_path, state, status, seconds, comment)
+    else:
+        new_rows = []
+        for key, case in merged.items():
+            if type(case) is tuple:
+                state, status, seconds, comment = case[3:]
+            else:
+                state, status, comment, seconds = finals[key] = case.final or _final(case)
+            found = existing.get(key)
+            if found is None:
+                new_rows.append((run_id, key[0], key[1], state, status, seconds, comment))
+            else:
+                set_rows.append((found[0], state, status, comment, seconds))
+                if type(case) is tuple:  # it may have attempts before: its data then records this one
+                    cases.append(_Case(key[0], key[1], plain[key], None, (state, status, comment, seconds)))
     if new_rows:
         added = db.fast.execute_tuples(
             "junit_insert_tests",
@@ -318,7 +360,7 @@ def _store(db: Db, run_id: int, cases: list[_Case]) -> None:
         )
         if added != len(new_rows):  # another front-end made some of them meanwhile (PostgreSQL)
             ids = _lookup(db, run_id, [(row[1], row[2]) for row in new_rows])
-            set_rows.extend((ids[row[1], row[2]][0], *row[3:]) for row in new_rows)
+            set_rows.extend((ids[row[1], row[2]][0], row[3], row[4], row[6], row[5]) for row in new_rows)
     if set_rows:
         db.fast.execute_tuples(
             "junit_set_tests",
@@ -331,7 +373,7 @@ def _store(db: Db, run_id: int, cases: list[_Case]) -> None:
             set_rows,
         )
     _store_attempts(db, run_id, cases, existing)
-    toplevel_cases = [c for c in cases if not c.item_path]
+    toplevel_cases = [c for c in cases if not c.item_path]  # (never a plain pass: those are items)
     if toplevel_cases:  # a toplevel of its own (export-junit's dbtool.toplevel): its event names the
         # test, so that the run's completion is settled and [[notify]] sees it
         ids = _lookup(db, run_id, [(c.testname, "") for c in toplevel_cases])
@@ -339,7 +381,7 @@ def _store(db: Db, run_id: int, cases: list[_Case]) -> None:
         state, status, _comment, _seconds = finals[case.testname, ""]
         test_id = ids[case.testname, ""][0]
         db.emit(run_id=run_id, test_id=test_id, testname=case.testname, item_path="", state=state, status=status)
-    _roll_up(db, run_id, sorted({c.testname for c in cases if c.item_path}))
+    _roll_up(db, run_id, sorted({name for name, path in merged if path}))
 
 
 def _insert_ignore(dialect: str, table, names: tuple[str, ...], conflict: tuple[str, ...]):
@@ -373,14 +415,22 @@ def _lookup(db: Db, run_id: int, keys: list[tuple[str, str]]) -> dict[tuple[str,
             if rows:
                 found[key] = tuple(rows[0])
         return found
+    cursor = db.fast.cursor  # the keys as two arrays joined on the unique index: one short statement
     for start in range(0, len(keys), LOOKUP_PAIRS):
         part = keys[start : start + LOOKUP_PAIRS]
-        query = select(t.testname, t.item_path, *columns).where(
-            t.run_id == run_id, tuple_(t.testname, t.item_path).in_(part)
-        )
-        for row in db.fast.table(query).rows:
+        cursor.execute(PG_LOOKUP, ([name for name, _ in part], [path for _, path in part], run_id))
+        for row in cursor.fetchall():
             found[row[0], row[1]] = tuple(row[2:])
     return found
+
+
+# PostgreSQL: a run's tests by (testname, item_path), the pairs given as two arrays (a row-value IN
+# list of thousands of pairs costs PostgreSQL a hundred milliseconds and more to plan)
+PG_LOOKUP = (
+    "SELECT t.testname, t.item_path, t.id, t.state, t.status, t.comment, t.run_duration FROM tests t"
+    " JOIN unnest(%s::text[], %s::text[]) AS k(testname, item_path)"
+    " ON t.testname = k.testname AND t.item_path = k.item_path WHERE t.run_id = %s"
+)
 
 
 def _any_test_named(db: Db, run_id: int, names: list[str]) -> bool:
