@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from dbtool.core.db.schema import SCHEMA_VERSION
 from dbtool.core.errors import NotFound, Refused
 
 
@@ -23,7 +24,7 @@ def test_register_run_revives_deleted_run(hdb):
 def test_init_writes_the_version_vars(hdb):
     assert hdb("get-var", var="MEGATEST_VERSION") == "test-dbtl"  # reference A.10: <version>-<4 chars>
     assert hdb("get-var", var="DBTOOL_VERSION") == "test"
-    assert hdb("get-var", var="DBTOOL_SCHEMA") == 2
+    assert hdb("get-var", var="DBTOOL_SCHEMA") == SCHEMA_VERSION == 3
 
 
 def test_dbtool_init_writes_megatest_version(area):
