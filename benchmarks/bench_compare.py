@@ -87,6 +87,11 @@ def generate(root: Path, tests: int, runs: int) -> dict:
     con.executemany(insert_test, compared_rows(base, tests, True, rng))
     con.execute(insert_test, (incomplete, "t0", "", "RUNNING", "n/a", late))
     con.executemany(insert_test, compared_rows(current, tests, False, rng))
+    # what the server's writer keeps for runs whose tests are all final (handlers/completion.py)
+    con.execute(
+        "update runs set completed_at = event_time where not exists (select 1 from tests "
+        "where tests.run_id = runs.id and tests.state not in ('COMPLETED', 'KILLED', 'DEAD'))"
+    )
     con.execute("COMMIT")
     con.execute("ANALYZE")
     con.close()

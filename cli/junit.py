@@ -289,6 +289,8 @@ def export_junit(cmd: Command, params: dict, opts: GlobalOptions, send) -> objec
         rules.write_run(send_page, params["run_id"], sys.stdout.write)
         sys.stdout.flush()
         return None
+    if os.path.isdir(target):
+        raise UsageError(f"cannot write {target}: it is a directory; give a file name, e.g. {target}/junit.xml")
     directory = os.path.dirname(os.path.abspath(target))
     try:
         fd, temp = tempfile.mkstemp(prefix=".dbtool-junit-", dir=directory)
@@ -301,6 +303,9 @@ def export_junit(cmd: Command, params: dict, opts: GlobalOptions, send) -> objec
         os.umask(umask)
         os.chmod(temp, 0o666 & ~umask)  # as a file the user wrote (mkstemp makes it private)
         os.replace(temp, target)
+    except OSError as err:  # (the target changed meanwhile: a directory now, or not writable)
+        os.unlink(temp)
+        raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
     except BaseException:
         os.unlink(temp)
         raise

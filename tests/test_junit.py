@@ -3,6 +3,7 @@ sample, malicious XML, re-import, the round trip, a big file in bounded memory, 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -312,11 +313,18 @@ def write_big(path: Path, cases: int) -> None:
 
 def peak_rss_kb(argv: list[str]) -> tuple[int, str]:
     """Run a process to its end; its exit code's output and its own peak RSS (KiB, from wait4)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = proc.stdout.read().decode()
-    _pid, _status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = 0
-    return usage.ru_maxrss, out
+    # (through a fresh `python -c` that measures only its own child: RUSAGE of a process that waited
+    # for bigger children before, such as the test runner, would report their peak instead)
+    probe = (
+        "import os, subprocess, sys, json\n"
+        "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)\n"
+        "out = p.stdout.read().decode()\n"
+        "_pid, _status, usage = os.wait4(p.pid, 0)\n"
+        "print(json.dumps([usage.ru_maxrss, out]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=300)
+    kb, out = json.loads(done.stdout)
+    return kb, out
 
 
 def test_big_file_bounded_memory(area, tmp_path: Path) -> None:
