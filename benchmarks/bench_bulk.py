@@ -17,11 +17,10 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DBTOOL, PYTHON, check_installed, machine, report, run, temp_area
+from common import DBTOOL, PYTHON, check_installed, machine, report, run, temp_area, timed
 
 EXECUTEMANY = """
 import csv, sqlite3, sys
@@ -51,12 +50,6 @@ def write_csv(path: Path, rows: int) -> None:
                 f.write(f"power{i % 20},rail{i},{value},,,mW,measured on bench,PASS,\n")
             else:
                 f.write(f"size{i % 20},block{i},{int(value * 1000)},100000,<=,bytes,,,\n")
-
-
-def timed(argv: list[str]) -> float:
-    start = time.perf_counter()
-    run(argv)
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -16,11 +16,10 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DBTOOL, PYTHON, check_installed, machine, report, run, temp_area
+from common import DBTOOL, PYTHON, check_installed, machine, report, run, temp_area, timed
 
 PARSE = """
 import sys
@@ -66,12 +65,6 @@ def write_junit(path: Path, cases: int) -> None:
             else:
                 f.write(f"<testcase {attrs}/>\n")
         f.write("</testsuite></testsuites>\n")
-
-
-def timed(argv: list[str]) -> float:
-    start = time.perf_counter()
-    run(argv)
-    return time.perf_counter() - start
 
 
 def main() -> None:

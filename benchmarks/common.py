@@ -88,6 +88,13 @@ def run(argv: list[str], **kw) -> str:
     return proc.stdout
 
 
+def timed(argv: list[str]) -> float:
+    """Seconds one run of ``argv`` takes (to its end; it must succeed)."""
+    start = time.perf_counter()
+    run(argv)
+    return time.perf_counter() - start
+
+
 def wall_ms(argv: list[str], repeat: int, **kw) -> list[float]:
     """Whole-process wall times (ms) of a command, run ``repeat`` times."""
     times = []

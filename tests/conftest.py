@@ -445,6 +445,18 @@ class HandlerDb:
         self.engine.dispose()
 
 
+def put(hdb, run_id: int, testname: str, item_path: str = "", state: str = "COMPLETED", status: str = "PASS") -> int:
+    """Write a test's state/status as a job would (an item also rolls up into its toplevel)."""
+    return hdb(
+        "set-state-status-and-roll-up-items",
+        run_id=run_id,
+        testname=testname,
+        item_path=item_path,
+        state=state,
+        status=status,
+    )
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def hdb(request, tmp_path: Path):
     """The handlers on each backend: an SQLite file, and a PostgreSQL schema of the test's own."""

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import put
 from dbtool.core.errors import Refused
 from dbtool.core.rules.compare import classify, flip_rate, flips, outcome, reruns
 
@@ -18,14 +19,7 @@ EMPTY = {"regressions": [], "fixed": [], "still_failing": [], "new": [], "missin
 
 
 def result(hdb, run_id: int, testname: str, status: str, item_path: str = "", state: str = "COMPLETED") -> None:
-    hdb(
-        "set-state-status-and-roll-up-items",
-        run_id=run_id,
-        testname=testname,
-        item_path=item_path,
-        state=state,
-        status=status,
-    )
+    put(hdb, run_id, testname, item_path, state, status)
 
 
 def new_run(hdb, runname: str, target: str = "v1/linux", when: int | None = None, **tests: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import put
 from dbtool.core.errors import Refused
 from dbtool.core.rules.prereqs import parse_itemmap
 from dbtool.core.rules.vocab import BADLY_ENDED_STATES, ENDED_STATES
@@ -21,18 +22,6 @@ OK_STATUSES = ("PASS", "WARN", "CHECK", "WAIVED", "SKIP")
 @pytest.fixture
 def run_id(hdb) -> int:
     return hdb("register-run", target="v1/linux", runname="nightly")
-
-
-def put(hdb, run_id: int, testname: str, item_path: str = "", state: str = "COMPLETED", status: str = "PASS") -> int:
-    """Write a test's state/status as a job would (an item also rolls up into its toplevel)."""
-    return hdb(
-        "set-state-status-and-roll-up-items",
-        run_id=run_id,
-        testname=testname,
-        item_path=item_path,
-        state=state,
-        status=status,
-    )
 
 
 def force_toplevel(hdb, run_id: int, testname: str, state: str, status: str) -> int:
