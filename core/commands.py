@@ -1629,6 +1629,92 @@ command(
     Param("window", "int", "the last N runs of each target", default=20, min=1, max=10000),
 )
 # --------------------------------------------------------------------------------------------
+# Seeing the results: the runs x tests grid, as a one-file HTML report and live in a browser.
+# (The grid's data travels through grid-runs, grid-cells and grid-details; rules/grid.py has the palette.)
+
+GRID_RUN_IDS = Param("run_ids", "list", "the grid's run ids (comma list), in column order", required=True, max=10000)
+GRID_PAGE = (
+    GRID_RUN_IDS,
+    Param("after_run", "int", "the run of the last test of the previous page (one of --run-ids)"),
+    Param("after_id", "int", "the id of the last test of the previous page", default=0, min=0),
+)
+command(
+    "report",
+    LOCAL,
+    "grid:report",
+    "Write the results of runs as one self-contained HTML file (no network needed; it opens from file:// "
+    "and can be attached to a CI job): a grid whose columns are the runs, newest first (target, run name, "
+    "counts by status, a progress bar), whose rows are the toplevel tests, each expanding to its items, and "
+    "whose cells are coloured by state and status (see the README's palette) and say them in text too. A "
+    "click on a cell shows the test: state, status, comment, host, duration, steps, test data with pass/fail, "
+    "output files. A changes view lists only the rows whose result differs between two chosen runs; the "
+    "test pattern and status filters narrow the rows. Only the visible part of the grid is drawn, so it "
+    "stays quick with a million tests.\n\n"
+    "The runs: --run-id (repeatable), or --target PATT with --last K (the K newest; all of them without "
+    "--last). The details of a test are in the file for every test when the report has at most 20,000 "
+    "tests; in a larger one only for the tests that did not pass (not COMPLETED PASS), at most 100,000 of "
+    "them (the file says so). No matching run exits 1, an unknown --run-id 4, a FILE that cannot be "
+    "written 2.",
+    Param("run_id", "int", "a run of the report (repeatable)", multiple=True, metavar="N"),
+    TARGET.with_(help=f"the runs whose target matches this comma list of patterns {PATTERNS}"),
+    Param("last", "int", "with --target: only the K newest matching runs", min=1, max=10000, metavar="K"),
+    Param("output", "path", "the HTML file to write (replaced whole when done)", aliases=("-o",), metavar="FILE"),
+)
+command(
+    "dashboard",
+    LOCAL,
+    "grid:dashboard",
+    "Serve the results grid of `dbtool report` live in a browser: its cells change as the area's events "
+    "arrive (Server-Sent Events; a browser that reconnects resumes after the last event it saw), new runs "
+    "appear as they are registered. It reads only, through the area's server (started when none runs) on "
+    "SQLite and PostgreSQL areas alike. Prints its URL, which carries an access token (?token=...): the "
+    "browser keeps it in a cookie, and any request without it gets 403. The page's ?target=PATT&last=K "
+    "choose the runs (default: the 50 newest). Stops on Ctrl-C or SIGTERM.",
+    Param(
+        "bind",
+        "str",
+        "address to listen on (default 127.0.0.1; another one makes the dashboard reachable "
+        "from other hosts, its token sent over plain HTTP)",
+    ),
+    Param("port", "int", "TCP port (default: any free port)", default=0, min=0, max=65535),
+    Param("no_open", "bool", "do not open the URL in a web browser"),
+)
+command(
+    "grid-runs",
+    READ,
+    "grid.grid_runs",
+    "The runs of a results grid (used by `report` and `dashboard`), newest first: those of --run-ids, or "
+    "the --last K whose target matches --target; with the seq of the last stored event.",
+    GRID_RUN_IDS.with_(required=False, help="these runs (comma list of ids)"),
+    TARGET.with_(help=f"runs whose target matches this comma list of patterns {PATTERNS}"),
+    Param("last", "int", "only the K newest", min=1, max=10000),
+    hidden=True,
+)
+command(
+    "grid-cells",
+    READ,
+    "grid.grid_cells",
+    "One page of a results grid's cells (used by `report` and `dashboard`): up to LIMIT tests of the runs "
+    "(run by run, each in id order) after the last one of the previous page, as {run_id, id, testname, "
+    "item_path, state, status}.",
+    *GRID_PAGE,
+    Param("limit", "int", "tests per page", default=20000, min=1, max=100000),
+    hidden=True,
+)
+command(
+    "grid-details",
+    READ,
+    "grid.grid_details",
+    "The details of tests of a results grid (used by `report` and `dashboard`), paged as grid-cells: "
+    "state, status, comment, host, duration, times, steps, test data and output files.",
+    *GRID_PAGE,
+    Param("limit", "int", "tests per page", default=1000, min=1, max=10000),
+    Param("not_passed", "bool", "only the tests that did not pass (not COMPLETED PASS)"),
+    TESTNAME.with_(required=False, help="only this test (with --item-path)"),
+    ITEM_PATH,
+    hidden=True,
+)
+# --------------------------------------------------------------------------------------------
 # Steps (reference C.5, D.4, D.8).
 
 command(
