@@ -8,8 +8,8 @@ import sys
 import tempfile
 
 from dbtool.core.area import find_area
-from dbtool.core.commands import COMMANDS
-from dbtool.core.errors import NotFound, UsageError
+from dbtool.core.commands import COMMANDS, INT64
+from dbtool.core.errors import NotFound, Refused, UsageError
 
 from .binder import GlobalOptions
 from .drivers import _watched
@@ -54,7 +54,8 @@ def report(
         raise UsageError("give either --run-id N (repeatable) or --target PATT [--last K], not both")
     if not run_ids and target is None:
         raise UsageError("give the runs: --run-id N (repeatable), or --target PATT [--last K] ('%' for every target)")
-    temp = _temp_beside(output)
+    to_stdout = output == "-"
+    temp = None if to_stdout else _temp_beside(output)
     try:
         send = sender(opts)
         runs, seq = build.select_runs(send, run_ids, target, last)
@@ -74,6 +75,10 @@ def report(
             counter.done()
         note = _details_note(grid.tests, not_passed, len(lines), cap)
         title = _title(runs, target)
+        if to_stdout:
+            write_page(sys.stdout.write, title, config("report", note), data, lines)
+            sys.stdout.flush()
+            return 0
         with os.fdopen(os.open(temp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as out:
             write_page(out.write, title, config("report", note), data, lines)
         umask = os.umask(0)
@@ -90,12 +95,17 @@ def report(
 
 
 def _run_ids(values: list[str]) -> list[int]:
+    """The --run-id values (each may be a comma list too)."""
     ids = []
     for value in values:
-        try:
-            ids.append(int(value))
-        except ValueError:
-            raise UsageError(f"--run-id expects an integer, got {value!r}") from None
+        for part in value.split(","):
+            try:
+                run_id = int(part)
+            except ValueError:
+                raise UsageError(f"--run-id expects a run id (an integer), got {part!r}") from None
+            if not -INT64 <= run_id < INT64:
+                raise Refused(f"--run-id {part} is out of range (64-bit integers only)")
+            ids.append(run_id)
     return ids
 
 
@@ -115,7 +125,9 @@ def _temp_beside(output: str) -> str:
     return temp
 
 
-def _remove(path: str) -> None:
+def _remove(path: str | None) -> None:
+    if path is None:
+        return
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -1658,7 +1658,13 @@ command(
     Param("run_id", "int", "a run of the report (repeatable)", multiple=True, metavar="N"),
     TARGET.with_(help=f"the runs whose target matches this comma list of patterns {PATTERNS}"),
     Param("last", "int", "with --target: only the K newest matching runs", min=1, max=10000, metavar="K"),
-    Param("output", "path", "the HTML file to write (replaced whole when done)", aliases=("-o",), metavar="FILE"),
+    Param(
+        "output",
+        "path",
+        "the HTML file to write (replaced whole when done; - for standard output)",
+        aliases=("-o",),
+        metavar="FILE",
+    ),
 )
 command(
     "dashboard",

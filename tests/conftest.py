@@ -528,3 +528,74 @@ class Raw:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- a real browser: Debian's chromium, driven by Playwright (which never downloads one of its own) ---
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking"]
+
+
+def chromium_path() -> str | None:
+    """The system's chromium: $DBTOOL_TEST_CHROMIUM, else chromium (or chromium-browser) on PATH."""
+    import shutil
+
+    return os.environ.get("DBTOOL_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@functools.cache
+def browser_unavailable() -> str:
+    """Why the browser tests cannot run here ('' when they can); asked once per session."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install 'dbtool[test]')"
+    if chromium_path() is None:
+        return "no chromium on PATH (apt-get install chromium, or set DBTOOL_TEST_CHROMIUM)"
+    return ""
+
+
+def require_browser() -> None:
+    """Skip a browser test where none can run; under CI=true that is a failure."""
+    why = browser_unavailable()
+    if why:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI=true and the browser tests cannot run: {why}", pytrace=False)
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless chromium for the session (closed at its end, with Playwright's driver)."""
+    require_browser()
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    try:
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+    except Exception:
+        playwright.stop()
+        raise
+    yield chromium
+    chromium.close()
+    playwright.stop()
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path, request) -> Path:
+    """Where a test leaves its screenshots: $DBTOOL_TEST_ARTIFACTS/<test>, else the test's tmp_path."""
+    base = os.environ.get("DBTOOL_TEST_ARTIFACTS")
+    folder = Path(base) / request.node.name.replace("/", "_") if base else tmp_path / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page (its own cookies); ``page.js_errors`` collects the page's uncaught errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    tab = context.new_page()
+    tab.js_errors = []
+    tab.on("pageerror", lambda err: tab.js_errors.append(str(err)))
+    yield tab
+    context.close()

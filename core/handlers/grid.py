@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import and_, func, not_, select
 
+from ..commands import INT64
 from ..db.context import Db
 from ..errors import Refused
 from ..protocol import Records
@@ -153,7 +154,10 @@ def _ids(values: list[str], option: str) -> list[int]:
     ids: dict[int, None] = {}
     for value in values:
         try:
-            ids[int(value)] = None
+            run_id = int(value)
         except ValueError:
             raise Refused(f"{option} takes run ids (integers), not {value!r}") from None
+        if not -INT64 <= run_id < INT64:
+            raise Refused(f"{option} {value} is out of range (64-bit integers only)")
+        ids[run_id] = None
     return list(ids)
