@@ -54,8 +54,7 @@ def report(
         raise UsageError("give either --run-id N (repeatable) or --target PATT [--last K], not both")
     if not run_ids and target is None:
         raise UsageError("give the runs: --run-id N (repeatable), or --target PATT [--last K] ('%' for every target)")
-    to_stdout = output == "-"
-    temp = None if to_stdout else _temp_beside(output)
+    temp = _temp_beside(output)
     try:
         send = sender(opts)
         runs, seq = build.select_runs(send, run_ids, target, last)
@@ -75,10 +74,6 @@ def report(
             counter.done()
         note = _details_note(grid.tests, not_passed, len(lines), cap)
         title = _title(runs, target)
-        if to_stdout:
-            write_page(sys.stdout.write, title, config("report", note), data, lines)
-            sys.stdout.flush()
-            return 0
         with os.fdopen(os.open(temp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as out:
             write_page(out.write, title, config("report", note), data, lines)
         umask = os.umask(0)
@@ -125,9 +120,7 @@ def _temp_beside(output: str) -> str:
     return temp
 
 
-def _remove(path: str | None) -> None:
-    if path is None:
-        return
+def _remove(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -1661,7 +1661,7 @@ command(
     Param(
         "output",
         "path",
-        "the HTML file to write (replaced whole when done; - for standard output)",
+        "the HTML file to write (replaced whole when done)",
         aliases=("-o",),
         metavar="FILE",
     ),

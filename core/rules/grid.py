@@ -76,7 +76,7 @@ def css_variables() -> str:
 
 # Characters that need no escaping in JSON or inside an HTML <script> (no quote, backslash or '<').
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+,-./:;=?@[]^_`{|}~"
-BASE = len(ALPHABET)  # 88
+BASE = len(ALPHABET)  # 89
 HALF = BASE // 2  # a gap's digits: the first HALF characters end a number, the others continue it
 
 
