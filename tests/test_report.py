@@ -14,6 +14,7 @@ from dbtool.core.rules.grid import (
     HALF,
     PALETTE,
     cell_kind,
+    cell_label,
     code_width,
     decode_column,
     encode_column,
@@ -302,6 +303,12 @@ def test_each_state_and_status_has_one_palette_entry():
     assert cell_kind("COMPLETED", "WAIVED") == "warn"
     assert cell_kind("COMPLETED", "SKIP") == "skip"
     assert cell_kind("WEIRD", "THING") == "other"
+    assert [cell_label(*pair) for pair in (("KILLED", "PASS"), ("COMPLETED", "DEAD"), ("DEAD", "n/a"))] == [
+        "KILLED",
+        "DEAD",
+        "DEAD",
+    ]
+    assert cell_label("RUNNING", "n/a") == "RUNNING" and cell_label("COMPLETED", "FAIL") == "FAIL"
     backgrounds = [bg for bg, *_ in PALETTE.values()]
     symbols = [symbol for _, _, symbol, _ in PALETTE.values()]
     assert len(set(backgrounds)) == len(backgrounds) and len(set(symbols)) == len(symbols)

@@ -62,6 +62,20 @@ def cell_kind(state: str | None, status: str | None) -> str:
     return "other"
 
 
+def cell_label(state: str | None, status: str | None) -> str:
+    """The word a cell shows beside its symbol: the one that decided its palette entry (the state of
+    a running, killed or waiting test; otherwise the status)."""
+    state, status = state or "", status or ""
+    kind = cell_kind(state, status)
+    by_state = (
+        kind == "running"
+        or (kind == "killed" and state in KILLED_STATES)
+        or (kind == "dead" and status not in DEAD_STATUSES)
+        or (kind == "notrun" and state == "NOT_STARTED")
+    )
+    return state if by_state else status
+
+
 def is_final(state: str | None) -> bool:
     """Whether a test in ``state`` is done (it counts towards its run's progress bar)."""
     return state in FINAL_STATES

@@ -9,6 +9,7 @@ The data (``Grid.data``), as the page's script reads it::
 
     pairs   [[state, status], ...]  the distinct (state, status) pairs; a cell's code is its index + 1
     kinds   [kind, ...]             each pair's palette entry (rules/grid.py cell_kind)
+    labels  [word, ...]             the word each pair's cells show (rules/grid.py cell_label)
     final   [0|1, ...]              whether each pair's state is final (the progress bars)
     width, alphabet                 characters per code, and the characters codes are written with
     names   [testname, ...]         the toplevel test names, in row order
@@ -23,7 +24,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 
-from ..rules.grid import ALPHABET, cell_kind, code_width, encode_column, is_final, natural_key
+from ..rules.grid import ALPHABET, cell_kind, cell_label, code_width, encode_column, is_final, natural_key
 
 Send = Callable[[str, dict], object]
 CELLS_PER_PAGE = 20000
@@ -89,6 +90,7 @@ class Grid:
         return {
             "pairs": [list(pair) for pair in pair_list],
             "kinds": [cell_kind(state, status) for state, status in pair_list],
+            "labels": [cell_label(state, status) for state, status in pair_list],
             "final": [int(is_final(state)) for state, _ in pair_list],
             "width": width,
             "alphabet": ALPHABET,

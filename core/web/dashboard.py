@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..area import Area
 from ..errors import DbtoolError, NotFound, Unavailable
-from ..rules.grid import cell_kind, is_final
+from ..rules.grid import cell_kind, cell_label, is_final
 from . import build
 from .page import config, page_bytes
 
@@ -117,10 +117,11 @@ class Feed:
 
 def sse_message(event: dict) -> bytes:
     """One change event as a Server-Sent Event: ``id`` its seq, ``data`` its fields (and, when it
-    names both, the palette entry of its state and status)."""
+    names both, the palette entry and the word of its state and status)."""
     fields = {name: event.get(name) for name in EVENT_FIELDS}
     if fields["state"] is not None and fields["status"] is not None:
         fields["kind"] = cell_kind(fields["state"], fields["status"])
+        fields["label"] = cell_label(fields["state"], fields["status"])
         fields["final"] = is_final(fields["state"])
     data = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
     return f"id: {event.get('seq')}\nevent: change\ndata: {data}\n\n".encode()

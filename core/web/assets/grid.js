@@ -3,7 +3,7 @@
 // api/grid, changes from api/events). Only the visible rows and columns are in the DOM.
 "use strict";
 (() => {
-  const ROW_H = 22, COL_W = 96, HEAD_H = 66, NAME_W = 280, OVER_ROWS = 10, OVER_COLS = 2;
+  const ROW_H = 22, COL_W = 100, HEAD_H = 66, NAME_W = 280, OVER_ROWS = 10, OVER_COLS = 2;
   const $ = (id) => document.getElementById(id);
   const CONFIG = JSON.parse($("grid-config").textContent);
   const PALETTE = CONFIG.palette; // kind -> [background, text, symbol, meaning]
@@ -29,7 +29,7 @@
     for (let i = 0; i < data.alphabet.length; i++) decode[data.alphabet.charCodeAt(i)] = i;
     const base = data.alphabet.length, half = base >> 1, width = data.width, nrows = data.rowItem.length;
     const g = {
-      pairs: data.pairs, kinds: data.kinds, final: data.final, names: data.names, rowItem: data.rowItem,
+      pairs: data.pairs, kinds: data.kinds, labels: data.labels, final: data.final, names: data.names, rowItem: data.rowItem,
       rowName: Int32Array.from(data.rowName), nrows, runs: data.runs, seq: data.seq, tests: data.tests,
       pairIndex: new Map(), rowIndex: null, top: new Int32Array(nrows), end: new Int32Array(nrows),
     };
@@ -250,7 +250,7 @@
         if (code) {
           [state, status] = G.pairs[code - 1];
           kind = G.kinds[code - 1];
-          text = kind === "running" || kind === "notrun" ? state : status;
+          text = G.labels[code - 1];
         }
         const sel = selected && selected[0] === c && selected[1] === r ? " sel" : "";
         const title = code ? `${label} in ${esc(run.runname)}: ${esc(state)} ${esc(status)}` : `${label}: not in ${esc(run.runname)}`;
@@ -574,6 +574,7 @@
       if (ev.state == null || ev.status == null || !ev.kind) return reload();
       G.pairs.push([state, status]);
       G.kinds.push(ev.kind);
+      G.labels.push(ev.label);
       G.final.push(ev.final ? 1 : 0);
       code = G.pairs.length;
       G.pairIndex.set(state + "\u0000" + status, code);
