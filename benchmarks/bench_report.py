@@ -7,7 +7,8 @@ two test-data rows and a step, a few DEAD and KILLED, the newest run still runni
 Measures, against baselines of the same run:
 
 * `dbtool report --target % -o FILE` (server up): wall time, file size and the process's peak RSS;
-  baseline: the same rows read with Python's sqlite3 and written as one plain JSON list of records;
+  baseline: the same rows read with Python's sqlite3 and written as one plain JSON list of records
+  (json.dumps, the C encoder);
 * the report in headless Chromium (Debian's, driven by Playwright): first contentful paint and the
   moment the grid is drawn (the page's `grid-drawn` mark), then a scroll to the bottom; baseline: the
   first paint of a page with one line of text;
@@ -110,7 +111,7 @@ def plain_json(db: Path, out: Path) -> None:
     )
     names = [d[0] for d in cur.description]
     with open(out, "w") as f:
-        json.dump([dict(zip(names, row, strict=True)) for row in cur], f)
+        f.write(json.dumps([dict(zip(names, row, strict=True)) for row in cur]))
     con.close()
 
 
@@ -238,7 +239,7 @@ def main() -> None:
             {
                 "what": f"report of {args.runs} runs x {args.tests:,} tests",
                 "dbtool": f"{statistics.median(write_s):.2f} s, {size / 1e6:.1f} MB, peak RSS {max(rss_mb):.0f} MB",
-                "baseline": f"sqlite3 + json.dump of the rows: {statistics.median(plain_s):.2f} s, "
+                "baseline": f"sqlite3 + json.dumps of the rows: {statistics.median(plain_s):.2f} s, "
                 f"{plain_size / 1e6:.1f} MB",
                 "ratio": f"{statistics.median(write_s) / statistics.median(plain_s):.2f}x time, "
                 f"{size / plain_size:.2f}x size",

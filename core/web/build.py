@@ -127,8 +127,7 @@ def collect(send: Send, runs: list[dict], seq: int, page: int = CELLS_PER_PAGE, 
         params = {"run_ids": ids, "limit": page}
         if after is not None:
             params.update(after_run=after[0], after_id=after[1])
-        rows = send("grid-cells", params)
-        rows = rows.rows if hasattr(rows, "rows") else [[r[c] for c in _CELL_FIELDS] for r in rows]
+        rows = send("grid-cells", params).rows  # (Records, from the server and from a direct read alike)
         last = grid.add_page(rows)
         if progress is not None:
             progress(grid.tests)
@@ -136,9 +135,6 @@ def collect(send: Send, runs: list[dict], seq: int, page: int = CELLS_PER_PAGE, 
             break
         after = last
     return grid
-
-
-_CELL_FIELDS = ("run_id", "id", "testname", "item_path", "state", "status")
 
 
 def details(send: Send, run_ids: list[int], *, not_passed: bool, cap: int | None, page: int = DETAILS_PER_PAGE):
