@@ -131,17 +131,17 @@ def is_dense(cells: int, rows: int) -> bool:
 def encode_column(rows: list[int], codes: list[int], nrows: int, width: int) -> tuple[str, str]:
     """One run's cells — row indexes ascending, with their codes — as ("d", dense text) or
     ("s", sparse text)."""
+    written = {code: encode_code(code, width) for code in set(codes)}  # (each code's text made once)
     if is_dense(len(rows), nrows):
-        blank = ALPHABET[0] * width
-        cells = [blank] * nrows
+        cells = [ALPHABET[0] * width] * nrows
         for row, code in zip(rows, codes, strict=True):
-            cells[row] = encode_code(code, width)
+            cells[row] = written[code]
         return "d", "".join(cells)
     parts = []
     previous = -1
     for row, code in zip(rows, codes, strict=True):
         parts.append(encode_gap(row - previous - 1))
-        parts.append(encode_code(code, width))
+        parts.append(written[code])
         previous = row
     return "s", "".join(parts)
 
