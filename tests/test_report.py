@@ -176,6 +176,26 @@ def test_changes_view_and_filters(area, page, artifacts, tmp_path):
     assert page.js_errors == []
 
 
+def test_runs_with_different_tests(area, page, tmp_path):
+    """A run that has few of the grid's rows travels as gaps and codes (sparse); the page reads both forms."""
+    wide = known_run(area, "wide")
+    narrow = area.ok("register-run", "--target", "v2/mac", "--runname", "narrow").out.strip()
+    area.ok("set-state-status-and-roll-up-items", "--run-id", narrow, "--testname", "zonly", "--item-path", "x",
+            "--state", "COMPLETED", "--status", "FAIL")  # fmt: skip
+    out = tmp_path / "report.html"
+    area.ok("report", "--run-id", wide, "--run-id", narrow, "-o", str(out))
+    assert '"enc":"s"' in out.read_text() and '"enc":"d"' in out.read_text()
+    open_report(page, out)
+    page.click("#expand")
+    shown = {(c["run"], c["testname"], c["item"]): c for c in cells(page)}
+    assert shown[(int(narrow), "zonly", "x")]["status"] == "FAIL"
+    assert shown[(int(narrow), "zonly", "")]["kind"] == "fail"  # its toplevel, rolled up
+    assert shown[(int(narrow), "compile", "")]["kind"] == "absent"
+    assert shown[(int(wide), "zonly", "x")]["kind"] == "absent"
+    assert shown[(int(wide), "unit", "py311")]["status"] == "FAIL"
+    assert page.js_errors == []
+
+
 def test_a_100k_test_report_opens_and_scrolls(area, page, artifacts, tmp_path):
     """Only the visible part is in the DOM, wherever the grid is scrolled."""
     runs, tops, items = 4, 250, 99  # 4 runs x 25,000 tests
