@@ -563,9 +563,11 @@ def require_browser() -> None:
         pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless chromium for the session (closed at its end, with Playwright's driver)."""
+    """One headless chromium per test module, closed at its end with Playwright's driver. (Not per
+    session: while Playwright's sync API runs, its event loop counts as running in this thread, and
+    the tests that call asyncio.run would fail.)"""
     require_browser()
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     from playwright.sync_api import sync_playwright
