@@ -227,6 +227,7 @@ def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
             index.create(conn, checkfirst=True)
     _migrate_run_lifecycle(conn, schema)
     _migrate_run_completion(conn, schema)
+    _migrate_unfinished_condition(conn, schema)
     create_triggers(conn)
     existing = read_keys(conn)
     if not existing:
@@ -297,6 +298,22 @@ def _migrate_run_completion(conn: Connection, schema: Schema) -> None:
         " AND EXISTS (SELECT 1 FROM tests WHERE tests.run_id = runs.id AND state != 'DELETED')"
         f" AND NOT EXISTS (SELECT 1 FROM tests WHERE tests.run_id = runs.id AND {UNFINISHED_SQL})"
     )
+
+
+def _migrate_unfinished_condition(conn: Connection, schema: Schema) -> None:
+    """Schema 3 → 4: the index of unfinished tests made again with its condition as a chain of <>
+    (schema 3 wrote NOT IN, which SQLite made a temporary table for on every row written)."""
+    metadat = schema.metadat
+    stored = conn.execute(select(metadat.c.val).where(metadat.c.var == "DBTOOL_SCHEMA")).scalar()
+    try:
+        if stored is None or int(stored) >= 4:  # a new area, or one made with this condition
+            return
+    except ValueError:  # not a version dbtool wrote: make the index as this one would
+        pass
+    for index in schema.tests.indexes:
+        if index.name == "tests_unfinished":
+            index.drop(conn, checkfirst=True)
+            index.create(conn)
 
 
 def create_triggers(conn: Connection) -> None:
