@@ -121,7 +121,8 @@ def query(area, sql: str, *args) -> list[tuple]:
     if getattr(area, "pg_schema", None):
         import psycopg
 
-        with psycopg.connect(PG_URL, options=f"-csearch_path={area.pg_schema}", autocommit=True) as con:
+        base = getattr(area, "pg_base", PG_URL)  # (a test's own PostgreSQL server, or the shared one)
+        with psycopg.connect(base, options=f"-csearch_path={area.pg_schema}", autocommit=True) as con:
             cur = con.execute(sql.replace("%", "%%").replace("?", "%s"), args)
             return [tuple(r) for r in cur.fetchall()] if cur.description else []
     con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
@@ -139,7 +140,7 @@ def execute(area, sql: str, rows: list[tuple] | None = None) -> None:
     if getattr(area, "pg_schema", None):
         import psycopg
 
-        with psycopg.connect(PG_URL, options=f"-csearch_path={area.pg_schema}") as con:
+        with psycopg.connect(getattr(area, "pg_base", PG_URL), options=f"-csearch_path={area.pg_schema}") as con:
             statement = sql.replace("%", "%%").replace("?", "%s")
             with con.cursor() as cur:
                 if rows is None:
