@@ -625,3 +625,64 @@ def test_notifications_are_delivered_once_with_two_front_ends_running(schema, ro
     assert len(want) > 20 and sorted(seqs) == want, (len(seqs), len(set(seqs)), len(want))
     assert [n["run_id"] for n in notified() if n["event"] == "run-complete"] == [1, 2]  # (each run's first write)
     assert "this front-end delivers them" in logs[other].read_text()
+
+
+# -- the schema made at once --------------------------------------------------------------------------
+
+
+def test_an_empty_schema_made_at_once_equals_the_one_made_step_by_step(pg):
+    """create_schema on an empty PostgreSQL schema sends every statement in one batch; the result
+    is the schema the step-by-step path (which also upgrades older areas) makes."""
+    import psycopg
+    from dbtool.core.db import engine as db_engine
+    from sqlalchemy import event
+
+    def make(name: str, step_by_step: bool) -> None:
+        with psycopg.connect(PG_URL, autocommit=True) as con:
+            con.execute(f"CREATE SCHEMA {name}")
+        engine = db_engine.postgres_engine(pg_area_url(name), db_engine.ADMIN)
+        try:
+            with engine.connect() as conn, conn.begin():
+                if step_by_step:  # a table there already: create_schema goes step by step
+                    db_engine.schema_for(["RELEASE", "PLATFORM"]).keys_t.create(conn)
+            sent = []
+            event.listen(engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+            with engine.connect() as conn, conn.begin():
+                db_engine.create_schema(conn, ["RELEASE", "PLATFORM"], "test")
+            assert (len(sent) < 20) == (not step_by_step), len(sent)  # (the batch is not one of them)
+        finally:
+            engine.dispose()
+
+    def catalog(name: str) -> dict:
+        with psycopg.connect(PG_URL, autocommit=True) as con:
+            columns = con.execute(
+                "SELECT table_name, column_name, data_type, column_default, is_nullable FROM "
+                "information_schema.columns WHERE table_schema = %s ORDER BY 1, 2",
+                (name,),
+            ).fetchall()
+            indexes = con.execute(
+                "SELECT indexname, replace(indexdef, %s, 'S.') FROM pg_indexes WHERE schemaname = %s ORDER BY 1",
+                (name + ".", name),
+            ).fetchall()
+            triggers = con.execute(
+                "SELECT event_object_table, trigger_name, action_timing, event_manipulation FROM "
+                "information_schema.triggers WHERE trigger_schema = %s ORDER BY 1, 2",
+                (name,),
+            ).fetchall()
+            rows = con.execute(f"SELECT fieldname FROM {name}.keys ORDER BY id").fetchall()
+        defaults = [(t, c, d, (x or "").replace(name + ".", "S."), n) for t, c, d, x, n in columns]
+        return {"columns": defaults, "indexes": indexes, "triggers": triggers, "keys": rows}
+
+    at_once, steps = new_pg_schema(), new_pg_schema()
+    drop_pg_schema(at_once)
+    drop_pg_schema(steps)
+    try:
+        make(at_once, False)
+        make(steps, True)
+        made, expected = catalog(at_once), catalog(steps)
+        assert made["keys"] == [("RELEASE",), ("PLATFORM",)]
+        assert made == expected
+        assert any(name == "tests_unfinished" for name, _ in made["indexes"]) and made["triggers"]
+    finally:
+        drop_pg_schema(at_once)
+        drop_pg_schema(steps)

@@ -221,14 +221,15 @@ def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
     """Create every table, index and trigger of an area with these keys, and bring the tables of
     an area made by an older dbtool up to this schema (idempotent)."""
     schema = schema_for(keys)
-    for table in schema.all_tables():
-        table.create(conn, checkfirst=True)
-        for index in table.indexes:  # an older area's tables lack the indexes added since
-            index.create(conn, checkfirst=True)
-    _migrate_run_lifecycle(conn, schema)
-    _migrate_run_completion(conn, schema)
-    _migrate_unfinished_condition(conn, schema)
-    create_triggers(conn)
+    if not _create_all_at_once(conn, schema):
+        for table in schema.all_tables():
+            table.create(conn, checkfirst=True)
+            for index in table.indexes:  # an older area's tables lack the indexes added since
+                index.create(conn, checkfirst=True)
+        _migrate_run_lifecycle(conn, schema)
+        _migrate_run_completion(conn, schema)
+        _migrate_unfinished_condition(conn, schema)
+        create_triggers(conn)
     existing = read_keys(conn)
     if not existing:
         conn.execute(insert(schema.keys_t), [{"fieldname": k, "fieldtype": "TEXT"} for k in keys])
@@ -245,6 +246,27 @@ def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
     # the schema var says what the tables are now, whichever dbtool made them
     conn.execute(update(metadat).where(metadat.c.var == "DBTOOL_SCHEMA").values(val=str(SCHEMA_VERSION)))
     return schema
+
+
+def _create_all_at_once(conn: Connection, schema: Schema) -> bool:
+    """PostgreSQL, a schema with no tables yet (init --db-url, migrate --to): every table, index
+    and trigger in one batch of statements — one round trip instead of about 150 (a check, then a
+    statement, per table and index), a fifth of the time. Whether it did; anything else takes the
+    step-by-step path, which also upgrades the tables of an older dbtool."""
+    if conn.dialect.name != "postgresql" or inspect(conn).get_table_names():
+        return False
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    statements: list[str] = []
+    for table in schema.all_tables():
+        statements.append(str(CreateTable(table).compile(dialect=conn.dialect)))
+        statements.extend(str(CreateIndex(index).compile(dialect=conn.dialect)) for index in table.indexes)
+    for table in TRIGGER_TABLES:
+        statements.extend(trigger_ddl(conn.dialect.name, table))
+    # on the driver's connection, in this transaction: psycopg sends a text without parameters
+    # as one simple query, which may hold many statements
+    conn.connection.driver_connection.execute(";\n".join(statements))
+    return True
 
 
 def _migrate_run_lifecycle(conn: Connection, schema: Schema) -> None:
