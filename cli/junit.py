@@ -29,6 +29,10 @@ from .binder import GlobalOptions
 from .drivers import Progress, _watched
 
 CASES_PER_PART = 10000  # cases per request (one transaction each, ~0.1-0.2 s): few commits, the writer not held long
+# The first part is small and each next one twice as big, up to CASES_PER_PART: the server begins
+# storing as soon as a few cases are parsed instead of waiting for a whole part, and as parsing is
+# faster than storing, every part after it is ready before the server is.
+FIRST_PART = 1000
 PART_CHARS = 4 << 20  # and about 4 MiB of JSON at most, far below the 16 MiB request line limit
 PROGRESS_MIN_CASES = 10000
 BLOCK = 1 << 20
@@ -203,13 +207,14 @@ def _parts(path: str, label: str, start: int, digest: str):
     reader = _HashingReader(path)
     encoded: list[str] = []
     chars = 0
+    limit = FIRST_PART
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     try:
         for case in rules.iter_cases(reader, start):
             text = dumps(case)
-            if encoded and (len(encoded) >= CASES_PER_PART or chars + len(text) > PART_CHARS):
+            if encoded and (len(encoded) >= limit or chars + len(text) > PART_CHARS):
                 yield len(encoded), "[" + ",".join(encoded) + "]"
-                encoded, chars = [], 0
+                encoded, chars, limit = [], 0, min(2 * limit, CASES_PER_PART)
             encoded.append(text)
             chars += len(text)
     except rules.NotJunit as err:

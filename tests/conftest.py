@@ -121,7 +121,8 @@ def query(area, sql: str, *args) -> list[tuple]:
     if getattr(area, "pg_schema", None):
         import psycopg
 
-        with psycopg.connect(PG_URL, options=f"-csearch_path={area.pg_schema}", autocommit=True) as con:
+        base = getattr(area, "pg_base", PG_URL)  # (a test's own PostgreSQL server, or the shared one)
+        with psycopg.connect(base, options=f"-csearch_path={area.pg_schema}", autocommit=True) as con:
             cur = con.execute(sql.replace("%", "%%").replace("?", "%s"), args)
             return [tuple(r) for r in cur.fetchall()] if cur.description else []
     con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
@@ -131,17 +132,21 @@ def query(area, sql: str, *args) -> list[tuple]:
         con.close()
 
 
-def execute(area, sql: str, rows: list[tuple] | None = None) -> None:
+def execute(area, sql: str | tuple[str, ...], rows: list[tuple] | None = None) -> None:
     """Change an area's database from the test process (SQL written for SQLite, ``?`` parameters),
-    once or once per row of ``rows``, in one transaction."""
+    once or once per row of ``rows``, in one transaction; ``sql`` may be several statements (a
+    tuple, without ``rows``), run in that one transaction too."""
     import sqlite3
 
+    statements = (sql,) if isinstance(sql, str) else tuple(sql)
+    assert rows is None or len(statements) == 1
     if getattr(area, "pg_schema", None):
         import psycopg
 
-        with psycopg.connect(PG_URL, options=f"-csearch_path={area.pg_schema}") as con:
-            statement = sql.replace("%", "%%").replace("?", "%s")
-            with con.cursor() as cur:
+        base = getattr(area, "pg_base", PG_URL)
+        with psycopg.connect(base, options=f"-csearch_path={area.pg_schema}") as con, con.cursor() as cur:
+            for statement in statements:
+                statement = statement.replace("%", "%%").replace("?", "%s")
                 if rows is None:
                     cur.execute(statement)
                 else:
@@ -150,10 +155,11 @@ def execute(area, sql: str, rows: list[tuple] | None = None) -> None:
     con = sqlite3.connect(area.dir / "dbtool.db", timeout=30)
     try:
         with con:
-            if rows is None:
-                con.execute(sql)
-            else:
-                con.executemany(sql, rows)
+            for statement in statements:
+                if rows is None:
+                    con.execute(statement)
+                else:
+                    con.executemany(statement, rows)
     finally:
         con.close()
 

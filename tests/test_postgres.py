@@ -8,13 +8,17 @@ a database of its own that it drops after. Two front-ends on one machine are two
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -80,10 +84,13 @@ def dbtool(*args: str, host: str | None = None, env: dict | None = None, timeout
     return subprocess.run(dbtool_argv(*args), capture_output=True, text=True, timeout=timeout, env=environment)
 
 
-def pg_init(area: Area, url: str, keys: str = "RELEASE,PLATFORM") -> None:
+def pg_init(area: Area, url: str, keys: str = "RELEASE,PLATFORM", base: str | None = None) -> None:
+    """init --db-url URL; ``base``: the URL of the server when it is not conftest's (for query)."""
     proc = dbtool("init", str(area.root), "--keys", keys, "--db-url", url)
     assert proc.returncode == 0, proc.stderr
     area.pg_schema = url.rsplit("%3D", 1)[-1] if "%3D" in url else None
+    if base:
+        area.pg_base = base
     area.set_config("server", "idle_timeout", "120")
 
 
@@ -358,27 +365,94 @@ def test_migrate_refuses_a_database_that_is_not_empty(make_area, database):
 # -- faults -------------------------------------------------------------------------------------------
 
 
-def _pg_ctl(action: str) -> None:
-    if not shutil.which("pg_ctlcluster") or os.getuid() != 0 or "127.0.0.1:5432" not in PG_URL:
+def _pg_bindir() -> str | None:
+    """Where PostgreSQL's server programs are: on PATH, pg_config's bindir, or Debian's layout."""
+    found = shutil.which("initdb")
+    if found:
+        return os.path.dirname(found)
+    if shutil.which("pg_config"):
+        proc = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+        if proc.returncode == 0 and os.path.exists(os.path.join(proc.stdout.strip(), "initdb")):
+            return proc.stdout.strip()
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[-3]))
+    return os.path.dirname(versions[-1]) if versions else None
+
+
+class LocalPostgres:
+    """A PostgreSQL server of the test's own: initdb into a temporary directory, on a free port of
+    127.0.0.1 — so that a fault test can stop and restart it without disturbing the shared server
+    the other tests (and other test processes) use. As root it runs as the postgres user (the
+    server refuses root)."""
+
+    def __init__(self, bindir: str) -> None:
+        self.bindir = bindir
+        # not under pytest's temporary directory: that is private to root, which the server is not
+        self.dir = Path(tempfile.mkdtemp(prefix="dbtool-pg-"))
+        self.data = self.dir / "data"
+        with socket.socket() as sock:  # a free port (the server binds it in a moment)
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.user: list[str] = []
+        if os.getuid() == 0:
+            self.user = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.dir, "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        argv = [*self.user, os.path.join(self.bindir, program), *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (argv, proc.stdout, proc.stderr)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def up(self) -> bool:
+        import psycopg
+
+        try:
+            psycopg.connect(self.url, connect_timeout=2).close()
+            return True
+        except psycopg.Error:
+            return False
+
+    def new_schema(self) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as con:
+            con.execute("CREATE SCHEMA area")
+        return f"{self.url}?options=-csearch_path%3Darea"
+
+
+@pytest.fixture
+def local_pg():
+    """A PostgreSQL server of this test's own, stopped (and its files removed) after."""
+    bindir = _pg_bindir()
+    if bindir is None or (os.getuid() == 0 and not shutil.which("runuser")):
         if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail("CI=true and this machine's PostgreSQL cannot be restarted (pg_ctlcluster, root)")
-        pytest.skip("restarting PostgreSQL needs pg_ctlcluster, root and the local cluster")
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", action], check=True, timeout=120)
-
-
-def _pg_up() -> bool:
-    import psycopg
-
+            pytest.fail("CI=true and no PostgreSQL server programs (initdb, pg_ctl) to start one of the test's own")
+        pytest.skip("starting a PostgreSQL server of the test's own needs initdb and pg_ctl")
+    server = LocalPostgres(bindir)
     try:
-        psycopg.connect(PG_URL, connect_timeout=2).close()
-        return True
-    except psycopg.Error:
-        return False
+        server.start()
+        yield server
+    finally:
+        if (server.data / "postmaster.pid").exists():
+            server.stop("immediate")
+        shutil.rmtree(server.dir, ignore_errors=True)
 
 
-def test_postgresql_restarted_under_load_loses_no_acknowledged_write(schema, roots, tmp_path):
+def test_postgresql_restarted_under_load_loses_no_acknowledged_write(local_pg, roots, tmp_path):
     area = roots("area")
-    pg_init(area, pg_area_url(schema))
+    pg_init(area, local_pg.new_schema(), base=local_pg.url)
     area.ok("register-run", "--target", "v1/x", "--runname", "r")
     pid = area.server_info["pid"]
     outs = [tmp_path / f"load{i}.jsonl" for i in range(3)]
@@ -388,10 +462,10 @@ def test_postgresql_restarted_under_load_loses_no_acknowledged_write(schema, roo
     ]
     try:
         assert wait_for(lambda: all(o.exists() and o.read_text().count("\n") >= 10 for o in outs), 60)
-        _pg_ctl("restart")
+        local_pg.restart()
     finally:
         assert all(p.wait(300) == 0 for p in loaders)
-        assert wait_for(_pg_up, 60)
+        assert wait_for(local_pg.up, 60)
     acked = [json.loads(line) for out in outs for line in out.read_text().splitlines()]
     done = [a for a in acked if a["code"] == 0]
     assert len(done) == 450, [a for a in acked if a["code"]][:3]  # they retried through the outage
@@ -402,11 +476,11 @@ def test_postgresql_restarted_under_load_loses_no_acknowledged_write(schema, roo
     assert "Traceback" not in log
 
 
-def test_exec_spools_while_postgresql_is_down_and_the_reports_land_after(schema, roots):
+def test_exec_spools_while_postgresql_is_down_and_the_reports_land_after(local_pg, roots):
     area = roots("area")
-    pg_init(area, pg_area_url(schema))
+    pg_init(area, local_pg.new_schema(), base=local_pg.url)
     area.ok("register-run", "--target", "v1/x", "--runname", "r")
-    _pg_ctl("stop")
+    local_pg.stop()
     try:
         proc = area.run(
             "--timeout", "2", "exec", "--run-id", "1", "--testname", "job", "--", PY, "-c", "print('hi')", timeout=120
@@ -414,8 +488,8 @@ def test_exec_spools_while_postgresql_is_down_and_the_reports_land_after(schema,
         assert proc.code == 0, proc.err
         assert "spool" in proc.err
     finally:
-        _pg_ctl("start")
-        assert wait_for(_pg_up, 60)
+        local_pg.start()
+        assert wait_for(local_pg.up, 60)
     assert wait_for(
         lambda: query(area, "SELECT state, status FROM tests WHERE testname = 'job'") == [("COMPLETED", "PASS")], 60
     )
@@ -551,3 +625,64 @@ def test_notifications_are_delivered_once_with_two_front_ends_running(schema, ro
     assert len(want) > 20 and sorted(seqs) == want, (len(seqs), len(set(seqs)), len(want))
     assert [n["run_id"] for n in notified() if n["event"] == "run-complete"] == [1, 2]  # (each run's first write)
     assert "this front-end delivers them" in logs[other].read_text()
+
+
+# -- the schema made at once --------------------------------------------------------------------------
+
+
+def test_an_empty_schema_made_at_once_equals_the_one_made_step_by_step(pg):
+    """create_schema on an empty PostgreSQL schema sends every statement in one batch; the result
+    is the schema the step-by-step path (which also upgrades older areas) makes."""
+    import psycopg
+    from dbtool.core.db import engine as db_engine
+    from sqlalchemy import event
+
+    def make(name: str, step_by_step: bool) -> None:
+        with psycopg.connect(PG_URL, autocommit=True) as con:
+            con.execute(f"CREATE SCHEMA {name}")
+        engine = db_engine.postgres_engine(pg_area_url(name), db_engine.ADMIN)
+        try:
+            with engine.connect() as conn, conn.begin():
+                if step_by_step:  # a table there already: create_schema goes step by step
+                    db_engine.schema_for(["RELEASE", "PLATFORM"]).keys_t.create(conn)
+            sent = []
+            event.listen(engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+            with engine.connect() as conn, conn.begin():
+                db_engine.create_schema(conn, ["RELEASE", "PLATFORM"], "test")
+            assert (len(sent) < 20) == (not step_by_step), len(sent)  # (the batch is not one of them)
+        finally:
+            engine.dispose()
+
+    def catalog(name: str) -> dict:
+        with psycopg.connect(PG_URL, autocommit=True) as con:
+            columns = con.execute(
+                "SELECT table_name, column_name, data_type, column_default, is_nullable FROM "
+                "information_schema.columns WHERE table_schema = %s ORDER BY 1, 2",
+                (name,),
+            ).fetchall()
+            indexes = con.execute(
+                "SELECT indexname, replace(indexdef, %s, 'S.') FROM pg_indexes WHERE schemaname = %s ORDER BY 1",
+                (name + ".", name),
+            ).fetchall()
+            triggers = con.execute(
+                "SELECT event_object_table, trigger_name, action_timing, event_manipulation FROM "
+                "information_schema.triggers WHERE trigger_schema = %s ORDER BY 1, 2",
+                (name,),
+            ).fetchall()
+            rows = con.execute(f"SELECT fieldname FROM {name}.keys ORDER BY id").fetchall()
+        defaults = [(t, c, d, (x or "").replace(name + ".", "S."), n) for t, c, d, x, n in columns]
+        return {"columns": defaults, "indexes": indexes, "triggers": triggers, "keys": rows}
+
+    at_once, steps = new_pg_schema(), new_pg_schema()
+    drop_pg_schema(at_once)
+    drop_pg_schema(steps)
+    try:
+        make(at_once, False)
+        make(steps, True)
+        made, expected = catalog(at_once), catalog(steps)
+        assert made["keys"] == [("RELEASE",), ("PLATFORM",)]
+        assert made == expected
+        assert any(name == "tests_unfinished" for name, _ in made["indexes"]) and made["triggers"]
+    finally:
+        drop_pg_schema(at_once)
+        drop_pg_schema(steps)

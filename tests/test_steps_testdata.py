@@ -900,8 +900,9 @@ def test_the_client_starts_over_once_when_the_server_lost_its_upload(area, tmp_p
     try:
         assert wait_for(lambda: (_count(area, "select count(*) from test_data_staged") or 0) > 0, 120)
         client.send_signal(signal.SIGSTOP)
-        execute(area, "delete from test_data_staged")  # what the prune does to an upload without a part for a day
-        execute(area, "delete from test_data_uploads")
+        # what the prune does to an upload without a part for a day, in one transaction as it does (a part
+        # the client sent before it stopped is stored before or after it, never in between)
+        execute(area, ("delete from test_data_staged", "delete from test_data_uploads"))
     finally:
         client.send_signal(signal.SIGCONT)
         code = _reap(client)

@@ -221,13 +221,15 @@ def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
     """Create every table, index and trigger of an area with these keys, and bring the tables of
     an area made by an older dbtool up to this schema (idempotent)."""
     schema = schema_for(keys)
-    for table in schema.all_tables():
-        table.create(conn, checkfirst=True)
-        for index in table.indexes:  # an older area's tables lack the indexes added since
-            index.create(conn, checkfirst=True)
-    _migrate_run_lifecycle(conn, schema)
-    _migrate_run_completion(conn, schema)
-    create_triggers(conn)
+    if not _create_all_at_once(conn, schema):
+        for table in schema.all_tables():
+            table.create(conn, checkfirst=True)
+            for index in table.indexes:  # an older area's tables lack the indexes added since
+                index.create(conn, checkfirst=True)
+        _migrate_run_lifecycle(conn, schema)
+        _migrate_run_completion(conn, schema)
+        _migrate_unfinished_condition(conn, schema)
+        create_triggers(conn)
     existing = read_keys(conn)
     if not existing:
         conn.execute(insert(schema.keys_t), [{"fieldname": k, "fieldtype": "TEXT"} for k in keys])
@@ -244,6 +246,27 @@ def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
     # the schema var says what the tables are now, whichever dbtool made them
     conn.execute(update(metadat).where(metadat.c.var == "DBTOOL_SCHEMA").values(val=str(SCHEMA_VERSION)))
     return schema
+
+
+def _create_all_at_once(conn: Connection, schema: Schema) -> bool:
+    """PostgreSQL, a schema with no tables yet (init --db-url, migrate --to): every table, index
+    and trigger in one batch of statements — one round trip instead of about 150 (a check, then a
+    statement, per table and index), a fifth of the time. Whether it did; anything else takes the
+    step-by-step path, which also upgrades the tables of an older dbtool."""
+    if conn.dialect.name != "postgresql" or inspect(conn).get_table_names():
+        return False
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    statements: list[str] = []
+    for table in schema.all_tables():
+        statements.append(str(CreateTable(table).compile(dialect=conn.dialect)))
+        statements.extend(str(CreateIndex(index).compile(dialect=conn.dialect)) for index in table.indexes)
+    for table in TRIGGER_TABLES:
+        statements.extend(trigger_ddl(conn.dialect.name, table))
+    # on the driver's connection, in this transaction: psycopg sends a text without parameters
+    # as one simple query, which may hold many statements
+    conn.connection.driver_connection.execute(";\n".join(statements))
+    return True
 
 
 def _migrate_run_lifecycle(conn: Connection, schema: Schema) -> None:
@@ -297,6 +320,22 @@ def _migrate_run_completion(conn: Connection, schema: Schema) -> None:
         " AND EXISTS (SELECT 1 FROM tests WHERE tests.run_id = runs.id AND state != 'DELETED')"
         f" AND NOT EXISTS (SELECT 1 FROM tests WHERE tests.run_id = runs.id AND {UNFINISHED_SQL})"
     )
+
+
+def _migrate_unfinished_condition(conn: Connection, schema: Schema) -> None:
+    """Schema 3 → 4: the index of unfinished tests made again with its condition as a chain of <>
+    (schema 3 wrote NOT IN, which SQLite made a temporary table for on every row written)."""
+    metadat = schema.metadat
+    stored = conn.execute(select(metadat.c.val).where(metadat.c.var == "DBTOOL_SCHEMA")).scalar()
+    try:
+        if stored is None or int(stored) >= 4:  # a new area, or one made with this condition
+            return
+    except ValueError:  # not a version dbtool wrote: make the index as this one would
+        pass
+    for index in schema.tests.indexes:
+        if index.name == "tests_unfinished":
+            index.drop(conn, checkfirst=True)
+            index.create(conn)
 
 
 def create_triggers(conn: Connection) -> None:

@@ -36,13 +36,17 @@ from .dialect import epoch_now
 
 # 2: runs.locked_by/locked_at/deleted_at (a run's lock and deletion apart from its state; see
 # runs_table). 3: runs.completed_at, the index of unfinished tests, notify_cursors (run
-# completion and notifications). engine.create_schema brings an area of an older version up to this one.
-SCHEMA_VERSION = 3
+# completion and notifications). 4: that index's condition as a chain of <> (see UNFINISHED_SQL).
+# engine.create_schema brings an area of an older version up to this one.
+SCHEMA_VERSION = 4
 
 # The tests a run still waits for: neither in a final state nor deleted. Written out as SQL once,
 # for the partial index and for the query that must match it word for word (SQLite uses a partial
-# index only when the query repeats its condition with the same literals).
-UNFINISHED_SQL = "state NOT IN ({})".format(", ".join(f"'{s}'" for s in (*FINAL_STATES, "DELETED")))
+# index only when the query repeats its condition with the same literals). A chain of <>, not
+# NOT IN (...): SQLite evaluates a NOT IN list of more than two values through a temporary table it
+# builds each time the condition is evaluated — for every row any statement writes to tests, which
+# cost a third of the time of inserting a row (schema 3 had NOT IN).
+UNFINISHED_SQL = " AND ".join(f"state <> '{s}'" for s in (*FINAL_STATES, "DELETED"))
 
 
 # Defaults live in the database only (server_default): an INSERT that omits a column gets the

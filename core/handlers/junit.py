@@ -351,7 +351,9 @@ def _store(db: Db, run_id: int, merged: dict[tuple[str, str], tuple | _Case], pl
                 set_rows.append((found[0], state, status, comment, seconds))
                 if type(case) is tuple:  # it may have attempts before: its data then records this one
                     cases.append(_Case(key[0], key[1], plain[key], None, (state, status, comment, seconds)))
+    new_ids: dict[tuple[str, str], int] = {}
     if new_rows:
+        last = _last_id(db)
         added = db.fast.execute_tuples(
             "junit_insert_tests",
             lambda: _insert_ignore(db.dialect, t, ROW_NAMES, ("run_id", "testname", "item_path")),
@@ -361,6 +363,8 @@ def _store(db: Db, run_id: int, merged: dict[tuple[str, str], tuple | _Case], pl
         if added != len(new_rows):  # another front-end made some of them meanwhile (PostgreSQL)
             ids = _lookup(db, run_id, [(row[1], row[2]) for row in new_rows])
             set_rows.extend((ids[row[1], row[2]][0], row[3], row[4], row[6], row[5]) for row in new_rows)
+        elif last is not None and _last_id(db) == last + added:  # their ids are last + 1, last + 2 ...
+            new_ids = {(row[1], row[2]): last + i for i, row in enumerate(new_rows, 1)}
     if set_rows:
         db.fast.execute_tuples(
             "junit_set_tests",
@@ -372,7 +376,7 @@ def _store(db: Db, run_id: int, merged: dict[tuple[str, str], tuple | _Case], pl
             tuple(f"b_{name}" for name in SET_NAMES),
             set_rows,
         )
-    _store_attempts(db, run_id, cases, existing)
+    _store_attempts(db, run_id, cases, existing, new_ids)
     toplevel_cases = [c for c in cases if not c.item_path]  # (never a plain pass: those are items)
     if toplevel_cases:  # a toplevel of its own (export-junit's dbtool.toplevel): its event names the
         # test, so that the run's completion is settled and [[notify]] sees it
@@ -382,6 +386,18 @@ def _store(db: Db, run_id: int, merged: dict[tuple[str, str], tuple | _Case], pl
         test_id = ids[case.testname, ""][0]
         db.emit(run_id=run_id, test_id=test_id, testname=case.testname, item_path="", state=state, status=status)
     _roll_up(db, run_id, sorted({name for name, path in merged if path}))
+
+
+def _last_id(db: Db) -> int | None:
+    """SQLite: the largest id in tests (0 when empty). A part's new tests, inserted by this one
+    writer, get the ids after it in their order (SQLite gives a new row the largest rowid + 1 while
+    that is below 2**63 - 1; _store checks the largest id afterwards), so the ids of the tests that
+    have data need no lookup. None on PostgreSQL, whose ids come from a sequence other front-ends
+    also draw from."""
+    if db.dialect != "sqlite":
+        return None
+    rows = db.fast.rows("junit_last_id", lambda: select(func.max(db.t.tests.c.id)), {})
+    return rows[0][0] or 0
 
 
 def _insert_ignore(dialect: str, table, names: tuple[str, ...], conflict: tuple[str, ...]):
@@ -439,16 +455,19 @@ def _any_test_named(db: Db, run_id: int, names: list[str]) -> bool:
     return bool(db.fast.table(query).rows)
 
 
-def _store_attempts(db: Db, run_id: int, cases: list[_Case], existing: dict) -> None:
-    """The test data of each case's attempts (rules/junit.py): texts, and the history of re-runs."""
+def _store_attempts(db: Db, run_id: int, cases: list[_Case], existing: dict, new_ids: dict) -> None:
+    """The test data of each case's attempts (rules/junit.py): texts, and the history of re-runs.
+    ``existing``: the tests there before this part (their rows); ``new_ids``: the ids of the tests it
+    added, when known."""
     prior = _prior_attempts(
         db, [existing[c.testname, c.item_path] for c in cases if (c.testname, c.item_path) in existing]
     )
     wanted = [c for c in cases if _has_data(c) or prior.get(existing.get((c.testname, c.item_path), (None,))[0], 0)]
     if not wanted:
         return
-    missing = [(c.testname, c.item_path) for c in wanted if (c.testname, c.item_path) not in existing]
-    ids = {**{k: v[0] for k, v in existing.items()}, **{k: v[0] for k, v in _lookup(db, run_id, missing).items()}}
+    ids = {**new_ids, **{k: v[0] for k, v in existing.items()}}
+    missing = [(c.testname, c.item_path) for c in wanted if (c.testname, c.item_path) not in ids]
+    ids.update((k, v[0]) for k, v in _lookup(db, run_id, missing).items())
     rows: list[tuple] = []
     for case in wanted:
         test_id = ids[case.testname, case.item_path]
