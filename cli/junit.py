@@ -211,7 +211,7 @@ def _parts(path: str, label: str, start: int, digest: str):
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     try:
         for case in rules.iter_cases(reader, start):
-            text = dumps(case)
+            text = dumps(rules.compact(case))
             if encoded and (len(encoded) >= limit or chars + len(text) > PART_CHARS):
                 yield len(encoded), "[" + ",".join(encoded) + "]"
                 encoded, chars, limit = [], 0, min(2 * limit, CASES_PER_PART)

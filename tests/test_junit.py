@@ -355,3 +355,51 @@ def test_progress_bar_on_a_terminal(area, tmp_path: Path) -> None:
     assert "stored 20000, refused 0" in text
     plain = area.ok("import-junit", "--run-id", new_run(area, "plain"), str(report))
     assert plain.out == "stored 20000, refused 0\n" and plain.err == ""
+
+
+# -- the wire form of a part (handlers, on both backends) ------------------------------------------
+
+
+def _part(hdb, run_id: int, cases: list, digest: str = "a" * 64) -> dict:
+    return hdb("junit-import-part", run_id=run_id, digest=digest, cases=json.dumps(cases), first=0, final=True)
+
+
+def test_a_plain_pass_in_short_form_is_stored_as_in_long_form(hdb) -> None:
+    short, long = (hdb("register-run", target=f"v1/{n}", runname="r") for n in ("short", "long"))
+    _part(hdb, short, [["C", "t1", "1.6"], ["C", "t2", None], ["C", "t3", "0.2"], ["C", "t3", "0,7"]])
+    attempt = {"o": "passed"}
+    _part(
+        hdb,
+        long,
+        [
+            ["C", "t1", [{**attempt, "t": "1.6"}], None],
+            ["C", "t2", [attempt], None],
+            ["C", "t3", [{**attempt, "t": "0.2"}], None],
+            ["C", "t3", [{"t": "0,7"}], None],
+        ],
+    )
+    rows = "SELECT testname, item_path, state, status, run_duration, comment FROM tests WHERE run_id = ? ORDER BY id"
+    assert hdb.sql(rows, short) == hdb.sql(rows, long)
+    assert hdb.sql(rows, short)[:3] == [
+        ("C", "t1", "COMPLETED", "PASS", 2, ""),
+        ("C", "t2", "COMPLETED", "PASS", 0, ""),
+        ("C", "t3", "COMPLETED", "PASS", 1, "passed on attempt 2"),  # the repeat: two attempts of one test
+    ]
+    data = "SELECT d.category, d.variable, d.value FROM test_data d JOIN tests t ON t.id = d.test_id"
+    data += " WHERE t.run_id = ? ORDER BY d.category, d.variable"
+    assert hdb.sql(data, short) == hdb.sql(data, long) != []
+
+
+def test_a_short_case_that_is_no_plain_pass_is_refused_or_a_bad_request(hdb) -> None:
+    from dbtool.core.errors import BadRequest
+
+    run = hdb("register-run", target="v1/x", runname="r")
+    answer = _part(hdb, run, [["C", "ok", "1"], ["C", "t", 5], ["C", "u", "soon"], ["a/b", "v", "1"], ["", "w", None]])
+    assert (answer["stored"], answer["refused"]) == (1, 4)
+    assert set(answer["reasons"]) == {
+        "a time that is not a number of seconds",
+        "a classname that is not a valid test name (it contains '/')",
+        "no classname and no testsuite name to use as the test name",
+    }
+    with pytest.raises(BadRequest, match="each case must be"):
+        _part(hdb, run, [[1, "x", "1"]], digest="b" * 64)

@@ -166,7 +166,10 @@ def _parse_cases(text: str) -> list:
     return cases
 
 
-SHAPE = "each case must be [testname, item_path, [attempt, ...], extra] (see dbtool's rules/junit.py)"
+SHAPE = (
+    "each case must be [testname, item_path, [attempt, ...], extra], or [testname, item_path, time] for a "
+    "plain pass (see dbtool's rules/junit.py)"
+)
 
 
 def _check_shape(case: object) -> None:
@@ -227,11 +230,38 @@ def store_cases(db: Db, run_id: int, cases: list) -> tuple[int, dict[str, list]]
     # (testname, item_path) → its row (a plain pass) or its _Case; a case repeated in the part adds
     # attempts to one test. In the file's order, which is the order the new tests get their ids in.
     merged: dict[tuple[str, str], tuple | _Case] = {}
-    plain: dict[tuple[str, str], list] = {}  # the attempts of the plain passes (should one repeat)
+    plain: dict[tuple[str, str], str | None] = {}  # the time text of each plain pass (should one repeat)
     stored = 0
     longest = rules.MAX_NAME
     floor = math.floor
     for case in cases:
+        if type(case) is list and len(case) == 3:  # a plain pass, compact: [testname, item_path, time]
+            testname, item_path, text = case
+            if (
+                type(testname) is str
+                and type(item_path) is str
+                and 0 < len(testname) <= longest
+                and 0 < len(item_path) <= longest
+                and "/" not in testname
+                and (testname, item_path) not in merged
+            ):
+                if text is None:
+                    seconds = 0
+                elif type(text) is str:
+                    try:
+                        exact = float(text)
+                    except ValueError:
+                        exact = -1.0
+                    seconds = floor(exact + 0.5) if 0 <= exact <= 1e12 else None
+                else:
+                    seconds = None
+                if seconds is not None:
+                    key = (testname, item_path)
+                    merged[key] = (run_id, testname, item_path, "COMPLETED", "PASS", seconds, "")
+                    plain[key] = text
+                    stored += 1
+                    continue
+            case = rules.expand(case)  # the long way: checked, refused or merged as any case
         if type(case) is list and len(case) == 4:
             testname, item_path, attempts, extra = case
             if (
@@ -252,15 +282,17 @@ def store_cases(db: Db, run_id: int, cases: list) -> tuple[int, dict[str, list]]
                     if size == (text is not None) + ("o" in attempt) and attempt.get("o", "passed") == "passed":
                         if text is None:
                             seconds = 0
-                        else:
+                        elif type(text) is str:
                             try:
                                 exact = float(text)
-                            except (TypeError, ValueError):
+                            except ValueError:
                                 exact = -1.0
                             seconds = floor(exact + 0.5) if 0 <= exact <= 1e12 else None
+                        else:  # the long way refuses it
+                            seconds = None
                         if seconds is not None:
                             merged[key] = (run_id, testname, item_path, "COMPLETED", "PASS", seconds, "")
-                            plain[key] = attempts
+                            plain[key] = text
                             stored += 1
                             continue
         _check_shape(case)
@@ -278,7 +310,7 @@ def store_cases(db: Db, run_id: int, cases: list) -> tuple[int, dict[str, list]]
             merged[key] = _Case(testname, item_path, list(attempts), extra)
             continue
         if type(found) is tuple:  # a plain pass, then this: attempts of one test
-            found = merged[key] = _Case(testname, item_path, plain[key], None)
+            found = merged[key] = _Case(testname, item_path, rules.passed(plain[key]), None)
         found.attempts = [*found.attempts, *attempts]
         found.extra = extra or found.extra
         found.final, found.data = None, True
@@ -350,7 +382,9 @@ def _store(db: Db, run_id: int, merged: dict[tuple[str, str], tuple | _Case], pl
             else:
                 set_rows.append((found[0], state, status, comment, seconds))
                 if type(case) is tuple:  # it may have attempts before: its data then records this one
-                    cases.append(_Case(key[0], key[1], plain[key], None, (state, status, comment, seconds)))
+                    cases.append(
+                        _Case(key[0], key[1], rules.passed(plain[key]), None, (state, status, comment, seconds))
+                    )
     new_ids: dict[tuple[str, str], int] = {}
     if new_rows:
         last = _last_id(db)

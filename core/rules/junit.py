@@ -6,7 +6,9 @@ its ``name``. A case holds one or more *attempts*, in order: Surefire's ``<flaky
 ``<rerunError>`` are further failed attempts after its ``<failure>``/``<error>``; a case repeated
 in a file (or imported again from another file) adds attempts to the same test.
 
-On the wire (import-junit's parts) a case is ``[testname, item_path, attempts, extra]``: each
+On the wire (import-junit's parts) a case is ``[testname, item_path, attempts, extra]``, or, for a
+plain pass (one attempt that passed, a time at most, no properties: most of a big file),
+``[testname, item_path, time]`` — the time text or null (``compact``/``expand``); in the long form each
 attempt a dict — ``o`` outcome (the element: one of OUTCOMES), ``t`` time text, ``m`` message,
 ``y`` type, ``x`` text (the element's body or Surefire's ``<stackTrace>``), ``out``/``err``
 system-out/err, ``more`` further outcome elements of the same attempt as ``[element, type,
@@ -157,6 +159,29 @@ def iter_cases(source, start: int = 0):
             suites.pop()
         if parents and parents[-1].tag in ROOTS:  # a case, or a suite's properties/output: read, dropped
             parents[-1].remove(element)
+
+
+def compact(case: list) -> list:
+    """A wire case in its short form when it is a plain pass (see the module's docstring)."""
+    testname, item_path, attempts, extra = case
+    if extra is None and len(attempts) == 1:
+        attempt = attempts[0]
+        if attempt.get("o", PASSED) == PASSED and len(attempt) == ("o" in attempt) + ("t" in attempt):
+            return [testname, item_path, attempt.get("t")]
+    return case
+
+
+def expand(case: list) -> list:
+    """A short wire case in the long form (anything else as it is: the server checks it)."""
+    if len(case) == 3:
+        testname, item_path, text = case
+        return [testname, item_path, passed(text), None]
+    return case
+
+
+def passed(text: object) -> list[dict]:
+    """The attempts of a plain pass whose time text is ``text`` (None: no time)."""
+    return [{"o": PASSED} if text is None else {"o": PASSED, "t": text}]
 
 
 def case_of(element, suite: str | None) -> list:
