@@ -116,6 +116,11 @@ def prepare(root: Path, loop: str = "") -> tuple[dict, list[int]]:
     return json.loads((root / ".dbtool" / "server.json").read_text()), ids
 
 
+def times(value: float, base: float) -> str:
+    """``value / base`` for a table cell ('-' when too few calls left the base below a clock tick)."""
+    return f"{value / base:.2f}" if base else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=400)
@@ -162,7 +167,7 @@ def main() -> None:
                 "calls/s": f"{med(key, 'calls_s'):.0f}",
                 "p50 ms": f"{med(key, 'p50'):.2f}",
                 "p99 ms": f"{med(key, 'p99'):.2f}",
-                "x echo": f"{med(key, 'us') / med(('echo', level), 'us'):.2f}",
+                "x echo": times(med(key, "us"), med(("echo", level), "us")),
             }
         )
     report(
@@ -174,7 +179,7 @@ def main() -> None:
     )
     verdict = "; ".join(
         f"{level} at a time: {med(('dbtool', level), 'us'):.0f} us "
-        f"({med(('dbtool', level), 'us') / med(('echo', level), 'us'):.2f} x echo)"
+        f"({times(med(('dbtool', level), 'us'), med(('echo', level), 'us'))} x echo)"
         for level in levels
     )
     print(f"server CPU per one-shot write: {verdict} (target <= 400 us)")
