@@ -17,6 +17,8 @@ path is bound by starting interpreters (CPU), not by the database lock.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import subprocess
 import sys
@@ -41,6 +43,13 @@ except sqlite3.OperationalError as err:
 """
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has spent so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def finish(started: tuple[float, subprocess.Popen]) -> tuple[float, int, bytes]:
     """Wait for one process: its wall time (ms) from just before it was started, exit code, stderr."""
     t0, proc = started
@@ -51,8 +60,10 @@ def finish(started: tuple[float, subprocess.Popen]) -> tuple[float, int, bytes]:
 class Caller:
     """One kind of caller: its command line per (round, process), and what its rounds measured."""
 
-    def __init__(self, make_argv) -> None:
+    def __init__(self, make_argv, server_pid: int | None = None) -> None:
         self.make_argv = make_argv
+        self.server_pid = server_pid  # the server whose CPU these calls cost (user + system, from /proc)
+        self.server_cpu = 0.0
         self.latencies: list[float] = []
         self.errors: list[str] = []
         self.seconds = 0.0
@@ -62,6 +73,7 @@ class Caller:
     def round(self, r: int, processes: int) -> None:
         """One round: ``processes`` concurrent processes, started together, all waited for."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_before = proc_cpu(self.server_pid) if self.server_pid else 0.0
         started = time.perf_counter()
         procs = []
         for p in range(processes):
@@ -75,6 +87,8 @@ class Caller:
                     lines = err.decode(errors="replace").strip().splitlines()
                     self.errors.append(lines[-1] if lines else str(returncode))
         self.seconds += time.perf_counter() - started
+        if self.server_pid:
+            self.server_cpu += proc_cpu(self.server_pid) - server_before
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.cpu += (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         self.calls += processes
@@ -86,6 +100,7 @@ class Caller:
             "p50 ms": f"{percentile(self.latencies, 50):.0f}",
             "p99 ms": f"{percentile(self.latencies, 99):.0f}",
             "CPU ms/process": f"{self.cpu / self.calls * 1000:.0f}",
+            "server CPU us/call": f"{self.server_cpu / self.calls * 1e6:.0f}" if self.server_pid else "",
             "errors": len(self.errors),
         }
 
@@ -107,8 +122,10 @@ def main() -> None:
 
         direct = Caller(lambda r, p: [PYTHON, "-c", DIRECT, db, "5", state(r, p)])
         locked = Caller(lambda r, p: [PYTHON, "-c", DIRECT, db, "0", state(r, p)])
+        server_pid = json.loads((root / ".dbtool" / "server.json").read_text())["pid"]
         dbtool = Caller(
-            lambda r, p: [DBTOOL, *area, "test-set-state-status-by-id", "--test-id", test_id, "--state", state(r, p)]
+            lambda r, p: [DBTOOL, *area, "test-set-state-status-by-id", "--test-id", test_id, "--state", state(r, p)],
+            server_pid,
         )
         floor = Caller(lambda r, p: [PYTHON, "-c", "pass"])
         for r in range(args.rounds):  # the paths take turns, so a noisy moment hits all of them
@@ -123,16 +140,19 @@ def main() -> None:
     report(
         f"{args.processes} concurrent one-shot processes writing the same row, {args.rounds} rounds",
         rows,
-        ["callers", "writes/s", "p50 ms", "p99 ms", "CPU ms/process", "errors"],
+        ["callers", "writes/s", "p50 ms", "p99 ms", "CPU ms/process", "server CPU us/call", "errors"],
         {"machine": machine()},
     )
     ratio = (dbtool.calls / dbtool.seconds) / (direct.calls / direct.seconds)
     p99 = percentile(dbtool.latencies, 99) / percentile(direct.latencies, 99)
+    over_bare = percentile(dbtool.latencies, 99) / percentile(floor.latencies, 99)
     print(
         f"throughput ratio dbtool/direct: {ratio:.2f} (target >= 1.0); p99 ratio: {p99:.2f} (target <= 0.33); "
         f"dbtool errors: {len(dbtool.errors)} (target 0); "
         f"'database is locked' at busy_timeout 0: {sum('locked' in e for e in locked.errors)}; "
-        f"p99 of bare interpreters / direct: {percentile(floor.latencies, 99) / percentile(direct.latencies, 99):.2f}"
+        f"p99 of bare interpreters / direct: {percentile(floor.latencies, 99) / percentile(direct.latencies, 99):.2f}; "
+        f"dbtool p99 / bare interpreters' p99: {over_bare:.2f} "
+        f"(target <= 1.2); server CPU per call {dbtool.server_cpu / dbtool.calls * 1e6:.0f} us (target <= 400)"
     )
 
 

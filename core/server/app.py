@@ -55,10 +55,10 @@ from ..handlers import resolve
 from ..link import START_FAILURE, describe, hostname, ping_info
 from ..reqlog import LOG_LEVEL_KEPT, RequestLog
 from ..request import RequestContext, run_with
-from . import resources, serverlog
+from . import eventloop, resources, serverlog
 from .events import EventHub
 from .notifier import Notifier
-from .session import Session
+from .session import Session, tune_listener
 from .stats import Stats
 from .storage import READERS, EventTail, PostgresStorage, Storage
 from .writer import Writer
@@ -115,6 +115,7 @@ class Server:
         self.instance = secrets.token_hex(6)
         self.started_at = time.time()
         self.last_activity = time.monotonic()
+        self.listener_tuned = False  # its connections have their socket options from the listener
         self.sessions: set[Session] = set()  # every open connection
         self.pending: dict[Session, None] = {}  # those still in their handshake, oldest first
         self.stats = Stats()
@@ -159,7 +160,7 @@ class Server:
                     ) from None
         try:
             remove_file(self.area.server_json)  # we hold the lock, so any record left is stale
-            return asyncio.run(self._main())
+            return eventloop.run(self._main(), tls=self._may_speak_tls())
         finally:
             lock.release()
 
@@ -242,13 +243,14 @@ class Server:
         self._make_certificate()
         listener = await self.loop.create_server(lambda: Session(self), self.bind, self.port, backlog=self.accept_burst)
         self.port = listener.sockets[0].getsockname()[1]
+        self.listener_tuned = tune_listener(listener.sockets, self.limits["dead_peer_timeout"])
         self.address = advertised_address(self.bind, self.advertise, self.hostname)
         self._write_server_json()
         remove_file(os.path.join(self.area.logs_dir, START_FAILURE))  # (an earlier start's)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
         log.info(
-            "dbtool %s serving %s on %s:%d, advertised as %s:%d (pid %d)",
+            "dbtool %s serving %s on %s:%d, advertised as %s:%d (pid %d, %s)",
             __version__,
             self.area.root,
             self.bind,
@@ -256,6 +258,7 @@ class Server:
             self.address,
             self.port,
             os.getpid(),
+            eventloop.loop_name(self.loop),
         )
         if self.read_only:
             log.warning("read-only: %s; writes are refused", self.read_only)
@@ -277,10 +280,13 @@ class Server:
         self.requests_log.close()
         return 0
 
+    def _may_speak_tls(self) -> bool:
+        """False when it listens on the loopback only and the area does not ask for TLS there."""
+        return self.tls_mode == "always" or not (tls.is_loopback(self.bind) or self.bind == "localhost")
+
     def _make_certificate(self) -> None:
-        """The TLS certificate of this server's life (core/tls.py), unless it listens on the
-        loopback only and the area does not ask for TLS there."""
-        if self.tls_mode != "always" and (tls.is_loopback(self.bind) or self.bind == "localhost"):
+        """The TLS certificate of this server's life (core/tls.py), if it may speak TLS."""
+        if not self._may_speak_tls():
             return
         self.tls_context, self.tls_fingerprint = tls.server_context(self.area.dir, self.area.root)
 

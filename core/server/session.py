@@ -23,6 +23,7 @@ import asyncio
 import logging
 import secrets
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -107,7 +108,7 @@ class Session(asyncio.Protocol):
         self.transport = transport
         server = self.server
         sock = transport.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and not server.listener_tuned:  # (else it has the listener's options)
             tune_socket(sock, server.limits["dead_peer_timeout"])
         transport.set_write_buffer_limits(high=HIGH_WATER)
         secure = server.tls_context is not None and sock is not None and server.needs_tls(sock.getsockname()[0])
@@ -243,7 +244,7 @@ class Session(asyncio.Protocol):
         self.closed = True
         self.server.forget(self)  # its slot is free now, though the last bytes are still on their way
         transport = self.transport
-        if not transport.can_write_eof():
+        if self.eof or not transport.can_write_eof():  # (a client that sent its EOF has nothing left unread)
             transport.close()
             return
         try:
@@ -492,6 +493,15 @@ class Session(asyncio.Protocol):
         """The watcher sent something or went away: end its stream."""
         if self.stream_task is not None:
             self.stream_task.cancel()
+
+
+def tune_listener(sockets, dead_peer_timeout: float) -> bool:
+    """Give the listening sockets the options of ``tune_socket``; True where every connection
+    accepted from them has them already (Linux copies them), so none needs its own syscalls."""
+    for sock in sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            tune_socket(sock, dead_peer_timeout)
+    return sys.platform.startswith("linux")
 
 
 def tune_socket(sock, dead_peer_timeout: float) -> None:
