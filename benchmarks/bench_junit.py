@@ -1,8 +1,8 @@
 """Benchmark 9: import-junit — a generated JUnit file of 100,000 cases (a tenth failing, with texts).
 
 Whole-process wall time and cases/s of `dbtool import-junit --run-id N FILE` (server up,
-synchronous=FULL: the file checked, parsed and stored in parts of 10,000 cases, one transaction
-each), against two baselines of the same interpreter in the same run: parsing the same file with
+synchronous=FULL: the file checked, parsed and stored in parts growing from 1,000 to 10,000 cases,
+one transaction each), against two baselines of the same interpreter in the same run: parsing the same file with
 defusedxml's iterparse alone (clearing each testcase), and storing the same rows with a plain
 `executemany` into the tests table of another area, one commit. Target: >= 50,000 cases/s.
 
