@@ -223,8 +223,9 @@ class _Case:
 def store_cases(db: Db, run_id: int, cases: list) -> tuple[int, dict[str, list]]:
     """Store cases into the run's tests; returns (stored, {reason: [count, example]}) for the refused.
 
-    Most cases of a big file are plain passes (one attempt, a time, nothing else): they take a
-    short path with no function call per case, straight to the row they insert (a tuple in
+    Most cases of a big file are plain passes (one attempt, a time, nothing else; the client
+    sends them short, ``[testname, item_path, time]``, and a long one is taken as short): they
+    take a path with no function call per case, straight to the row they insert (a tuple in
     ROW_NAMES order); the others become a _Case each."""
     refused: dict[str, list] = {}
     # (testname, item_path) → its row (a plain pass) or its _Case; a case repeated in the part adds
@@ -235,7 +236,15 @@ def store_cases(db: Db, run_id: int, cases: list) -> tuple[int, dict[str, list]]
     longest = rules.MAX_NAME
     floor = math.floor
     for case in cases:
-        if type(case) is list and len(case) == 3:  # a plain pass, compact: [testname, item_path, time]
+        if type(case) is list and len(case) == 4 and case[3] is None and type(case[2]) is list and len(case[2]) == 1:
+            attempt = case[2][0]  # a plain pass in the long form: taken as the short one
+            if (
+                type(attempt) is dict
+                and attempt.get("o", rules.PASSED) == rules.PASSED
+                and len(attempt) == ("o" in attempt) + ("t" in attempt)
+            ):
+                case = [case[0], case[1], attempt.get("t")]
+        if type(case) is list and len(case) == 3:  # a plain pass: [testname, item_path, time]
             testname, item_path, text = case
             if (
                 type(testname) is str
@@ -253,7 +262,7 @@ def store_cases(db: Db, run_id: int, cases: list) -> tuple[int, dict[str, list]]
                     except ValueError:
                         exact = -1.0
                     seconds = floor(exact + 0.5) if 0 <= exact <= 1e12 else None
-                else:
+                else:  # the long way refuses it
                     seconds = None
                 if seconds is not None:
                     key = (testname, item_path)
@@ -262,39 +271,6 @@ def store_cases(db: Db, run_id: int, cases: list) -> tuple[int, dict[str, list]]
                     stored += 1
                     continue
             case = rules.expand(case)  # the long way: checked, refused or merged as any case
-        if type(case) is list and len(case) == 4:
-            testname, item_path, attempts, extra = case
-            if (
-                extra is None
-                and type(testname) is str
-                and type(item_path) is str
-                and type(attempts) is list
-                and len(attempts) == 1
-                and 0 < len(testname) <= longest
-                and 0 < len(item_path) <= longest
-                and "/" not in testname
-            ):
-                attempt = attempts[0]
-                key = (testname, item_path)
-                if type(attempt) is dict and key not in merged:
-                    size = len(attempt)
-                    text = attempt.get("t")
-                    if size == (text is not None) + ("o" in attempt) and attempt.get("o", "passed") == "passed":
-                        if text is None:
-                            seconds = 0
-                        elif type(text) is str:
-                            try:
-                                exact = float(text)
-                            except ValueError:
-                                exact = -1.0
-                            seconds = floor(exact + 0.5) if 0 <= exact <= 1e12 else None
-                        else:  # the long way refuses it
-                            seconds = None
-                        if seconds is not None:
-                            merged[key] = (run_id, testname, item_path, "COMPLETED", "PASS", seconds, "")
-                            plain[key] = text
-                            stored += 1
-                            continue
         _check_shape(case)
         testname, item_path, attempts, extra = case
         problem = _problem(testname, item_path, attempts, extra)
