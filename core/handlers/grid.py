@@ -59,18 +59,23 @@ def grid_runs(db: Db, *, run_ids: list[str] | None = None, target: str | None = 
     return {"seq": seq, "runs": db.records(query)}
 
 
+def _first_run(run_ids: list[str], after_run: int | None) -> tuple[list[int], int]:
+    """The runs' ids, and the position of the one a page goes on from (``after_run``; 0 without)."""
+    ids = _ids(run_ids, "--run-ids")
+    if after_run is None:
+        return ids, 0
+    if after_run not in ids:
+        raise Refused(f"--after-run {after_run} is not one of --run-ids")
+    return ids, ids.index(after_run)
+
+
 def grid_cells(
     db: Db, *, run_ids: list[str], after_run: int | None = None, after_id: int = 0, limit: int = 20000
 ) -> Records:
     """One page of the grid's cells: up to ``limit`` live tests of the runs, run by run in the
     order given, each run's in id order, after test ``after_id`` of run ``after_run`` (the last
     cell of the previous page). Fewer than ``limit`` rows: the last page."""
-    ids = _ids(run_ids, "--run-ids")
-    start = 0
-    if after_run is not None:
-        if after_run not in ids:
-            raise Refused(f"--after-run {after_run} is not one of --run-ids")
-        start = ids.index(after_run)
+    ids, start = _first_run(run_ids, after_run)
     t = db.t.tests.c
     rows: list = []
     for position in range(start, len(ids)):
@@ -101,12 +106,7 @@ def grid_details(
     duration, times, run directory and log, steps, test data with pass/fail, output files. Only
     the tests that did not pass (not COMPLETED PASS) with ``not_passed``; only the test
     ``testname``/``item_path`` with ``testname``."""
-    ids = _ids(run_ids, "--run-ids")
-    start = 0
-    if after_run is not None:
-        if after_run not in ids:
-            raise Refused(f"--after-run {after_run} is not one of --run-ids")
-        start = ids.index(after_run)
+    ids, start = _first_run(run_ids, after_run)
     t = db.t.tests.c
     columns = (t.run_id, t.id, t.testname, t.item_path, t.state, t.status, t.comment, t.host, t.run_duration)
     columns += (t.event_time, t.last_update, t.rundir, t.final_logf)
