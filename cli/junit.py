@@ -93,26 +93,35 @@ class _Source:
 
 def check_file(path: str, label: str) -> tuple[str, int]:
     """The file's SHA-256 and about how many testcases it has; Refused when it is no safe,
-    well-formed XML (nothing has been sent yet)."""
-    from xml.etree.ElementTree import ParseError
+    well-formed XML (nothing has been sent yet).
 
-    from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import DefusedXMLParser
+    The check is expat itself with defusedxml's three refusals as its only handlers (an entity
+    declaration, parsed or unparsed, and an external reference): no Python call per element or
+    text, about half the time of defusedxml's parser, which also passes every text through Python.
+    The parse that follows is defusedxml's."""
+    from xml.parsers.expat import ExpatError, ParserCreate
 
-    class _Nothing:  # no tree: the parser only checks
-        def close(self) -> None:
-            return None
+    from defusedxml import DefusedXmlException, EntitiesForbidden, ExternalReferenceForbidden
+
+    def entity(name, *rest):
+        raise EntitiesForbidden(name, None, None, None, None, None)
+
+    def external(context, base, sysid, pubid):
+        raise ExternalReferenceForbidden(context, base, sysid, pubid)
 
     digest = hashlib.sha256()
-    parser = DefusedXMLParser(target=_Nothing())
+    parser = ParserCreate()
+    parser.EntityDeclHandler = entity
+    parser.UnparsedEntityDeclHandler = entity
+    parser.ExternalEntityRefHandler = external
     cases = 0
     try:
         with open(path, "rb") as f:
             while block := f.read(BLOCK):
                 digest.update(block)
                 cases += block.count(b"<testcase")
-                parser.feed(block)
-        parser.close()
+                parser.Parse(block, False)
+        parser.Parse(b"", True)
     except OSError as err:
         raise UsageError(f"cannot read {label}: {err.strerror}") from None
     except DefusedXmlException as err:
@@ -120,7 +129,7 @@ def check_file(path: str, label: str) -> tuple[str, int]:
             f"{label} declares XML entities or external references ({type(err).__name__}), which dbtool "
             "never expands (entity expansion and external entity attacks); nothing was stored"
         ) from None
-    except ParseError as err:
+    except ExpatError as err:
         raise Refused(f"{label} is not well-formed XML ({err}); nothing was stored — fix or regenerate it") from None
     return digest.hexdigest(), cases
 

@@ -78,6 +78,16 @@ EXTERNAL_ENTITY = """<?xml version="1.0"?>
 <testsuite name="x"><testcase classname="a" name="b"><failure message="&xxe;"/></testcase></testsuite>
 """
 
+PARAMETER_ENTITY = """<?xml version="1.0"?>
+<!DOCTYPE foo [<!ENTITY % remote SYSTEM "http://127.0.0.1:9/evil.dtd"> %remote;]>
+<testsuite name="x"><testcase classname="a" name="b"/></testsuite>
+"""
+
+UNPARSED_ENTITY = """<?xml version="1.0"?>
+<!DOCTYPE foo [<!NOTATION gif SYSTEM "image/gif"><!ENTITY logo SYSTEM "logo.gif" NDATA gif>]>
+<testsuite name="x"><testcase classname="a" name="b"/></testsuite>
+"""
+
 
 def new_run(area, name: str = "ci") -> str:
     return area.ok("register-run", "--target", "v1/linux", "--runname", name).out.strip()
@@ -207,7 +217,11 @@ def test_surefire_report(area, tmp_path: Path) -> None:
     assert flaky["junit/2", "result"]["value"] == "PASS"
 
 
-@pytest.mark.parametrize("xml", [BILLION_LAUGHS, EXTERNAL_ENTITY], ids=["billion-laughs", "external-entity"])
+@pytest.mark.parametrize(
+    "xml",
+    [BILLION_LAUGHS, EXTERNAL_ENTITY, PARAMETER_ENTITY, UNPARSED_ENTITY],
+    ids=["billion-laughs", "external-entity", "parameter-entity", "unparsed-entity"],
+)
 def test_xml_attacks_refused(area, tmp_path: Path, xml: str) -> None:
     report = tmp_path / "evil.xml"
     report.write_text(xml)
