@@ -54,6 +54,8 @@ def ensure_test(db: Db, run_id: int, testname: str, item_path: str) -> int:
         ),
         row,
     )
+    if db.open_tests:  # a test open for one job: only that job writes it
+        db.guard_test(test_id)
     if inserted:
         db.emit(
             cmd="register-test",
@@ -700,3 +702,29 @@ def test_get_paths_matching_keynames_target_new(
         query = query.where(t.state != "DELETED")
     paths = list(db.conn.execute(query.order_by(t.event_time.desc(), t.id.desc())).scalars())
     return paths + list(res or [])
+
+
+def get_tests_by_ids(db: Db, *, test_ids: list[str], fields: list[str] | None = None) -> Records:
+    """Several test records at once (CCP4i's DbReturnRecord), in the order asked (an id asked twice
+    comes twice); not found (exit 1), naming them, when some ids are no test's."""
+    ids = []
+    for text in test_ids:
+        try:
+            ids.append(int(text))
+        except ValueError:
+            raise Refused(f"--test-ids: {text!r} is not a test id (a whole number)") from None
+    t = db.t.tests.c
+    names = list(dict.fromkeys(fields)) if fields else list(db.t.tests.c.keys())
+    columns = [_column(db, name, "field") for name in names]
+    found: dict[int, tuple] = {}
+    wanted = list(dict.fromkeys(ids))
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = db.conn.execute(select(t.id, *columns).where(t.id.in_(chunk))).all()
+        found.update((row[0], tuple(row[1:])) for row in rows)
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        what = "no test with id" if len(missing) == 1 else "no tests with ids"
+        raise NotFound(f"{what} {shown}; `dbtool get-tests-for-run --run-id N` lists a run's tests")
+    return Records(tuple(names), [found[i] for i in ids])
