@@ -809,7 +809,7 @@ command(
 MAX_ITEM_NAME = 256
 MAX_ITEM_VALUE = 1 << 20
 ITEM_NAME = Param(
-    "name",
+    "item",
     "str",
     f"the item's name (any text, at most {MAX_ITEM_NAME} characters)",
     required=True,

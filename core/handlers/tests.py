@@ -414,8 +414,8 @@ def delete_test_records(db: Db, *, test_id: int, run_id: int | None = None) -> N
 
 
 def delete_old_deleted_test_records(db: Db, *, days: int = 30) -> int:
-    """C.6: purge tests DELETED longer than ``days`` ago, with their steps, data, samples and outputs
-    (every run but the locked ones)."""
+    """C.6: purge tests DELETED longer than ``days`` ago, with their steps, data, samples, outputs,
+    items and open records (every run but the locked ones)."""
     if days < 0:
         raise Refused("--days must not be negative")
     t = db.t.tests
@@ -423,11 +423,17 @@ def delete_old_deleted_test_records(db: Db, *, days: int = 30) -> int:
         t.c.state == "DELETED", t.c.event_time < db.now - days * 86400, t.c.run_id.not_in(locked_run_ids(db))
     )
     doomed = list(db.conn.execute(ids).scalars())
+    closed = 0
     for chunk in range(0, len(doomed), 500):
         part = doomed[chunk : chunk + 500]
-        for table in (db.t.test_steps, db.t.test_data, db.t.test_rundat, db.t.test_outputs):
+        for table in (db.t.test_steps, db.t.test_data, db.t.test_rundat, db.t.test_outputs, db.t.test_items):
             db.conn.execute(delete(table).where(table.c.test_id.in_(part)))
+        closed += db.conn.execute(delete(db.t.test_jobs).where(db.t.test_jobs.c.test_id.in_(part))).rowcount
         db.conn.execute(delete(t).where(t.c.id.in_(part)))
+    if closed:
+        from .arealock import bump_version
+
+        bump_version(db)
     if doomed:
         db.emit(purged=len(doomed))
     return len(doomed)

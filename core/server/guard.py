@@ -29,7 +29,8 @@ OPEN_SQL = (
 OPEN_COLUMNS = ("token", "holder", "host", "pid", "opened", "testname", "item_path")
 
 LOCK_COMMANDS = frozenset({"lock-area", "unlock-area"})  # they judge the lock themselves
-STATE_COMMANDS = frozenset({*LOCK_COMMANDS, "mark-incomplete"})  # may change the state
+# may change the state (they close open tests: dead ones, those of a deleted run, purged ones)
+STATE_COMMANDS = frozenset({*LOCK_COMMANDS, "mark-incomplete", "delete-run", "delete-old-deleted-test-records"})
 JOB_COMMANDS = frozenset({"exec-begin", "exec-end"})  # ... when they carry a job's token
 
 
