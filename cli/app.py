@@ -67,6 +67,17 @@ def _check_format(value: str | None) -> str | None:
     return value
 
 
+def _complete_projects(incomplete: str) -> list[str]:
+    """Shell completion of --project: the aliases of the user's registry."""
+    from dbtool.core.errors import DbtoolError
+    from dbtool.core.projects import load
+
+    try:
+        return sorted(alias for alias in load() if alias.startswith(incomplete))
+    except DbtoolError:
+        return []
+
+
 def _check_fields(value: list[str] | None) -> list[str] | None:
     from dbtool.core.rules.fields import parse_option
 
@@ -145,7 +156,7 @@ def _common_parameters(taken: frozenset[str] = frozenset()) -> list[inspect.Para
         if decl in taken:
             continue
         default = False if kind is bool else None
-        complete = _choices(FORMATS) if name == "g_format" else None
+        complete = _choices(FORMATS) if name == "g_format" else _complete_projects if name == "g_project" else None
         info = typer.Option(
             default,
             decl,
@@ -194,7 +205,9 @@ _HELP = {decl: help_text for _name, decl, _kind, help_text in COMMON}
 def _root(
     ctx: typer.Context,
     area: str = typer.Option(None, "--area", help=_HELP["--area"], show_default=False),
-    project: str = typer.Option(None, "--project", help=_HELP["--project"], show_default=False),
+    project: str = typer.Option(
+        None, "--project", help=_HELP["--project"], autocompletion=_complete_projects, show_default=False
+    ),
     timeout: float = typer.Option(
         None, "--timeout", help=_HELP["--timeout"], callback=_check_timeout, show_default=False
     ),

@@ -60,7 +60,7 @@ EXIT_STATUS = (
     (
         "4",
         "The request was refused: invalid value, unknown run/test id for a write, locked run, "
-        "read-only area, wrong key.",
+        "locked area, a test open for another job, unknown project, read-only area, wrong key.",
     ),
     ("5", "Internal error (a bug): the message names the request id and the log to read."),
 )

@@ -574,4 +574,7 @@ def _event_line(event: dict) -> str:
         where += f" test {event.get('test_id')} {name}{'/' + item if item else ''}"
     state = " ".join(str(v) for v in (event.get("state"), event.get("status")) if v is not None)
     extra = " " + json.dumps(event["data"], ensure_ascii=False) if event.get("data") else ""
+    fields = event.get("fields")
+    if isinstance(fields, dict) and fields:  # the fields of the request that made it (--field)
+        extra += " [" + " ".join(f"{name}={_shown(value)}" for name, value in fields.items()) + "]"
     return one_line(f"{event.get('seq'):>7} {stamp} {event.get('event')} {where} {state}{extra}".rstrip()) + "\n"
