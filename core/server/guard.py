@@ -40,24 +40,27 @@ def changes_state(cmd_name: str, ctx) -> bool:
 
 
 class AreaGuard:
-    __slots__ = ("lock", "lock_token", "open_tests", "version")
+    __slots__ = ("lock", "lock_token", "open_tests", "proven", "version")
 
     def __init__(self) -> None:
         self.version: int | None = None  # of the state this copy holds (None: not read yet)
         self.lock: dict | None = None  # the area lock (None: not locked)
         self.lock_token: str | None = None  # its token's SHA-256
+        self.proven: str | None = None  # the token last found to match it (the holder's writes hash nothing)
         self.open_tests: dict[int, dict] = {}  # test id -> the job that has it open
 
     # -- reading the state ----------------------------------------------------------------------------
     def take_state(self, row: tuple | None) -> bool:
         """An area_state row (STATE_SQL); True when its version is not the one of the open tests kept."""
         if row is None:  # (an area whose schema an older dbtool made: nothing is locked or open)
-            self.lock = self.lock_token = None
+            self.lock = self.lock_token = self.proven = None
             changed, self.version = self.version != -1, -1
             if changed:
                 self.open_tests = {}
             return False
         version, token, holder, host, pid, reason, since = row
+        if token != self.lock_token:
+            self.proven = None
         self.lock_token = token
         self.lock = (
             None
@@ -91,6 +94,8 @@ class AreaGuard:
         """The Held error of a write the area lock keeps out (None when it may run)."""
         if self.lock is None or ctx.internal or cmd_name in LOCK_COMMANDS:
             return None
-        if ctx.lock_token is not None and token_hash(ctx.lock_token) == self.lock_token:
+        given = ctx.lock_token
+        if given is not None and (given == self.proven or token_hash(given) == self.lock_token):
+            self.proven = given
             return None
         return locked_refusal(self.lock)
