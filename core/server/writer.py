@@ -210,7 +210,7 @@ class Writer:
     def start(self) -> None:
         self._connect()
         if self.sqlite:  # (PostgreSQL: every group reads it, see guard.py)
-            self.guard.load(self.raw.execute)
+            self._reload_guard()
         self.task = self.loop.create_task(self._run())
 
     def _connect(self) -> None:
@@ -270,6 +270,8 @@ class Writer:
                 await self.wake.wait()
                 continue
             batch = self._take()
+            if self.sqlite and self.guard.version is None and not self._guard_ready(batch):
+                continue  # (what the writer knows of the area lock is lost: no write runs blind)
             self.active = len(batch)
             try:
                 await self._commit_group(batch)
@@ -337,8 +339,20 @@ class Writer:
             batch.append(self.queue.popleft())
         return batch
 
+    def _guard_ready(self, batch: list[Job]) -> bool:
+        """SQLite: read the area's state again when the last reading failed; when it fails again,
+        the group is refused (a write must not pass a lock the writer could not see)."""
+        self._reload_guard()
+        if self.guard.version is not None:
+            return True
+        for job in batch:
+            job.error = StorageError("cannot read the area's lock from the database; nothing was written; retry")
+        _settle(batch)
+        return False
+
     def _reload_guard(self) -> None:
-        """SQLite: the area's state again, after a group that may have changed it (committed or not)."""
+        """SQLite: the area's state, at start and after a group that may have changed it (committed
+        or not). A read-only area an older dbtool made has no such tables (and takes no writes)."""
         try:
             self.guard.load(self.raw.execute)
         except self.dbapi.Error as err:  # (the storage failed: the next such group tries again)
