@@ -29,6 +29,7 @@ RUNS = [
     ("bench_match.py", ["--tests", "2000", "--pings", "20", "--matchers", "1"], "ping p99 during matches:"),
     ("bench_junit.py", ["--cases", "1000", "--repeat", "1"], "import-junit:"),
     ("bench_compare.py", ["--tests", "2000", "--runs", "50", "--repeat", "2", "--oneshot-repeat", "1"], "history over"),
+    ("bench_seeds.py", ["--seconds", "0.3", "--rounds", "1", "--clients", "2"], "seeds' checks:"),
 ]
 
 

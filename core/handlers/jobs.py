@@ -34,6 +34,8 @@ def _job_test(db: Db, run_id: int, testname: str, item_path: str, create: bool) 
     if row is None:
         where = f"{testname}/{item_path}" if item_path else testname
         raise Refused(f"run {run_id} has no test {where!r}; a job reports exec-begin first")
+    if db.open_tests:  # (a heartbeat of a job whose test another job has opened since)
+        db.guard_test(row.id)
     return test_record(row)
 
 
