@@ -33,6 +33,13 @@ _ANNOTATIONS = {"str": str, "int": int, "float": float, "bool": bool, "list": st
 # The options every command accepts after its name too: (parameter name, declaration, type, help).
 COMMON = (
     ("g_area", "--area", str, "the area directory (default: $DBTOOL_AREA, else the nearest with .dbtool/)"),
+    (
+        "g_project",
+        "--project",
+        str,
+        "the area registered under this alias (`dbtool projects add`; default: $DBTOOL_PROJECT, which wins over "
+        "$DBTOOL_AREA); not together with --area",
+    ),
     ("g_timeout", "--timeout", float, "seconds to wait for a busy or starting server (default $DBTOOL_TIMEOUT or 60)"),
     ("g_trace", "--trace", bool, "print the request's server-side log entries to stderr"),
     ("g_json", "--json", bool, "print the result as JSON"),
@@ -43,12 +50,42 @@ COMMON = (
         "output format: table, json, csv or tsv (tsv: tab-separated, no quoting; a tab, newline, carriage return "
         "or backslash in a value is written \\t, \\n, \\r, \\\\)",
     ),
+    (
+        "g_request_fields",
+        "--field",
+        list[str],
+        "NAME=VALUE, repeatable: a field of the request, which its handler, the change events it makes (and so "
+        "[[notify]] commands) and the request log see; `dbtool server log --field NAME=VALUE` finds the requests "
+        "that carried it. After the command's name a command's own --field wins (put this one before the name)",
+    ),
 )
 
 
 def _check_format(value: str | None) -> str | None:
     if value is not None and value not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}; got {value!r}")
+    return value
+
+
+def _complete_projects(incomplete: str) -> list[str]:
+    """Shell completion of --project: the aliases of the user's registry."""
+    from dbtool.core.errors import DbtoolError
+    from dbtool.core.projects import load
+
+    try:
+        return sorted(alias for alias in load() if alias.startswith(incomplete))
+    except DbtoolError:
+        return []
+
+
+def _check_fields(value: list[str] | None) -> list[str] | None:
+    from dbtool.core.rules.fields import parse_option
+
+    for text in value or ():
+        try:
+            parse_option(text)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
     return value
 
 
@@ -62,7 +99,7 @@ def _check_timeout(value: float | None) -> float | None:
 # Local commands that do not work on an existing area take no --area/--timeout/--format.
 WITHOUT_COMMON = frozenset({"init", "demo"})
 
-_COMMON_CHECKS = {"g_format": _check_format, "g_timeout": _check_timeout}
+_COMMON_CHECKS = {"g_format": _check_format, "g_timeout": _check_timeout, "g_request_fields": _check_fields}
 
 
 def _converter(p: Param) -> Callable[[object], object] | None:
@@ -112,11 +149,14 @@ def _parameter(p: Param) -> inspect.Parameter:
     return inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
 
-def _common_parameters() -> list[inspect.Parameter]:
+def _common_parameters(taken: frozenset[str] = frozenset()) -> list[inspect.Parameter]:
+    """The global options as a command's own (those of a spelling the command has itself left out)."""
     params = []
     for name, decl, kind, help_text in COMMON:
+        if decl in taken:
+            continue
         default = False if kind is bool else None
-        complete = _choices(FORMATS) if name == "g_format" else None
+        complete = _choices(FORMATS) if name == "g_format" else _complete_projects if name == "g_project" else None
         info = typer.Option(
             default,
             decl,
@@ -146,7 +186,7 @@ def _callback_for(cmd: Command) -> Callable[..., None]:
     context = inspect.Parameter("typer_ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
     signature = [context, *(_parameter(p) for p in cmd.params)]
     if cmd.name not in WITHOUT_COMMON:
-        signature += _common_parameters()
+        signature += _common_parameters(frozenset(o for p in cmd.params for o in p.options))
     run.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
     run.__name__ = cmd.name.replace(" ", "_").replace("-", "_")
     run.__doc__ = cmd.help
@@ -159,19 +199,30 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+_HELP = {decl: help_text for _name, decl, _kind, help_text in COMMON}
+
+
 def _root(
     ctx: typer.Context,
-    area: str = typer.Option(None, "--area", help=COMMON[0][3], show_default=False),
-    timeout: float = typer.Option(None, "--timeout", help=COMMON[1][3], callback=_check_timeout, show_default=False),
-    trace: bool = typer.Option(False, "--trace", help=COMMON[2][3]),
-    json: bool = typer.Option(False, "--json", help=COMMON[3][3]),
+    area: str = typer.Option(None, "--area", help=_HELP["--area"], show_default=False),
+    project: str = typer.Option(
+        None, "--project", help=_HELP["--project"], autocompletion=_complete_projects, show_default=False
+    ),
+    timeout: float = typer.Option(
+        None, "--timeout", help=_HELP["--timeout"], callback=_check_timeout, show_default=False
+    ),
+    trace: bool = typer.Option(False, "--trace", help=_HELP["--trace"]),
+    json: bool = typer.Option(False, "--json", help=_HELP["--json"]),
     format: str = typer.Option(
         None,
         "--format",
-        help=COMMON[4][3],
+        help=_HELP["--format"],
         callback=_check_format,
         autocompletion=_choices(FORMATS),
         show_default=False,
+    ),
+    field: list[str] = typer.Option(  # noqa: B008 (Typer's way to declare an option)
+        None, "--field", help=_HELP["--field"], callback=_check_fields, metavar="NAME=VALUE", show_default=False
     ),
     version: bool = typer.Option(
         False, "--version", help="print dbtool's version and exit", callback=_version, is_eager=True
@@ -179,6 +230,8 @@ def _root(
 ) -> None:
     opts = GlobalOptions()
     opts.area, opts.timeout, opts.trace, opts.json, opts.format = area, timeout, trace, json, format
+    opts.project = project
+    opts.set("request_fields", list(field or []))
     ctx.obj = opts
 
 
@@ -243,28 +296,38 @@ def build_app(only: Command | None = None) -> typer.Typer:
         context_settings=settings,
     )
     app.callback()(_root)
-    server = typer.Typer(
-        name="server",
-        help="Start, stop and inspect the area's server.",
-        no_args_is_help=True,
-        rich_markup_mode=None,
-        context_settings=settings,
-    )
+    groups = {
+        name: typer.Typer(
+            name=name, help=help_text, no_args_is_help=True, rich_markup_mode=None, context_settings=settings
+        )
+        for name, help_text in GROUP_HELP.items()
+    }
     commands = [only] if only is not None else list(COMMANDS.values())
-    has_server = False
+    used = set()
     for cmd in commands:
         if cmd.hidden:
             continue
-        group, name = (server, cmd.name.split(" ", 1)[1]) if cmd.name.startswith("server ") else (app, cmd.name)
-        has_server = has_server or group is server
+        first, _, rest = cmd.name.partition(" ")
+        group, name = (groups[first], rest) if rest else (app, cmd.name)
+        if rest:
+            used.add(first)
         if any(p.type == "argv" for p in cmd.params):
             settings_for, cls = {"allow_interspersed_args": False}, None
         else:
             settings_for, cls = {}, _NumbersAreValues if any(p.positional for p in cmd.params) else None
         group.command(name=name, help=cmd.help, context_settings=settings_for, cls=cls)(_callback_for(cmd))
-    if has_server or only is None:
-        app.add_typer(server, name="server")
+    for name, group in groups.items():
+        if name in used or only is None:
+            app.add_typer(group, name=name)
     return app
+
+
+# Commands of two words (`server start`, `projects add`): the group's help.
+GROUP_HELP = {
+    "server": "Start, stop and inspect the area's server.",
+    "projects": "Areas by alias: `dbtool --project ALIAS COMMAND` works on the area registered as ALIAS, from "
+    "any directory. The registry is the user's own, $XDG_CONFIG_HOME/dbtool/projects.toml (~/.config by default).",
+}
 
 
 # -- shell completion (``_DBTOOL_COMPLETE``, see main.py and completions/) -----------------------

@@ -14,23 +14,36 @@ from dbtool.core.errors import UsageError
 
 from .output import FORMATS
 
-# Options every command accepts, before or after its name.
-GLOBAL_VALUES = {"--area": "area", "--timeout": "timeout", "--format": "format"}
+# Options every command accepts, before or after its name (after it, a command's own option of the
+# same spelling wins: testmeta-update-field --field, server log --field).
+GLOBAL_VALUES = {
+    "--area": "area",
+    "--project": "project",
+    "--timeout": "timeout",
+    "--format": "format",
+    "--field": "request_fields",
+}
 GLOBAL_FLAGS = {"--trace": "trace", "--json": "json"}
+REPEATED = frozenset({"request_fields"})  # a global option given again adds to it
 
 
 class GlobalOptions:
-    __slots__ = ("area", "format", "json", "timeout", "trace")
+    __slots__ = ("area", "format", "json", "project", "request_fields", "timeout", "trace")
 
     def __init__(self) -> None:
         self.area: str | None = None
+        self.project: str | None = None
         self.timeout: float | None = None
         self.format: str | None = None
         self.trace = False
         self.json = False
+        self.request_fields: list[str] = []  # --field NAME=VALUE, as given
 
     def set(self, name: str, value: object) -> None:
-        setattr(self, name, value)
+        if name in REPEATED:
+            getattr(self, name).extend(value if isinstance(value, list) else [value])
+        else:
+            setattr(self, name, value)
 
     @property
     def output(self) -> str:
@@ -40,6 +53,27 @@ class GlobalOptions:
         """Refuse options that contradict each other (a usage error)."""
         if self.json and self.format not in (None, "json"):
             raise UsageError(f"--json and --format {self.format} disagree; give one of them")
+        if self.area is not None and self.project is not None:
+            raise UsageError(f"--area and --project both name the area; give one of them (--project {self.project})")
+
+    def extra(self) -> dict | None:
+        """The request members these options add: the request's fields (--field)."""
+        if not self.request_fields:
+            return None
+        from dbtool.core.rules.fields import from_options
+
+        try:
+            return {"fields": from_options(self.request_fields)}
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+
+    def resolve_project(self) -> None:
+        """--project ALIAS: the area it names, as if given with --area (the registry is read only then)."""
+        if self.project is not None:
+            from dbtool.core.projects import area_of
+
+            self.area = area_of(self.project, "--project")
+            self.project = None
 
 
 MAX_TIMEOUT = 7 * 86400.0  # seconds: a week is longer than anyone waits for a server
@@ -60,6 +94,10 @@ def _global_value(name: str, text: str) -> object:
         return value
     if name == "format" and text not in FORMATS:
         raise ValueError(text)
+    if name == "request_fields":
+        from dbtool.core.rules.fields import parse_option
+
+        parse_option(text)  # (ValueError: Typer explains)
     return text
 
 
@@ -108,14 +146,14 @@ def bind(cmd: Command, args: list[str], opts: GlobalOptions) -> dict | None:
                 continue
             if not arg.startswith("--"):
                 return None  # short options (-h): Typer's business
-            nxt = take_global(args, i, opts)
-            if nxt is not None:
-                i = nxt
-                continue
             name, eq, value = arg.partition("=")
             p = by_option.get(name)
-            if p is None:
-                return None
+            if p is None:  # (a command's own option wins over a global one of the same spelling)
+                nxt = take_global(args, i, opts)
+                if nxt is None:
+                    return None
+                i = nxt
+                continue
             if p.type == "bool":
                 if eq:
                     return None

@@ -34,7 +34,13 @@ MAN_DIR = "man"
 # Files the generator owns in man/: a page of a command that left the registry is removed.
 MAN_PAGE = re.compile(r"^dbtool(-[a-z0-9-]+)?\.1$")
 
-GLOBAL_METAVARS = {"--area": "PATH", "--timeout": "SECONDS", "--format": "FORMAT"}
+GLOBAL_METAVARS = {
+    "--area": "PATH",
+    "--project": "ALIAS",
+    "--timeout": "SECONDS",
+    "--format": "FORMAT",
+    "--field": "NAME=VALUE",
+}
 
 KIND_TEXT = {
     READ: "A read: dbtool sends it to the area's server when one is running, and otherwise opens the "
@@ -54,7 +60,7 @@ EXIT_STATUS = (
     (
         "4",
         "The request was refused: invalid value, unknown run/test id for a write, locked run, "
-        "read-only area, wrong key.",
+        "locked area, a test open for another job, unknown project, read-only area, wrong key.",
     ),
     ("5", "Internal error (a bug): the message names the request id and the log to read."),
 )
@@ -64,8 +70,27 @@ ERRORS_TEXT = (
 )
 
 ENVIRONMENT = (
-    ("DBTOOL_AREA", "The area directory when --area is not given."),
+    ("DBTOOL_AREA", "The area directory when neither --area nor --project is given (nor DBTOOL_PROJECT)."),
+    (
+        "DBTOOL_PROJECT",
+        "The alias of a registered project (dbtool projects add) whose area is used when --area and --project "
+        "are not given; it wins over DBTOOL_AREA.",
+    ),
     ("DBTOOL_TIMEOUT", "Seconds to wait for a busy or starting server when --timeout is not given (default 60)."),
+    (
+        "DBTOOL_LOCK_TOKEN",
+        "The token of the area lock (printed by dbtool lock-area), sent with every write: while the area is "
+        "locked, only writes with it are taken.",
+    ),
+    (
+        "DBTOOL_JOB_TOKEN",
+        "The token of the job a test is open for (set by dbtool exec --exclusive for its command), sent with every "
+        "write: only writes with it change that test.",
+    ),
+    (
+        "XDG_CONFIG_HOME",
+        "Where the project registry is kept: $XDG_CONFIG_HOME/dbtool/projects.toml (default ~/.config).",
+    ),
 )
 COMPLETE_ENV = (
     COMPLETE_VAR,

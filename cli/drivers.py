@@ -184,3 +184,12 @@ class Progress:
     def done(self) -> None:
         sys.stderr.write("\n")
         sys.stderr.flush()
+
+
+def exit_by_answer(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
+    """A yes/no question answered by the exit code (``test-has-item``): 0 yes, 1 no; nothing printed
+    for people, true or false with --json (or another format)."""
+    from .output import ExitWith
+
+    answer = bool(send(params))
+    return ExitWith(answer if opts.output != "table" else None, 0 if answer else 1)

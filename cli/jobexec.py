@@ -3,7 +3,9 @@
 Before: everything that can be checked is (the command line, --rundir, the area, --log, which is
 created then), so that bad input never touches the test. Then the test (created when missing)
 becomes RUNNING with host, uname, run directory, pid, log.
-During: CMD runs in the run directory in its own process group, its output passes through (and is
+During: CMD runs in the run directory in its own process group (with $DBTOOL_AREA, $DBTOOL_RUN_ID,
+$DBTOOL_TEST_ID set, and with --exclusive the job's token in $DBTOOL_JOB_TOKEN, which every dbtool
+it runs sends along, so that they may write to the test open for the job), its output passes through (and is
 copied to ``--log``), the signals a batch system sends (INT, TERM, HUP, QUIT, USR1, USR2) are
 forwarded to it, and a heartbeat every ``--heartbeat`` seconds keeps the test alive with a sample
 of load, free disk and duration. After: COMPLETED PASS (exit 0) or FAIL, or KILLED by a signal,
@@ -27,7 +29,7 @@ from typing import BinaryIO
 
 from dbtool.core import spool
 from dbtool.core.area import Area, find_area
-from dbtool.core.client import DEFAULT_TIMEOUT, call, new_idem
+from dbtool.core.client import DEFAULT_TIMEOUT, call, new_idem, with_tokens
 from dbtool.core.commands import COMMANDS, escape_bytes
 from dbtool.core.errors import (
     Busy,
@@ -66,9 +68,10 @@ class Reporter:
     cannot be written (disk full, read-only), exec says so on stderr and the job goes on.
     """
 
-    def __init__(self, area: Area, timeout: float) -> None:
+    def __init__(self, area: Area, timeout: float, extra: dict | None = None) -> None:
         self.area = area
         self.timeout = timeout
+        self.extra = extra  # members of every report: the job's fields (--field), its token (--exclusive)
         self.waiting: list[str] = []  # this job's reports in the spool
 
     def final(self, name: str, params: dict) -> None:
@@ -87,7 +90,7 @@ class Reporter:
             start_server_quietly(self.area, min(self.timeout, NUDGE_TIMEOUT))  # so that one replays them
             return None
         try:
-            return call(self.area, cmd, params, timeout=self.timeout, idem=idem).result
+            return call(self.area, cmd, params, timeout=self.timeout, idem=idem, extra=self.extra).result
         except UNDELIVERED as err:
             why = err.message
         except OSError as err:  # e.g. no room for the server's lock or log file
@@ -97,7 +100,7 @@ class Reporter:
 
     def _spool(self, name: str, api: str, params: dict, idem: str, why: str) -> None:
         try:
-            path = spool.append(self.area, api, params, idem, client_identity())
+            path = spool.append(self.area, api, params, idem, client_identity(), with_tokens(self.extra))
         except OSError as err:
             where = spool.spool_dir(self.area)
             warn(f"{why}; the {name} report could not be recorded (cannot write to {where}: {err.strerror or err})")
@@ -108,7 +111,7 @@ class Reporter:
     def try_report(self, name: str, params: dict, timeout: float) -> None:
         """A report that may be lost (a heartbeat): one short attempt, failures ignored."""
         try:
-            call(self.area, COMMANDS[name], params, timeout=timeout)
+            call(self.area, COMMANDS[name], params, timeout=timeout, extra=self.extra)
         except (DbtoolError, OSError):
             pass
 
@@ -131,43 +134,64 @@ def run(
     heartbeat: float = 30.0,
     rundir: str | None = None,
     step: str | None = None,
+    exclusive: bool = False,
     command: list[str] | None = None,
 ) -> int:
     with Signals() as signals:  # from the very start: a batch system may signal a wrapper still starting
         if not command:
             raise UsageError("give the command to run after --, e.g. dbtool exec --run-id 1 --testname t -- make test")
+        if exclusive and step:
+            raise UsageError("--exclusive opens the test for a whole job; it does not go with --step")
         rundir = rundir or os.getcwd()
         if not os.path.isdir(rundir):
             raise UsageError(f"--rundir {rundir} is not a directory")
         area = find_area(opts.area)
         output = _open_log(log)  # before the test is touched: a log that cannot be written refuses the job
-        reporter = Reporter(area, bounded_timeout(default_timeout(opts)))
+        extra = opts.extra() or {}
+        if exclusive:  # this job's token: its reports and its command's processes carry it
+            extra["job_token"] = os.urandom(16).hex()
+        reporter = Reporter(area, bounded_timeout(default_timeout(opts)), extra or None)
         where = {"run_id": run_id, "testname": testname, "item_path": item_path}
-        job = Job(command, rundir, output, signals)
+        job = Job(command, rundir, output, signals, job_env(area, run_id, extra.get("job_token")))
         try:
             if step:
                 return _run_step(reporter, where, step, log, job)
-            return _run_test(reporter, where, log, heartbeat, rundir, job)
+            return _run_test(reporter, where, log, heartbeat, rundir, job, exclusive)
         finally:
             job.close_log()
 
 
-def _run_test(reporter: Reporter, where: dict, log: str | None, heartbeat: float, rundir: str, job: Job) -> int:
+def job_env(area: Area, run_id: int, token: str | None) -> dict:
+    """CMD's environment: exec's own, with the area (by its path: a $DBTOOL_PROJECT of the caller's
+    would not outrank it), the run, the test once known, and the job's token (--exclusive)."""
+    env = {**os.environ, "DBTOOL_AREA": area.root, "DBTOOL_RUN_ID": str(run_id)}
+    env.pop("DBTOOL_PROJECT", None)
+    env.pop("DBTOOL_TEST_ID", None)  # (an enclosing job's test is not this one)
+    if token:
+        env["DBTOOL_JOB_TOKEN"] = token
+    return env
+
+
+def _run_test(
+    reporter: Reporter, where: dict, log: str | None, heartbeat: float, rundir: str, job: Job, exclusive: bool
+) -> int:
     if job.signals.caught:
         return job.not_started()  # nothing was recorded, nothing is
     started = time.time()
-    reporter.report(
-        "exec-begin",
-        {
-            **where,
-            "host": hostname(),
-            "uname": " ".join(os.uname()[:3]),
-            "rundir": escape_bytes(rundir),  # a file name that is not UTF-8 travels as \xNN
-            "pid": os.getpid(),
-            "heartbeat": heartbeat,
-            "log": escape_bytes(log or ""),
-        },
-    )
+    begin = {
+        **where,
+        "host": hostname(),
+        "uname": " ".join(os.uname()[:3]),
+        "rundir": escape_bytes(rundir),  # a file name that is not UTF-8 travels as \xNN
+        "pid": os.getpid(),
+        "heartbeat": heartbeat,
+        "log": escape_bytes(log or ""),
+    }
+    if exclusive:
+        begin["exclusive"] = True
+    test_id = reporter.report("exec-begin", begin)  # (a refusal, e.g. a test open for another job: CMD is not run)
+    if isinstance(test_id, int):
+        job.env["DBTOOL_TEST_ID"] = str(test_id)
     end = {**where}
     if job.start():
         beats = Heartbeats(reporter, where, job.pid, heartbeat, started, rundir)
@@ -255,11 +279,14 @@ class Signals:
 class Job:
     """CMD in its own process group, its output passed through and copied to the log file."""
 
-    def __init__(self, command: list[str], rundir: str, log: BinaryIO | None, signals: Signals) -> None:
+    def __init__(
+        self, command: list[str], rundir: str, log: BinaryIO | None, signals: Signals, env: dict | None = None
+    ) -> None:
         self.command = command
         self.rundir = rundir
         self.log = log
         self.signals = signals
+        self.env = env if env is not None else dict(os.environ)
         self.signal_name: str | None = None
         self.failure = ""  # why CMD could not be started
         self.failure_code = 0  # and the exit code a shell gives for that
@@ -273,7 +300,9 @@ class Job:
             return False
         pipe = subprocess.PIPE if self.log else None
         try:
-            self.proc = subprocess.Popen(self.command, cwd=self.rundir, stdout=pipe, stderr=pipe, process_group=0)
+            self.proc = subprocess.Popen(
+                self.command, cwd=self.rundir, env=self.env, stdout=pipe, stderr=pipe, process_group=0
+            )
         except OSError as err:
             self.failure = f"cannot run {self.command[0]}: {err.strerror or err}"
             self.failure_code = 127 if isinstance(err, FileNotFoundError) else 126

@@ -23,7 +23,7 @@ from dbtool.core.errors import Refused, Unavailable
 
 from .binder import GlobalOptions
 from .main import default_timeout, emit
-from .output import one_line, render
+from .output import log_entry_text, one_line, render
 
 
 def run_local(cmd: Command, params: dict, opts: GlobalOptions) -> int:
@@ -320,11 +320,28 @@ def _wait_stopped(area: Area, deadline: float, pid: object, timeout: float) -> N
 
 
 def server_status(opts: GlobalOptions) -> int:
+    """The server's status record, with the area lock (``area_lock``: its holder, host, pid, since
+    and reason, or null) read from the database, as every front-end sees it."""
     from dbtool.core.client import call
+    from dbtool.core.errors import NotFound
 
-    reply = call(find_area(opts.area), COMMANDS["server-status"], {}, timeout=default_timeout(opts))
-    emit(render(reply.result, opts.output))
+    area = find_area(opts.area)
+    status = call(area, COMMANDS["server-status"], {}, timeout=default_timeout(opts)).result
+    try:
+        lock = call(area, COMMANDS["get-area-lock"], {}, timeout=default_timeout(opts)).result
+    except NotFound:
+        lock = None
+    if isinstance(status, dict):
+        status["area_lock"] = lock if opts.output == "json" else _lock_line(lock) if lock else "not locked"
+    emit(render(status, opts.output))
     return 0
+
+
+def _lock_line(lock: dict) -> str:
+    since = lock.get("since")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, int) else "?"
+    reason = f" ({lock['reason']})" if lock.get("reason") else ""
+    return f"locked by {lock.get('holder')} on {lock.get('host')} since {when}{reason}"
 
 
 def server_stats(opts: GlobalOptions) -> int:
@@ -410,6 +427,7 @@ def server_log(
     cmd: str | None = None,
     since: str | None = None,
     limit: int | None = None,
+    field: list[str] | None = None,
 ) -> int:
     from collections import deque
 
@@ -421,14 +439,14 @@ def server_log(
         after = reqlog.parse_since(since) if since else None
     except ValueError as err:
         raise UsageError(f"--since: {err}") from None
-    keep = reqlog.matcher(request, _spellings(cmd), after)
+    keep = reqlog.matcher(request, _spellings(cmd), after, _wanted_fields(field or []))
     entries = reqlog.read_entries(area.logs_dir, keep)
     if limit is not None:
         entries = deque(entries, maxlen=max(0, limit))
     found = False
     for entry in entries:
         found = True
-        emit(_log_line(entry, opts.output))
+        emit(_log_line(entry, opts.output, detail=request is not None))
     if request is not None and not found and not follow:
         from dbtool.core.errors import NotFound
 
@@ -437,6 +455,21 @@ def server_log(
         for entry in reqlog.follow(area.logs_dir, keep):
             emit(_log_line(entry, opts.output))
     return 0
+
+
+def _wanted_fields(options: list[str]) -> list[tuple[str, str | None]]:
+    """``server log --field`` filters: NAME=VALUE (that value, as the client typed it) or NAME (any value)."""
+    from dbtool.core.errors import UsageError
+    from dbtool.core.rules.fields import name_problem
+
+    wanted = []
+    for text in options:
+        name, eq, value = text.partition("=")
+        problem = name_problem(name)
+        if problem:
+            raise UsageError(f"--field {text!r}: {problem}")
+        wanted.append((name, value if eq else None))
+    return wanted
 
 
 def _spellings(name: str | None) -> set[str] | None:
@@ -450,7 +483,9 @@ def _spellings(name: str | None) -> set[str] | None:
     return {name} if cmd is None else {cmd.name, cmd.api, *cmd.aliases}
 
 
-def _log_line(entry: dict, output: str) -> str:
+def _log_line(entry: dict, output: str, detail: bool = False) -> str:
+    """One request of the log for people (with ``detail``, for --request: how many entries its log
+    had and the fields it ended with, too), or its JSON line."""
     if output == "json":
         return json.dumps(entry, ensure_ascii=False) + "\n"
     ts = entry.get("ts", 0)
@@ -458,10 +493,29 @@ def _log_line(entry: dict, output: str) -> str:
     err = entry.get("error") or {}
     outcome = "ok" if entry.get("ok") else f"{err.get('code')}: {err.get('message')}"
     ms = entry.get("ms", 0)
-    lines = [one_line(f"{stamp} {entry.get('id')} {entry.get('cmd')} {entry.get('client')} {ms:.2f} ms {outcome}")]
-    for e in entry.get("log") or []:
-        lines.append("    " + one_line(f"{e.get('level')} {e.get('condition')}: {e.get('message')}"))
+    head = f"{stamp} {entry.get('id')} {entry.get('cmd')} {entry.get('client')} {ms:.2f} ms {outcome}"
+    fields = entry.get("fields")
+    if isinstance(fields, dict) and fields:
+        head += " " + " ".join(f"{name}={_shown(value)}" for name, value in fields.items())
+    lines = [one_line(head)]
+    log = entry.get("log") or []
+    if detail and isinstance(entry.get("loglen"), int):
+        count = entry["loglen"]
+        kept = f" ({len(log)} kept)" if len(log) != count else ""
+        lines.append(f"    log: {count} entr{'y' if count == 1 else 'ies'}{kept}")
+    if detail:
+        data = entry.get("data", fields)  # (as the request ended; the fields it was sent with when unchanged)
+        shown = " ".join(f"{name}={_shown(value)}" for name, value in data.items()) if isinstance(data, dict) else ""
+        lines.append("    " + one_line(f"fields: {shown or 'none'}"))
+    for e in log:
+        lines.append("    " + one_line(log_entry_text(e)))
     return "\n".join(lines) + "\n"
+
+
+def _shown(value: object) -> str:
+    """A field's value on a log line: as it is, or quoted when it has spaces or quotes."""
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if (not text or any(c in text for c in ' "=')) else text
 
 
 def watch(
@@ -520,4 +574,7 @@ def _event_line(event: dict) -> str:
         where += f" test {event.get('test_id')} {name}{'/' + item if item else ''}"
     state = " ".join(str(v) for v in (event.get("state"), event.get("status")) if v is not None)
     extra = " " + json.dumps(event["data"], ensure_ascii=False) if event.get("data") else ""
+    fields = event.get("fields")
+    if isinstance(fields, dict) and fields:  # the fields of the request that made it (--field)
+        extra += " [" + " ".join(f"{name}={_shown(value)}" for name, value in fields.items()) + "]"
     return one_line(f"{event.get('seq'):>7} {stamp} {event.get('event')} {where} {state}{extra}".rstrip()) + "\n"

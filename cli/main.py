@@ -18,6 +18,7 @@ from dbtool.core.errors import DbtoolError, Refused, UsageError
 from .binder import GlobalOptions, bind, take_global, timeout_problem
 
 COMPLETE_VAR = "_DBTOOL_COMPLETE"
+GROUPS = ("server", "projects")  # commands of two words: `server start`, `projects add`
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,8 +75,8 @@ def find_command(words: list[str]) -> tuple[Command | None, list[str]]:
     if not words:
         return None, []
     name, rest = words[0], words[1:]
-    if name == "server" and rest:
-        name, rest = f"server {rest[0]}", rest[1:]
+    if name in GROUPS and rest:
+        name, rest = f"{name} {rest[0]}", rest[1:]
     cmd = COMMANDS.get(name)
     if cmd is None or cmd.hidden:
         return None, []
@@ -109,10 +110,16 @@ def default_timeout(opts: GlobalOptions) -> float:
     return value
 
 
+# Commands that work on no area: --project (or $DBTOOL_PROJECT) is not looked up for them.
+AREA_FREE = frozenset({"init", "demo", "projects add", "projects remove", "projects list"})
+
+
 def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
     """Route a bound command and print its result; returns the exit code."""
     try:
         opts.check()
+        if cmd.name not in AREA_FREE:
+            opts.resolve_project()
         params = cmd.check_cli(params, travel=cmd.kind != LOCAL)
         if cmd.kind == LOCAL:
             from .local import run_local
@@ -143,9 +150,10 @@ def sender(cmd: Command, opts: GlobalOptions):
 
     area = find_area(opts.area)
     timeout = default_timeout(opts)
+    extra = opts.extra()
 
     def send(request_params: dict) -> object:
-        reply = call(area, cmd, request_params, timeout=timeout, trace=opts.trace)
+        reply = call(area, cmd, request_params, timeout=timeout, trace=opts.trace, extra=extra)
         if opts.trace:
             print_log(reply.log)
         return reply.result
@@ -185,12 +193,14 @@ def report(err: DbtoolError, opts: GlobalOptions, cmd: Command | None = None) ->
 
 
 def print_log(entries: list) -> None:
-    import time
+    """--trace: the request's log entries on stderr, each with its time to the nanosecond."""
+    if not entries:
+        return
+    from .output import log_entry_text, one_line
 
-    for e in entries or []:
-        stamp = time.strftime("%H:%M:%S", time.localtime(e.get("tick", 0))) + f".{e.get('nsecs', 0) // 1000:06d}"
-        context = f" {e['context']}" if e.get("context") not in (None, "") else ""
-        print(f"trace: {stamp} {e.get('level')} {e.get('condition')}{context}: {e.get('message')}", file=sys.stderr)
+    for e in entries:
+        if isinstance(e, dict):
+            print("trace: " + one_line(log_entry_text(e)), file=sys.stderr)
 
 
 def emit(text: str) -> None:

@@ -32,6 +32,9 @@ TIME_FIELDS = frozenset(
         "starttime",
         "endtime",
         "reviewed",
+        "since",
+        "opened",
+        "updated",
     ]
 )
 
@@ -177,3 +180,14 @@ def _csv(result: object, header: tuple[str, ...]) -> str:
 
 def _tsv(result: object, header: tuple[str, ...]) -> str:
     return "".join("\t".join(v.translate(_TSV_ESCAPES) for v in line) + "\n" for line in _lines(result, header))
+
+
+def log_entry_text(e: dict) -> str:
+    """A request log entry for people: its time to the nanosecond, level, condition, context, message."""
+    tick, nsecs = e.get("tick", 0), e.get("nsecs", 0)
+    if not isinstance(tick, (int, float)) or not isinstance(nsecs, int):
+        tick, nsecs = 0, 0
+    stamp = time.strftime("%H:%M:%S", time.localtime(tick)) + f".{nsecs:09d}"
+    context = e.get("context")
+    where = f" {context if isinstance(context, str) else wirejson.dumps(context)}" if context not in (None, "") else ""
+    return f"{stamp} {e.get('level')} {e.get('condition')}{where}: {e.get('message')}"

@@ -131,7 +131,13 @@ def host_part() -> str:
 
 
 def find_area(explicit: str | None = None, cwd: str | None = None) -> Area:
-    """The area from ``--area``, else ``$DBTOOL_AREA``, else the nearest ancestor holding ``.dbtool/``."""
+    """The area from ``--area`` (or ``--project``, which the CLI turns into it), else the project
+    ``$DBTOOL_PROJECT`` names (core/projects.py), else ``$DBTOOL_AREA``, else the nearest ancestor
+    holding ``.dbtool/``."""
+    if not explicit and os.environ.get("DBTOOL_PROJECT"):
+        from .projects import area_of
+
+        explicit = area_of(os.environ["DBTOOL_PROJECT"], "$DBTOOL_PROJECT")
     given = explicit or os.environ.get("DBTOOL_AREA")
     if given:
         area = Area(given)

@@ -53,14 +53,20 @@ def call(
     timeout: float = DEFAULT_TIMEOUT,
     trace: bool = False,
     idem: str | None = None,
+    extra: dict | None = None,
 ) -> Reply:
     """Route one command (SPEC 3) and return its reply; raises a DbtoolError on failure.
 
-    A write carries an idempotency key (``idem``, or a new one), the same on every retry.
+    A write carries an idempotency key (``idem``, or a new one), the same on every retry, and the
+    tokens of ``$DBTOOL_LOCK_TOKEN`` and ``$DBTOOL_JOB_TOKEN`` unless ``extra`` gives its own.
+    ``extra``: more members of the request — ``fields`` (the request's fields), ``lock_token``,
+    ``job_token``.
     """
     deadline = time.monotonic() + timeout
-    if cmd.kind == WRITE and idem is None:
-        idem = new_idem()
+    if cmd.kind == WRITE:
+        if idem is None:
+            idem = new_idem()
+        extra = with_tokens(extra)
     backoff = 0.05
     while True:
         info = read_server_info(area)
@@ -69,7 +75,7 @@ def call(
                 raise Unavailable(f"no server is running for {area.root}")
             if cmd.kind == READ:
                 try:
-                    return _direct(area, cmd, params)
+                    return _direct(area, cmd, params, extra)
                 except Outdated:  # made by an older dbtool: a server upgrades it, then serves the read
                     if not os.access(area.dir, os.W_OK):
                         raise
@@ -79,7 +85,7 @@ def call(
         try:
             with Connection(info, min(patience, max(0.1, deadline - time.monotonic()))) as conn:
                 response = conn.request(
-                    cmd.api, params, trace=trace, idem=idem, timeout=max(0.1, deadline - time.monotonic())
+                    cmd.api, params, trace=trace, idem=idem, timeout=max(0.1, deadline - time.monotonic()), extra=extra
                 )
             return unwrap(response)
         except Busy as err:
@@ -94,7 +100,7 @@ def call(
             if _replaced(area, info) and time.monotonic() < deadline:  # a new record (NFS shows it late): use it
                 continue
             if cmd.kind == READ:
-                return _direct(area, cmd, params)
+                return _direct(area, cmd, params, extra)
             if server_lock_free(area):  # its server is gone: the record is stale
                 forget_stale(area, info)
                 if cmd.kind == SERVER:
@@ -117,10 +123,23 @@ def _replaced(area: Area, tried: dict) -> bool:
     return fresh is not None and fresh.get("instance") != tried.get("instance")
 
 
-def _direct(area: Area, cmd: Command, params: dict) -> Reply:
+TOKEN_VARS = (("lock_token", "DBTOOL_LOCK_TOKEN"), ("job_token", "DBTOOL_JOB_TOKEN"))
+
+
+def with_tokens(extra: dict | None) -> dict | None:
+    """A write's request members with the area lock's and the job's token from the environment
+    (``$DBTOOL_LOCK_TOKEN``, ``$DBTOOL_JOB_TOKEN``) where ``extra`` has none of its own."""
+    for member, var in TOKEN_VARS:
+        token = os.environ.get(var)
+        if token and (extra is None or member not in extra):
+            extra = {**(extra or {}), member: token}
+    return extra
+
+
+def _direct(area: Area, cmd: Command, params: dict, extra: dict | None = None) -> Reply:
     from .direct import run_read
 
-    return run_read(area, cmd, params)
+    return run_read(area, cmd, params, (extra or {}).get("fields"))
 
 
 def watch(area: Area, run_id: int | None, testpatt: str | None, since: int | None, timeout: float, follow: bool = True):

@@ -542,13 +542,23 @@ command(
     LOCAL,
     "local:server_log",
     "Show the request log (.dbtool/logs/requests.jsonl, rotated by size): one line per request with "
-    "its id, command, client, duration and outcome, and its log entries when it failed. Works "
-    "without a server.",
+    "its id, command, client, duration, outcome and fields, and its log entries when it failed, logged a "
+    "warning or was traced; --request ID also says how many entries its log had (REQ/LOGLEN) and the fields "
+    "it ended with (REQ/DATA). Works without a server.",
     Param("follow", "bool", "keep printing requests as they are logged (until interrupted)"),
     Param("request", "str", "only the request with this id (printed in error messages)"),
     Param("cmd", "str", "only requests of this command (either spelling, e.g. csv-to-test-data)"),
     Param("since", "str", "only requests after this time: Unix seconds, an ISO time, or an age like 10m"),
     Param("limit", "int", "print only the last N matching requests (not with --follow)", min=0),
+    Param(
+        "field",
+        "str",
+        "only requests that carried this field (--field NAME=VALUE on their command line): NAME=VALUE for that "
+        "value, as it was typed, or NAME for any value (repeatable: all must match)",
+        multiple=True,
+        max=32,
+        metavar="NAME[=VALUE]",
+    ),
 )
 command(
     "watch",
@@ -601,6 +611,35 @@ command(
     Param("jobs", "int", "number of concurrent `dbtool exec` jobs (at most 22)", default=22, min=1, max=22),
     Param("keep", "bool", "keep the demo area and its server instead of removing them"),
 )
+PROJECT_ALIAS = Param(
+    "alias", "str", "the project's alias (letters, digits, '_', '-', '.')", required=True, positional=True
+)
+command(
+    "projects add",
+    LOCAL,
+    "projects:add",
+    "Register an area under an alias (CCP4i's DbOpen), so that `dbtool --project ALIAS COMMAND` (or "
+    "$DBTOOL_PROJECT=ALIAS) works on it from any directory. The registry is the user's own: "
+    "$XDG_CONFIG_HOME/dbtool/projects.toml (~/.config by default). Registering it again is a no-op; an alias "
+    "that names another area is refused unless --replace.",
+    PROJECT_ALIAS,
+    Param("path", "path", "the area's directory (it must be a dbtool area)", required=True, positional=True),
+    Param("replace", "bool", "point an alias that names another area at this one"),
+)
+command(
+    "projects remove",
+    LOCAL,
+    "projects:remove",
+    "Forget a project's alias (CCP4i's DbClose); the area itself is left as it is. An unknown alias is refused.",
+    PROJECT_ALIAS,
+)
+command(
+    "projects list",
+    LOCAL,
+    "projects:list_projects",
+    "List the registered projects: records {alias, path, status} (status: ok, or 'not an area' for a "
+    "directory that is no longer one).",
+)
 
 # --------------------------------------------------------------------------------------------
 # Server commands: answered by the server itself, without waiting behind the write queue.
@@ -627,6 +666,40 @@ command(
 )
 
 # --------------------------------------------------------------------------------------------
+# The area lock (CCP4i's project locks and -grablock).
+
+command(
+    "lock-area",
+    WRITE,
+    "arealock.lock_area",
+    "Lock the whole area against writes (CCP4i's project lock) and print the lock's token alone (its record "
+    "with --json).\n\n"
+    "Until `dbtool unlock-area`, every write without that token in $DBTOOL_LOCK_TOKEN is refused (exit 4, "
+    "naming the holder, host, time and reason); reads work as ever, and so does the server's own bookkeeping. "
+    "The lock is kept in the database: it holds across server restarts and on every front-end. An area "
+    "locked already is refused (exit 4) unless --grab, which takes the lock over and says from whom; the "
+    "holder asking again (its token set) keeps its token.",
+    Param("reason", "str", "why the area is locked (shown to every write it refuses)"),
+    Param("grab", "bool", "take the lock over from whoever holds it"),
+    driver="locks:lock_area",
+)
+command(
+    "unlock-area",
+    WRITE,
+    "arealock.unlock_area",
+    "Release the area lock: with its token in $DBTOOL_LOCK_TOKEN, or --force (says whose lock it broke). "
+    "An area that is not locked is left so (a note on stderr, exit 0).",
+    Param("force", "bool", "release the lock without its token"),
+    driver="locks:unlock_area",
+)
+command(
+    "get-area-lock",
+    READ,
+    "arealock.get_area_lock",
+    "Show the area lock: {holder, host, pid, since, reason}. Exit 1 when the area is not locked.",
+)
+
+# --------------------------------------------------------------------------------------------
 # Jobs that report their own progress (CCP4i's database handler, SPEC 2.2).
 
 command(
@@ -649,6 +722,13 @@ command(
     Param(
         "step", "str", "record CMD as this step of the test (start/end rows) instead of the test itself", nonempty=True
     ),
+    Param(
+        "exclusive",
+        "bool",
+        "open the test for this job (CCP4i's DbRegisterJob): until it ends, or is found dead, only the job "
+        "and CMD's processes (they get its token in $DBTOOL_JOB_TOKEN) write to the test; a test open for "
+        "another job refuses this one (exit 4, CMD not run)",
+    ),
     Param("command", "argv", "the command and its arguments, after --", required=True, metavar="CMD..."),
 )
 JOB_WHERE = (RUN_ID, TESTNAME, ITEM_PATH)
@@ -665,6 +745,7 @@ command(
     Param("pid", "int", "process id of the job", required=True, min=0),
     Param("heartbeat", "float", "seconds between heartbeats", default=30.0, min=0.01, max=86400),
     Param("log", "str", "the job's log file", default=""),
+    Param("exclusive", "bool", "open the test for this job alone (its token in the request)"),
     hidden=True,
 )
 command(
@@ -722,6 +803,54 @@ command(
     "List a test's output files: records {id, test_id, path, role, created, abs_path}.",
     TEST_ID,
     columns=("id", "path", "role", "created"),
+)
+
+# Free-form data items of a test (CCP4i's DbSetData, DbGetData, DbItemExists).
+MAX_ITEM_NAME = 256
+MAX_ITEM_VALUE = 1 << 20
+ITEM_NAME = Param(
+    "item",
+    "str",
+    f"the item's name (any text, at most {MAX_ITEM_NAME} characters)",
+    required=True,
+    positional=True,
+    nonempty=True,
+    metavar="NAME",
+)
+command(
+    "test-set-item",
+    WRITE,
+    "items.test_set_item",
+    "Set a free-form data item of a test (CCP4i's DbSetData): NAME → VALUE, any text up to 1 MiB; setting "
+    "a name again overwrites its value. Emits an event like any write.",
+    TEST_ID,
+    ITEM_NAME,
+    VALUE.with_(help=f"the value (any text, at most {MAX_ITEM_VALUE // 1024} KiB); {VALUE.help}"),
+)
+command(
+    "test-get-item",
+    READ,
+    "items.test_get_item",
+    "Print the value of a test's data item (CCP4i's DbGetData). Exit 1 when the test has no item of that name.",
+    TEST_ID,
+    ITEM_NAME,
+)
+command(
+    "test-has-item",
+    READ,
+    "items.test_has_item",
+    "Whether a test has a data item of that name (CCP4i's DbItemExists): exit 0 when it has, 1 when not "
+    "(nothing printed; --json prints true or false).",
+    TEST_ID,
+    ITEM_NAME,
+    driver="drivers:exit_by_answer",
+)
+command(
+    "test-get-items",
+    READ,
+    "items.test_get_items",
+    "A test's data items: one line of name and value each (--json: an object of name → value), by name.",
+    TEST_ID,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -1327,6 +1456,23 @@ command(
     "Show a test's full record (deleted tests too). Exit 1 when there is no such test.",
     ANY_RUN_ID,
     TEST_ID,
+)
+MAX_TEST_IDS = 10_000
+command(
+    "get-tests-by-ids",
+    READ,
+    "tests.get_tests_by_ids",
+    "The records of several tests at once (CCP4i's DbReturnRecord), in the order of --test-ids (deleted "
+    "tests too); --fields picks the columns. Exit 1, naming them, when some ids are no test's.",
+    Param(
+        "test_ids",
+        "list",
+        f"the tests' ids, comma-separated (at most {MAX_TEST_IDS})",
+        required=True,
+        max=MAX_TEST_IDS,
+    ),
+    Param("fields", "list", "return only these columns of each record (comma list; default: all)"),
+    columns=TEST_COLUMNS,
 )
 command(
     "get-test-state-status-by-id",

@@ -19,7 +19,7 @@ from .protocol import Reply
 from .request import RequestContext, activate
 
 
-def run_read(area: Area, cmd: Command, params: dict) -> Reply:
+def run_read(area: Area, cmd: Command, params: dict, fields: dict | None = None) -> Reply:
     from sqlalchemy.exc import DBAPIError
 
     from .db.context import Db
@@ -33,6 +33,7 @@ def run_read(area: Area, cmd: Command, params: dict) -> Reply:
         raise Refused(f"{area.db_path} does not exist; re-create the area with `dbtool init`")
     params = cmd.bind_wire(params)
     ctx = RequestContext(f"direct-{os.getpid()}", cmd.name, params, client_identity())
+    ctx.give(fields)  # (checked by the client: the handler sees them as a server's handler would)
     if url:
         return _run_postgres(area, cmd, params, ctx, config, url)
     ctx.note("debug", "direct", f"read {area.db_path} read-only (no server running)")

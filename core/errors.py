@@ -46,6 +46,11 @@ class Refused(DbtoolError):
     exit_code = 4
 
 
+class Held(Refused):
+    """A write refused because the area is locked, or its test is open for another job: it may be
+    taken once the lock is released (a spooled report waits for that instead of being rejected)."""
+
+
 class Outdated(Refused):
     """The area's database was made by an older dbtool; a server (which upgrades it) must open it first."""
 

@@ -222,15 +222,25 @@ class Connection:
             raise Unreachable("the server sent a malformed line") from None
 
     def request(
-        self, cmd: str, params: dict, *, trace: bool = False, idem: str | None = None, timeout: float | None = None
+        self,
+        cmd: str,
+        params: dict,
+        *,
+        trace: bool = False,
+        idem: str | None = None,
+        timeout: float | None = None,
+        extra: dict | None = None,
     ) -> dict:
-        """Send one request and return the raw response object."""
+        """Send one request and return the raw response object. ``extra``: more members of the
+        request (its fields, the area lock's and a job's token)."""
         self._ids += 1
         msg: dict = {"id": self._ids, "cmd": cmd, "params": params, "pack": True}
         if trace:
             msg["trace"] = True
         if idem:
             msg["idem"] = idem
+        if extra:
+            msg.update(extra)
         data = encode(msg)
         if self._auth is not None:  # the client's proof rides with its first request
             data, self._auth = self._auth + data, None

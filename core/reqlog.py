@@ -181,13 +181,19 @@ def parse_since(text: str, now: float | None = None) -> float:
         raise ValueError(f"{text!r} is not a time: give Unix seconds, an ISO time, or an age like 10m") from None
 
 
-def matcher(request: str | None, cmds: set[str] | None, since: float | None) -> Callable[[dict], bool]:
-    """Entries of one request id, of one command (any of its spellings), after a time."""
+def matcher(
+    request: str | None, cmds: set[str] | None, since: float | None, fields: list[tuple[str, str | None]] | None = None
+) -> Callable[[dict], bool]:
+    """Entries of one request id, of one command (any of its spellings), after a time, that carried
+    every one of ``fields`` (name, value; a value of None: any value)."""
+    from .rules.fields import matches
 
     def keep(entry: dict) -> bool:
         if request is not None and entry.get("id") != request:
             return False
         if cmds is not None and entry.get("cmd") not in cmds:
+            return False
+        if fields and not matches(fields, entry.get("fields")):
             return False
         return since is None or entry.get("ts", 0) >= since
 

@@ -4,6 +4,12 @@ Every request runs with a ``RequestContext`` in the ``current`` context variable
 command, parameters, client identity and arrival time, a table of fields that handlers may
 read and change, and a bounded log of entries. ``run_with`` carries the context into a worker
 thread; ``activate`` nests, restoring the outer context on exit.
+
+The fields start as the ones the client sent (``--field NAME=VALUE``), kept as their text;
+``val`` reads one parsed as Kno's REQ/VAL does (rules/fields.py). The client's own fields are also
+kept apart (``given``): the request log and the change events record what the request carried.
+A request may also carry the area lock's token and a job's token (``lock_token``, ``job_token``);
+``internal`` marks the server's own bookkeeping writes, which neither lock holds back.
 """
 
 from __future__ import annotations
@@ -25,11 +31,17 @@ class RequestContext:
         "cmd",
         "dropped",
         "fields",
+        "given",
+        "given_json",
         "id",
+        "internal",
+        "job_token",
+        "lock_token",
         "log",
         "now",
         "params",
         "top_level",
+        "traced",
     )
 
     def __init__(
@@ -44,13 +56,37 @@ class RequestContext:
         # One clock reading per request: every "now" a handler writes is the same second.
         self.now = self.arrived_ns // 1_000_000_000
         self.fields: dict = {}
+        self.given: dict | None = None  # the fields the client sent (see ``give``)
+        self.given_json: str | None = None  # ... as JSON text, for the change events
+        self.lock_token: str | None = None  # the area lock's token the client sent
+        self.job_token: str | None = None  # the token of the exclusive job the client belongs to
+        self.internal = False  # the server's own bookkeeping (notification cursors, dead-job marking)
+        self.traced = False  # the client asked for the log (--trace): the request log keeps it too
         self.log: list[dict] = []
         self.dropped = 0
         self.top_level = 0  # the most severe level of the entries in ``log``
 
+    def give(self, fields: dict | None) -> None:
+        """The fields the client sent (already checked): the start of ``fields``, and kept as sent."""
+        if fields:
+            import json
+
+            self.given = dict(fields)
+            self.given_json = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+            self.fields.update(fields)
+
     # -- fields (get / store / add / drop / data) ------------------------------------------
     def get(self, name: str, default: object = None) -> object:
         return self.fields.get(name, default)
+
+    def val(self, name: str, default: object = None) -> object:
+        """A field read parsed (Kno's REQ/VAL): text that spells a number is the number, a quoted
+        string the text inside its quotes (see rules/fields.parse_argstring)."""
+        if name not in self.fields:
+            return default
+        from .rules.fields import parse_argstring
+
+        return parse_argstring(self.fields[name])
 
     def store(self, name: str, value: object) -> None:
         self.fields[name] = value
@@ -87,6 +123,10 @@ class RequestContext:
             if LEVELS.get(oldest["level"], 0) == self.top_level:  # it may have been the most severe
                 self.top_level = max(LEVELS.get(e["level"], 0) for e in self.log)
 
+    def loglen(self) -> int:
+        """How many entries the request logged (Kno's REQ/LOGLEN), those dropped past the bound too."""
+        return len(self.log) + self.dropped
+
     def max_level(self) -> int:
         """The most severe level among the entries kept."""
         return self.top_level
@@ -115,6 +155,20 @@ def run_with(ctx: RequestContext, fn, *args, **kwargs):
     """Call ``fn`` with ``ctx`` current, e.g. as the function a worker thread runs."""
     with activate(ctx):
         return fn(*args, **kwargs)
+
+
+def live() -> bool:
+    """Whether a request is active here (Kno's REQ/LIVE?)."""
+    return current.get() is not None
+
+
+def token_hash(token: str | None) -> str | None:
+    """How a lock's or job's token is stored and compared: its SHA-256 in hex (None for none)."""
+    if not token:
+        return None
+    from hashlib import sha256
+
+    return sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def log(level: str, condition: str, message: str, context: object = None) -> None:

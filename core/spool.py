@@ -33,13 +33,13 @@ def spool_dir(area: Area) -> str:
     return area.path(DIR)
 
 
-def append(area: Area, cmd: str, params: dict, idem: str, client: dict) -> str:
-    """Add one report durably (its own file, fsynced, then named); returns the spool file."""
+def append(area: Area, cmd: str, params: dict, idem: str, client: dict, extra: dict | None = None) -> str:
+    """Add one report durably (its own file, fsynced, then named); returns the spool file. ``extra``:
+    the request's other members (its fields, the area lock's and the job's token), replayed with it."""
     directory = spool_dir(area)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    data = (
-        json.dumps({"cmd": cmd, "params": params, "idem": idem, "client": client, "time": time.time()}) + "\n"
-    ).encode()
+    report = {"cmd": cmd, "params": params, "idem": idem, "client": client, "time": time.time(), **(extra or {})}
+    data = (json.dumps(report) + "\n").encode()
     prefix = f"{host_part()}-{os.getpid()}"
     tmp = os.path.join(directory, f"{TEMP}{prefix}-{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

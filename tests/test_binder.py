@@ -54,7 +54,18 @@ def invocation(draw, name: str):
             options.append([f"{p.option}={value}"] if draw(st.booleans()) else [p.option, value])
     globals_ = draw(
         st.lists(
-            st.sampled_from([["--json"], ["--trace"], ["--format", "csv"], ["--area", "/a/b"], ["--timeout=2.5"]]),
+            st.sampled_from(
+                [
+                    ["--json"],
+                    ["--trace"],
+                    ["--format", "csv"],
+                    ["--area", "/a/b"],
+                    ["--timeout=2.5"],
+                    ["--field", "ci_job=4711"],
+                    ["--field=note=a b"],
+                    ["--project", "nightly"],
+                ]
+            ),
             max_size=3,
         )
     )

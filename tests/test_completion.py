@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import execute, query, wait_for
+from dbtool.core.db.schema import SCHEMA_VERSION
 from dbtool.core.rules.notify import DEAD, REGRESSION, RUN_COMPLETE, STATE_CHANGE, check_entries, kinds_of
 
 BACKENDS = ("sqlite", "postgresql")
@@ -497,7 +498,7 @@ def test_a_schema_2_area_is_upgraded_when_a_server_opens_it(area, backend):
     events_before = query(area, "SELECT count(*), max(seq) FROM events")
     [(last_update,)] = query(area, "SELECT last_update FROM runs WHERE id = ?", int(done))
     area.ok("server", "start")
-    assert query(area, "SELECT val FROM metadat WHERE var = 'DBTOOL_SCHEMA'") == [("4",)]
+    assert query(area, "SELECT val FROM metadat WHERE var = 'DBTOOL_SCHEMA'") == [(str(SCHEMA_VERSION),)]
     completed = dict(query(area, "SELECT id, completed_at FROM runs"))
     assert completed == {int(done): last_update, int(open_run): None}
     assert query(area, "SELECT count(*), max(seq) FROM events") == events_before  # the past emits nothing
@@ -526,7 +527,7 @@ def test_a_schema_3_area_gets_the_new_index_of_unfinished_tests(area, backend):
     ):
         execute(area, sql)
     area.ok("server", "start")
-    assert query(area, "SELECT val FROM metadat WHERE var = 'DBTOOL_SCHEMA'") == [("4",)]
+    assert query(area, "SELECT val FROM metadat WHERE var = 'DBTOOL_SCHEMA'") == [(str(SCHEMA_VERSION),)]
     if backend == "sqlite":
         [(definition,)] = query(area, "SELECT sql FROM sqlite_master WHERE name = 'tests_unfinished'")
         assert "NOT IN" not in definition and "<> 'DELETED'" in definition

@@ -24,7 +24,7 @@ def test_register_run_revives_deleted_run(hdb):
 def test_init_writes_the_version_vars(hdb):
     assert hdb("get-var", var="MEGATEST_VERSION") == "test-dbtl"  # reference A.10: <version>-<4 chars>
     assert hdb("get-var", var="DBTOOL_VERSION") == "test"
-    assert hdb("get-var", var="DBTOOL_SCHEMA") == SCHEMA_VERSION == 4
+    assert hdb("get-var", var="DBTOOL_SCHEMA") == SCHEMA_VERSION == 5
 
 
 def test_dbtool_init_writes_megatest_version(area):

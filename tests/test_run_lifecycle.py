@@ -275,7 +275,7 @@ def test_create_schema_migrates_an_old_area(hdb):
     assert hdb("get-all-run-ids") == [2, 1]
     hdb("lock-unlock-run", run_id=1, unlock=True)
     assert hdb("get-run-state", run_id=1) == "unlocked"  # what Megatest's unlock wrote
-    assert hdb("get-var", var="DBTOOL_SCHEMA") == SCHEMA_VERSION == 4  # (schema 1 → 2 → 3 → 4 in one go)
+    assert hdb("get-var", var="DBTOOL_SCHEMA") == SCHEMA_VERSION == 5  # (schema 1 → 2 → 3 → 4 → 5 in one go)
     with hdb.engine.connect() as conn, conn.begin():  # idempotent
         create_schema(conn, ["RELEASE", "PLATFORM"], "test")
     assert hdb.sql("select count(*) from runs where locked_by is not null") == [(1,)]

@@ -116,11 +116,12 @@ def test_disk_full_refuses_writes_at_once_and_the_request_log_recovers(tmp_path)
         stored = {row[0] for row in sql(area, "select var from metadat")}
         assert set(acknowledged) <= stored and not {f"more{i}" for i in range(3)} & stored
         assert sql(area, "pragma integrity_check") == [("ok",)]
-        area.ok("server", "stop")
+        # (read before the stop, whose checkpoint may fill the disk again: a few KiB of schema decide it)
         log = server_log(area)
-        assert "Traceback" not in log
         if "cannot write the request log" in log:  # (when the disk filled up under it, too)
             assert log.count("cannot write the request log") == 1 and "is written again" in log
+        area.ok("server", "stop")
+        assert "Traceback" not in server_log(area)
 
 
 # -- F8: a read-only area ---------------------------------------------------------------------------------------
@@ -436,7 +437,8 @@ def test_damage_met_at_run_time_is_reported_and_stops_writes(area, first):
         met = area.run("delete-run", "--run-id", run_id)
     else:
         met = area.run("get-tests-for-run", "--run-id", run_id)
-    assert met.code == 4 and "damaged" in met.err and "malformed" in met.err, met
+    # SQLite's words for the damage ("malformed"), or quick_check's findings (where the scribble lands decides)
+    assert met.code == 4 and "is damaged: " in met.err and "restore it from a backup" in met.err, met
     assert "Traceback" not in server_log(area)  # a storage failure, not a bug
     write = area.run("set-var", "after", "1")
     assert write.code == 4 and "is damaged" in write.err and "restore it from a backup" in write.err, write

@@ -13,7 +13,19 @@ from ..request import RequestContext
 from .fast import Statements
 from .schema import Schema
 
-EVENT_FIELDS = ("time_ns", "cmd", "run_id", "test_id", "testname", "item_path", "state", "status", "client", "data")
+EVENT_FIELDS = (
+    "time_ns",
+    "cmd",
+    "run_id",
+    "test_id",
+    "testname",
+    "item_path",
+    "state",
+    "status",
+    "client",
+    "data",
+    "fields",
+)
 
 
 class Db:
@@ -22,7 +34,8 @@ class Db:
     ``conn`` is inside a transaction (the writer's savepoint, or a read transaction);
     ``t`` holds the area's tables; ``now`` is the request's clock in whole seconds;
     ``emit`` appends a change event in the same transaction; ``after_commit`` defers an action
-    until the transaction has committed.
+    until the transaction has committed. ``open_tests`` (set by the server's writer) are the tests
+    open for one job: ``guard_test`` refuses a write to one of them without that job's token.
     """
 
     __slots__ = (
@@ -35,6 +48,7 @@ class Db:
         "events",
         "fast",
         "now",
+        "open_tests",
         "t",
         "touched",
         "touched_tests",
@@ -64,6 +78,7 @@ class Db:
         # handlers/completion.settle_runs decides afterwards whether each is complete.
         self.touched: set[int] = set()
         self.touched_tests: set[int] = set()
+        self.open_tests: dict[int, dict] | None = None  # test id -> the job it is open for (None: no check)
 
     @property
     def keys(self) -> list[str]:
@@ -103,8 +118,11 @@ class Db:
         cmd: str | None = None,
         **data: object,
     ) -> None:
-        """Append a change event, committed in the same transaction as the change itself."""
+        """Append a change event, committed in the same transaction as the change itself; it
+        carries the fields of the request. A change of a test open for another job is refused."""
         if test_id is not None:
+            if self.open_tests:
+                self.guard_test(test_id)
             if run_id is not None:
                 self.touched.add(run_id)
             else:
@@ -122,12 +140,26 @@ class Db:
             "status": status,
             "client": (ctx.client_label or client_label(client)) if client else None,
             "data": json.dumps(data, separators=(",", ":")) if data else None,
+            "fields": ctx.given_json,
         }
         if not self.defer_events:
             events = self.t.events
             build = lambda: insert(events).values({k: bindparam(k) for k in EVENT_FIELDS}).returning(events.c.seq)  # noqa: E731
             row["seq"] = self.fast.scalar("emit", build, row)
         self.events.append(row)
+
+    def guard_test(self, test_id: int) -> None:
+        """Refuse (Held, exit 4) a write to a test open for a job, unless it carries that job's token."""
+        open_tests = self.open_tests
+        job = open_tests.get(test_id) if open_tests else None
+        if job is None or self.ctx.internal:
+            return
+        from ..request import token_hash
+
+        if self.ctx.job_token is None or token_hash(self.ctx.job_token) != job["token"]:
+            from ..handlers.arealock import open_refusal
+
+            raise open_refusal(job, test_id)
 
 
 def client_label(client: dict) -> str:

@@ -229,7 +229,9 @@ def create_schema(conn: Connection, keys: list[str], version: str) -> Schema:
         _migrate_run_lifecycle(conn, schema)
         _migrate_run_completion(conn, schema)
         _migrate_unfinished_condition(conn, schema)
+        _migrate_area_state(conn, schema)
         create_triggers(conn)
+    _ensure_area_state(conn, schema)
     existing = read_keys(conn)
     if not existing:
         conn.execute(insert(schema.keys_t), [{"fieldname": k, "fieldtype": "TEXT"} for k in keys])
@@ -298,12 +300,12 @@ def _migrate_run_lifecycle(conn: Connection, schema: Schema) -> None:
     )
 
 
-def _add_run_columns(conn: Connection, columns) -> bool:
-    """Add to runs those of ``columns`` (name, type) it lacks; whether any was missing."""
-    present = {c["name"] for c in inspect(conn).get_columns("runs")}
+def _add_run_columns(conn: Connection, columns, table: str = "runs") -> bool:
+    """Add to runs (or ``table``) those of ``columns`` (name, type) it lacks; whether any was missing."""
+    present = {c["name"] for c in inspect(conn).get_columns(table)}
     missing = [(name, type_) for name, type_ in columns if name not in present]
     for name, type_ in missing:  # names and types from the schema, never from input
-        conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {name} {type_.compile(conn.dialect)}")
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {type_.compile(conn.dialect)}")
     return bool(missing)
 
 
@@ -336,6 +338,18 @@ def _migrate_unfinished_condition(conn: Connection, schema: Schema) -> None:
         if index.name == "tests_unfinished":
             index.drop(conn, checkfirst=True)
             index.create(conn)
+
+
+def _migrate_area_state(conn: Connection, schema: Schema) -> None:
+    """Schema 4 → 5: events.fields (the new tables are made above; the state row below)."""
+    _add_run_columns(conn, (("fields", Text()),), "events")
+
+
+def _ensure_area_state(conn: Connection, schema: Schema) -> None:
+    """The area's one state row (not locked, version 0), which every area has from schema 5 on."""
+    state = schema.area_state
+    if conn.execute(select(state.c.id).where(state.c.id == 1)).first() is None:
+        conn.execute(insert(state).values(id=1, version=0))
 
 
 def create_triggers(conn: Connection) -> None:

@@ -22,6 +22,9 @@ from .engine import create_schema, driver_message, read_keys, redact_url
 SCHEMA_LOCK = 0x64627401  # advisory lock held while a transaction checks or creates the schema
 DEAD_JOBS_LOCK = 0x64627402  # advisory lock of the dead-job scan: one front-end at a time
 NOTIFY_LOCK = 0x64627403  # advisory lock (a session's) of the front-end that runs the [[notify]] commands
+# advisory lock of the area's state (the area lock, tests open for a job): every group of writes holds it
+# shared from its start, a group that changes that state exclusively (see server/guard.py)
+AREA_STATE_LOCK = 0x64627404
 EVENTS_CHANNEL = "dbtool_events"  # NOTIFY channel: a transaction that appended events committed
 
 # SQLSTATEs of a database that turns us away: the URL (user, password, database) must change

@@ -37,8 +37,10 @@ from .dialect import epoch_now
 # 2: runs.locked_by/locked_at/deleted_at (a run's lock and deletion apart from its state; see
 # runs_table). 3: runs.completed_at, the index of unfinished tests, notify_cursors (run
 # completion and notifications). 4: that index's condition as a chain of <> (see UNFINISHED_SQL).
+# 5: area_state (the area lock), test_jobs (tests open for an exclusive job), test_items (free-form
+# data items of a test), events.fields (the fields of the request that made an event).
 # engine.create_schema brings an area of an older version up to this one.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # The tests a run still waits for: neither in a final state nor deleted. Written out as SQL once,
 # for the partial index and for the query that must match it word for word (SQLite uses a partial
@@ -511,6 +513,7 @@ def _events() -> type[SQLModel]:
         status: str | None = _text(None)
         client: str | None = _text(None)
         data: str | None = _text(None)
+        fields: str | None = _text(None)  # the request's fields, JSON (added in schema 5)
 
     return Event
 
@@ -545,6 +548,58 @@ def _heartbeats() -> type[SQLModel]:
         last_beat: int | None = _now()
 
     return Heartbeat
+
+
+@model("area_state")
+def _area_state() -> type[SQLModel]:
+    class AreaState(SQLModel, table=True):
+        """One row (id 1): the area lock (CCP4i's project lock) and the version of the area's
+        state, which every change of the lock or of an open test (test_jobs) raises, so that a
+        server (a front-end of several) knows when what it keeps of them is old. The lock's token
+        is kept as its SHA-256; NULL when the area is not locked."""
+
+        __tablename__ = "area_state"
+        id: int = Field(primary_key=True, sa_type=INT)
+        version: int | None = _int(0)
+        lock_token: str | None = _text(None)
+        lock_holder: str | None = _text(None)
+        lock_host: str | None = _text(None)
+        lock_pid: int | None = _int(None)
+        lock_reason: str | None = _text(None)
+        locked_at: int | None = _int(None)
+
+    return AreaState
+
+
+@model("test_jobs")
+def _test_jobs() -> type[SQLModel]:
+    class TestJob(SQLModel, table=True):
+        """Tests open for one job (``exec --exclusive``, CCP4i's DbRegisterJob): until it ends or is
+        found dead, only requests with its token (SHA-256 here) write to the test."""
+
+        __tablename__ = "test_jobs"
+        test_id: int = Field(primary_key=True, sa_type=INT)
+        token: str | None = _text(None)
+        holder: str | None = _text(None)
+        host: str | None = _text(None)
+        pid: int | None = _int(None)
+        opened: int | None = _now()
+
+    return TestJob
+
+
+@model("test_items")
+def _test_items() -> type[SQLModel]:
+    class TestItem(SQLModel, table=True):
+        """Free-form data items of a test, by name (CCP4i's DbSetData/DbGetData)."""
+
+        __tablename__ = "test_items"
+        test_id: int = Field(primary_key=True, sa_type=INT)
+        name: str = Field(primary_key=True, sa_type=Text)
+        value: str | None = _text("")
+        updated: int | None = _now()
+
+    return TestItem
 
 
 @model("idempotency")

@@ -204,7 +204,7 @@ def find_test(db: Db, test_id: int) -> dict | None:
 def require_test(db: Db, test_id: int, run_id: int | None = None, *, deleting: bool = False) -> dict:
     """The test a write refers to. Refused (exit 4): an unknown id; a ``run_id`` given (the
     --run-id a command takes for compatibility) that is not the test's run; a test of a deleted
-    run; and, for a deletion (``deleting``), a test of a locked run."""
+    run; for a deletion (``deleting``), a test of a locked run; a test open for another job."""
     test = find_test(db, test_id)
     if test is None:
         raise Refused(f"no test with id {test_id}; `dbtool get-tests-for-run --run-id N` lists a run's tests")
@@ -216,6 +216,8 @@ def require_test(db: Db, test_id: int, run_id: int | None = None, *, deleting: b
     run = run_lifecycle(db, test["run_id"])
     if run is not None:
         refuse_changes(run, deleting=deleting)
+    if db.open_tests:  # a test open for one job: only that job writes it
+        db.guard_test(test_id)
     return test
 
 

@@ -13,6 +13,7 @@ from ..db.dialect import one_at_a_time
 from ..db.postgres import DEAD_JOBS_LOCK
 from ..errors import Refused
 from ..rules.deadjobs import CANDIDATE_STATES, DEAD_STATE, DEAD_STATUS, classify
+from .arealock import close_dead
 from .common import deleted_run_ids, require_run, require_test
 from .runs import set_state_status_and_roll_up_run
 from .tests import apply_state_status
@@ -68,6 +69,7 @@ def mark_incomplete(db: Db, *, run_id: int | None = None, deadtime: int | None =
     if run_id is not None:
         require_run(db, run_id)
     one_at_a_time(db, DEAD_JOBS_LOCK)  # front-ends over one PostgreSQL database mark in turn
+    db.open_tests = None  # a test open for a job that died is what this marks (and closes)
     deadtime = _deadtime(db, deadtime)
     found = find_dead(db, run_id, deadtime, deadtime)
     marked = []
@@ -77,6 +79,7 @@ def mark_incomplete(db: Db, *, run_id: int | None = None, deadtime: int | None =
         marked.append(row["id"])
     if marked:
         db.conn.execute(delete(db.t.heartbeats).where(db.t.heartbeats.c.test_id.in_(marked)))
+        close_dead(db, marked)
         for run in sorted({row["run_id"] for row in found["incompletes"] + found["old_launched"]}):
             set_state_status_and_roll_up_run(db, run_id=run)
     return marked

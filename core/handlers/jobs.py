@@ -11,6 +11,7 @@ from sqlalchemy import delete, insert, select, update
 from ..db.context import Db
 from ..db.dialect import upsert
 from ..errors import Refused
+from .arealock import close_test, open_test
 from .common import check_testname, require_run, require_test, set_test_fields, test_record
 from .outputs import add_output
 from .runs import set_state_status_and_roll_up_run
@@ -33,6 +34,8 @@ def _job_test(db: Db, run_id: int, testname: str, item_path: str, create: bool) 
     if row is None:
         where = f"{testname}/{item_path}" if item_path else testname
         raise Refused(f"run {run_id} has no test {where!r}; a job reports exec-begin first")
+    if db.open_tests:  # (a heartbeat of a job whose test another job has opened since)
+        db.guard_test(row.id)
     return test_record(row)
 
 
@@ -48,10 +51,15 @@ def exec_begin(
     pid: int,
     heartbeat: float = 30.0,
     log: str = "",
+    exclusive: bool = False,
 ) -> int:
-    """The test (created when missing) → RUNNING on this host; liveness and process registered."""
+    """The test (created when missing) → RUNNING on this host; liveness and process registered.
+    ``exclusive``: the test is open for this job (its token, in the request) until it ends or is
+    found dead; a test open for another job refuses it, as it refuses every write without its token."""
     if heartbeat <= 0:
         raise Refused("the heartbeat period must be a positive number of seconds")
+    if exclusive and not db.ctx.job_token:
+        raise Refused("exec-begin --exclusive needs the job's token in the request (job_token)")
     test = _job_test(db, run_id, testname, item_path, create=True)
     fields = {"host": host, "uname": uname or host, "attemptnum": pid, "event_time": db.now, "run_duration": 0}
     if rundir:
@@ -73,6 +81,8 @@ def exec_begin(
     )
     if log:
         add_output(db, test, log, "log")
+    if exclusive:
+        open_test(db, test["id"], host, pid)
     set_state_status_and_roll_up_run(db, run_id=run_id)
     return test["id"]
 
@@ -153,6 +163,7 @@ def exec_end(
         .where(p.purpose == "exec", p.dbname == f"test {test['id']}", p.status == "running")
         .values(status="done", endtime=db.now, reason=comment or "exit code 0")
     )
+    close_test(db, test["id"])  # (when this job had it open)
     set_state_status_and_roll_up_run(db, run_id=run_id)
     return {"test_id": test["id"], "state": state, "status": status}
 

@@ -13,6 +13,7 @@ from ..protocol import Records
 from ..rules.names import bad_key_values
 from ..rules.patterns import LIKE, element_kind
 from ..rules.rollup import roll_up_run
+from .arealock import bump_version
 from .common import (
     RUN_DELETED,
     RUN_LOCKED,
@@ -407,11 +408,14 @@ def delete_run(db: Db, *, run_id: int, batch: int | None = None) -> dict | None:
 
 
 def _mark_deleted(db: Db, run_id: int) -> None:
-    """The deletion proper: the run deleted, every test of it DELETED, their heartbeats gone."""
+    """The deletion proper: the run deleted, every test of it DELETED, their heartbeats and open
+    records gone."""
     tests = db.t.tests
     of_run = select(tests.c.id).where(tests.c.run_id == run_id)
     db.conn.execute(update(tests).where(tests.c.run_id == run_id).values(state="DELETED", comment=""))
     db.conn.execute(delete(db.t.heartbeats).where(db.t.heartbeats.c.test_id.in_(of_run)))
+    if db.conn.execute(delete(db.t.test_jobs).where(db.t.test_jobs.c.test_id.in_(of_run))).rowcount:
+        bump_version(db)  # (no job writes into a deleted run: its tests are open to none, nor when it revives)
     values = {"state": RUN_DELETED, "comment": "", "deleted_at": db.now}
     db.conn.execute(update(db.t.runs).where(db.t.runs.c.id == run_id).values(values))
     from .junit import forget_imports

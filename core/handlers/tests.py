@@ -54,6 +54,8 @@ def ensure_test(db: Db, run_id: int, testname: str, item_path: str) -> int:
         ),
         row,
     )
+    if db.open_tests:  # a test open for one job: only that job writes it
+        db.guard_test(test_id)
     if inserted:
         db.emit(
             cmd="register-test",
@@ -412,8 +414,8 @@ def delete_test_records(db: Db, *, test_id: int, run_id: int | None = None) -> N
 
 
 def delete_old_deleted_test_records(db: Db, *, days: int = 30) -> int:
-    """C.6: purge tests DELETED longer than ``days`` ago, with their steps, data, samples and outputs
-    (every run but the locked ones)."""
+    """C.6: purge tests DELETED longer than ``days`` ago, with their steps, data, samples, outputs,
+    items and open records (every run but the locked ones)."""
     if days < 0:
         raise Refused("--days must not be negative")
     t = db.t.tests
@@ -421,11 +423,17 @@ def delete_old_deleted_test_records(db: Db, *, days: int = 30) -> int:
         t.c.state == "DELETED", t.c.event_time < db.now - days * 86400, t.c.run_id.not_in(locked_run_ids(db))
     )
     doomed = list(db.conn.execute(ids).scalars())
+    closed = 0
     for chunk in range(0, len(doomed), 500):
         part = doomed[chunk : chunk + 500]
-        for table in (db.t.test_steps, db.t.test_data, db.t.test_rundat, db.t.test_outputs):
+        for table in (db.t.test_steps, db.t.test_data, db.t.test_rundat, db.t.test_outputs, db.t.test_items):
             db.conn.execute(delete(table).where(table.c.test_id.in_(part)))
+        closed += db.conn.execute(delete(db.t.test_jobs).where(db.t.test_jobs.c.test_id.in_(part))).rowcount
         db.conn.execute(delete(t).where(t.c.id.in_(part)))
+    if closed:
+        from .arealock import bump_version
+
+        bump_version(db)
     if doomed:
         db.emit(purged=len(doomed))
     return len(doomed)
@@ -700,3 +708,29 @@ def test_get_paths_matching_keynames_target_new(
         query = query.where(t.state != "DELETED")
     paths = list(db.conn.execute(query.order_by(t.event_time.desc(), t.id.desc())).scalars())
     return paths + list(res or [])
+
+
+def get_tests_by_ids(db: Db, *, test_ids: list[str], fields: list[str] | None = None) -> Records:
+    """Several test records at once (CCP4i's DbReturnRecord), in the order asked (an id asked twice
+    comes twice); not found (exit 1), naming them, when some ids are no test's."""
+    ids = []
+    for text in test_ids:
+        try:
+            ids.append(int(text))
+        except ValueError:
+            raise Refused(f"--test-ids: {text!r} is not a test id (a whole number)") from None
+    t = db.t.tests.c
+    names = list(dict.fromkeys(fields)) if fields else list(db.t.tests.c.keys())
+    columns = [_column(db, name, "field") for name in names]
+    found: dict[int, tuple] = {}
+    wanted = list(dict.fromkeys(ids))
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = db.conn.execute(select(t.id, *columns).where(t.id.in_(chunk))).all()
+        found.update((row[0], tuple(row[1:])) for row in rows)
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        what = "no test with id" if len(missing) == 1 else "no tests with ids"
+        raise NotFound(f"{what} {shown}; `dbtool get-tests-for-run --run-id N` lists a run's tests")
+    return Records(tuple(names), [found[i] for i in ids])

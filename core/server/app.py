@@ -50,7 +50,7 @@ from ..db.engine import (
     is_storage_trouble,
 )
 from ..db.schema import schema_for
-from ..errors import Busy, DbtoolError, Internal, Refused, StorageError, Unavailable
+from ..errors import Busy, DbtoolError, Held, Internal, Refused, StorageError, Unavailable
 from ..handlers import resolve
 from ..link import START_FAILURE, describe, hostname, ping_info
 from ..reqlog import LOG_LEVEL_KEPT, RequestLog
@@ -58,7 +58,7 @@ from ..request import RequestContext, run_with
 from . import eventloop, resources, serverlog
 from .events import EventHub
 from .notifier import Notifier
-from .session import Session, tune_listener
+from .session import Session, take_members, tune_listener
 from .stats import Stats
 from .storage import READERS, EventTail, PostgresStorage, Storage
 from .writer import Writer
@@ -393,10 +393,11 @@ class Server:
                 params = cmd.bind_wire(report.get("params"))
                 client = report.get("client") if isinstance(report.get("client"), dict) else {}
                 ctx = RequestContext(self.request_id(), cmd.name, params, client)
+                take_members(ctx, report)  # (the request's fields and tokens, as it would have sent them)
                 ctx.note("info", "spool", f"spooled at {report.get('time')} by {self.client_label(client)}")
                 result = await self.writer.submit(cmd, params, ctx, report.get("idem"))
                 self.finished(ctx, {"ok": True, "result": result})
-            except (Busy, StorageError) as err:
+            except (Busy, StorageError, Held) as err:  # (Held: once the area lock is released)
                 return f"{report.get('cmd')} not replayed yet: {err.message}"
             except DbtoolError as err:
                 log.warning("spooled %s refused: %s", report.get("cmd"), err.message)
@@ -429,6 +430,7 @@ class Server:
             if self.read_only or self._stopping.is_set():
                 continue
             ctx = RequestContext(self.request_id(), "dead-job-scan", {}, self.own_client)
+            ctx.internal = True
             try:
                 scan = await self.loop.run_in_executor(self.readers, run_with, ctx, self._read_with, dead_job_scan, ctx)
             except Exception as err:  # (a storage error, say): this chore must go on
@@ -440,6 +442,7 @@ class Server:
             if scan["dead"]:
                 await self._ingest_new_spool()  # a spooled exec-end may say the job is not dead
                 ctx = RequestContext(self.request_id(), "mark-incomplete", {}, self.own_client)
+                ctx.internal = True  # (the server's own: no area lock holds it back)
                 cmd = lookup("mark-incomplete")
                 params = cmd.bind_wire({})
                 try:
@@ -624,11 +627,14 @@ class Server:
         ok = bool(response.get("ok"))
         self.stats.record(ctx.cmd, ms, ok)
         label = ctx.client_label or self.client_label(ctx.client)
-        if ok and ctx.max_level() < LOG_LEVEL_KEPT:  # the common line, without building a dict for json
+        keep_log = not ok or ctx.traced or ctx.max_level() >= LOG_LEVEL_KEPT
+        changed = bool(ctx.fields) and ctx.fields != ctx.given  # a handler stored or dropped fields
+        if not keep_log and not changed:  # the common line, without building a dict for json
             client = _json_text(label)
+            fields = f',"fields":{ctx.given_json}' if ctx.given_json is not None else ""
             line = (
                 f'{{"ts":{ctx.arrived_ns / 1e9:.6f},"id":"{ctx.id}","cmd":{_json_text(ctx.cmd)},'
-                f'"client":{client},"ms":{ms:.3f},"ok":true}}'
+                f'"client":{client},"ms":{ms:.3f},"ok":true,"loglen":{ctx.loglen()}{fields}}}'
             )
             self.requests_log.write_line(line)
             return
@@ -639,11 +645,16 @@ class Server:
             "client": label,
             "ms": round(ms, 3),
             "ok": ok,
+            "loglen": ctx.loglen(),  # entries logged (Kno's REQ/LOGLEN); "log" keeps the last 200
         }
+        if ctx.given is not None:
+            entry["fields"] = ctx.given  # the fields the client sent
+        if changed:
+            entry["data"] = ctx.data()  # the fields as the request ended (Kno's REQ/DATA)
         if not ok:
             entry["error"] = response.get("error")
             entry["params"] = _brief(ctx.params)
-        if ctx.log and (not ok or ctx.max_level() >= LOG_LEVEL_KEPT):
+        if ctx.log and keep_log:
             entry["log"] = ctx.log
         self.requests_log.write(entry)
         if not ok:  # so that `server log --request ID` finds it right after the error message

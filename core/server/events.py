@@ -38,6 +38,9 @@ def wire_event(row: dict) -> dict:
     data = row.get("data")
     if data:
         event["data"] = json.loads(data) if isinstance(data, str) else data
+    fields = row.get("fields")
+    if fields:  # the fields of the request that made it (--field)
+        event["fields"] = json.loads(fields) if isinstance(fields, str) else fields
     return event
 
 

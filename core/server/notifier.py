@@ -3,7 +3,8 @@
 A chore on the event loop, woken by every commit (and looking once a second besides). For each
 entry it reads the events after the entry's cursor, and for each event the entry asks for runs
 its command — ``sh -c COMMAND`` in the area's root, the event as one JSON line on stdin,
-``DBTOOL_EVENT`` and ``DBTOOL_RUN_ID`` (and ``DBTOOL_AREA``, ``DBTOOL_EVENT_SEQ``) in its
+``DBTOOL_EVENT`` and ``DBTOOL_RUN_ID`` (and ``DBTOOL_AREA``, ``DBTOOL_EVENT_SEQ``, and
+``DBTOOL_FIELD_<NAME>`` for each field of the request that made the event) in its
 environment — in a thread of its own, so that no write ever waits for it; then it stores the
 cursor (through the writer, in the database) before it goes on. So each event reaches each entry
 once, in order, across stops and restarts; only a server killed between a command's exit and the
@@ -186,6 +187,7 @@ class Notifier:
 
     async def _save(self, name: str, seq: int) -> None:
         ctx = RequestContext(self.server.request_id(), SET_CURSOR.name, {}, self.server.own_client)
+        ctx.internal = True  # (the server's own bookkeeping: no area lock holds it back)
         await self.server.writer.submit(SET_CURSOR, {"name": name, "seq": seq}, ctx, None)
 
     # -- in the notifier's thread ---------------------------------------------------------------------
@@ -243,6 +245,9 @@ class Notifier:
             "DBTOOL_EVENT_SEQ": str(note.get("seq")),
             "DBTOOL_AREA": self.server.area.root,
         }
+        fields = note.get("fields")
+        if isinstance(fields, dict):  # the fields of the request that made the event, one variable each
+            env.update({f"DBTOOL_FIELD_{name}": str(value) for name, value in fields.items()})
         line = (json.dumps(note, ensure_ascii=False) + "\n").encode()
         with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as stdin:
             stdin.write(line)

@@ -46,6 +46,7 @@ from ..protocol import (
     prove,
 )
 from ..request import RequestContext
+from ..rules.fields import check_wire as check_fields
 from .events import Subscriber, wire_event
 
 if TYPE_CHECKING:
@@ -357,8 +358,13 @@ class Session(asyncio.Protocol):
         except DbtoolError as err:
             return self._refuse(req_id, rid, msg, err)
         ctx = RequestContext(rid, cmd.name, params, self.client, self.label)
+        if "fields" in msg or "lock_token" in msg or "job_token" in msg:
+            try:
+                take_members(ctx, msg)
+            except DbtoolError as err:
+                return self._refuse(req_id, rid, msg, err)
         ctx.note("debug", "received", f"{cmd.name} from {self.label}")
-        trace = msg.get("trace") is True
+        trace = ctx.traced = msg.get("trace") is True
         pack = msg.get("pack") is True
         if cmd.handler == "watch" and cmd.kind == SERVER:
             return self._start_watch(req_id, ctx, params)
@@ -523,6 +529,26 @@ def tune_socket(sock, dead_peer_timeout: float) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, option, value)
             except OSError:
                 pass
+
+
+MAX_TOKEN = 128  # characters of a lock's or a job's token
+
+
+def take_members(ctx: RequestContext, msg: dict) -> None:
+    """The request's fields and tokens into its context; BadRequest when one is malformed."""
+    fields = msg.get("fields")
+    if fields is not None:
+        checked, problem = check_fields(fields)
+        if problem:
+            raise BadRequest(f"{problem} (request fields)")
+        ctx.give(checked)
+    for member in ("lock_token", "job_token"):
+        token = msg.get(member)
+        if token is None:
+            continue
+        if not (isinstance(token, str) and 0 < len(token) <= MAX_TOKEN):
+            raise BadRequest(f"{member} must be a string of 1-{MAX_TOKEN} characters")
+        setattr(ctx, member, token)
 
 
 def parse_request(msg: dict) -> tuple:

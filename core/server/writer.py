@@ -69,6 +69,7 @@ from ..handlers import resolve
 from ..handlers.completion import settle_runs
 from ..protocol import plain
 from ..request import RequestContext, activate
+from .guard import AreaGuard, changes_state
 from .storage import CLOSE_WAIT
 
 if TYPE_CHECKING:
@@ -203,10 +204,13 @@ class Writer:
         self.unsafe = ""  # a COMMIT went to WAL files found lost right after it: recover before answering
         self.checks: list[tuple[str, asyncio.Future]] = []
         self._quick_checked = -QUICK_CHECK_EVERY
+        self.guard = AreaGuard()  # the area lock and the open tests, as of the last look (see guard.py)
 
     # -- the event-loop side --------------------------------------------------------------------------
     def start(self) -> None:
         self._connect()
+        if self.sqlite:  # (PostgreSQL: every group reads it, see guard.py)
+            self._reload_guard()
         self.task = self.loop.create_task(self._run())
 
     def _connect(self) -> None:
@@ -266,6 +270,8 @@ class Writer:
                 await self.wake.wait()
                 continue
             batch = self._take()
+            if self.sqlite and self.guard.version is None and not self._guard_ready(batch):
+                continue  # (what the writer knows of the area lock is lost: no write runs blind)
             self.active = len(batch)
             try:
                 await self._commit_group(batch)
@@ -277,6 +283,8 @@ class Writer:
                         job.error = Internal("internal error in the writer; see .dbtool/logs/server.log")
             finally:
                 self.active = 0
+                if self.sqlite and _alters_state(batch[0]):  # before any later group runs
+                    self._reload_guard()
                 _settle(batch)
             if time.time() - self._last_prune > 3600:
                 await self.loop.run_in_executor(self.io, self._prune)
@@ -322,13 +330,33 @@ class Writer:
                 future.set_result(verdict)
 
     def _take(self) -> list[Job]:
-        """The next group: ordinary requests together; a bulk request alone."""
-        if self.queue[0].cmd.bulk:
+        """The next group: ordinary requests together; a bulk request alone, and one that may change
+        the area lock or the open tests (guard.py), so that the requests after it see the change."""
+        if _alone(self.queue[0]):
             return [self.queue.popleft()]
         batch = []
-        while self.queue and len(batch) < self.max_batch and not self.queue[0].cmd.bulk:
+        while self.queue and len(batch) < self.max_batch and not _alone(self.queue[0]):
             batch.append(self.queue.popleft())
         return batch
+
+    def _guard_ready(self, batch: list[Job]) -> bool:
+        """SQLite: read the area's state again when the last reading failed; when it fails again,
+        the group is refused (a write must not pass a lock the writer could not see)."""
+        self._reload_guard()
+        if self.guard.version is not None:
+            return True
+        for job in batch:
+            job.error = StorageError("cannot read the area's lock from the database; nothing was written; retry")
+        _settle(batch)
+        return False
+
+    def _reload_guard(self) -> None:
+        """SQLite: the area's state, at start and after a group that may have changed it (committed
+        or not). A read-only area an older dbtool made has no such tables (and takes no writes)."""
+        try:
+            self.guard.load(self.raw.execute)
+        except self.dbapi.Error as err:  # (the storage failed: the next such group tries again)
+            log.warning("could not read the area lock and open tests: %s", err)
 
     async def _group_on_loop(self, batch: list[Job]) -> None:
         try:
@@ -394,7 +422,10 @@ class Writer:
         again (a few times, after a short random pause): a client never sees one."""
         try:
             self._ensure_connected()
-            self.raw.execute(self.begin_sql)
+            if self.sqlite:
+                self.raw.execute(self.begin_sql)
+            else:  # the area's state read under its lock, as the group's first statements
+                self.guard.begin_postgres(self.raw, exclusive=_alters_state(batch[0]))
             statements = self._run_jobs(batch, check_duplicates=len(batch) == 1)
             last_seq = self._flush(statements, batch)
             self._commit()
@@ -592,12 +623,20 @@ class Writer:
                 job.result, job.duplicate = json.loads(stored), True
                 job.ctx.note("info", "idempotent", f"write {job.idem} was already applied; returning its result")
                 return
+        guard = self.guard
+        if guard.lock is not None:
+            refusal = guard.refusal(job.cmd.name, job.ctx)
+            if refusal is not None:  # (nothing written yet: simply answered)
+                job.error = refusal
+                return
         cursor = statements.cursor
         if savepoint:
             cursor.execute("SAVEPOINT request")
         else:
             changes = self.raw.total_changes
         db = Db(self.conn, self.schema, job.ctx, self.config, defer_events=True, fast=statements)
+        if guard.open_tests:
+            db.open_tests = guard.open_tests
         try:
             with activate(job.ctx):
                 result = resolve(job.cmd.handler)(db, **job.params)
@@ -669,6 +708,15 @@ def _said(err: BaseException) -> str:
 def _json(result: object) -> str:
     """A result as stored with its idempotency key (most writes answer null)."""
     return "null" if result is None else json.dumps(result)
+
+
+def _alters_state(job: Job) -> bool:
+    return changes_state(job.cmd.name, job.ctx)
+
+
+def _alone(job: Job) -> bool:
+    """A request that runs in a group of its own: a bulk one, or one that may change the area's state."""
+    return job.cmd.bulk or changes_state(job.cmd.name, job.ctx)
 
 
 def _settle(batch: list[Job]) -> None:
