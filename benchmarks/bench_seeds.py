@@ -22,11 +22,10 @@ import os
 import sqlite3
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DBTOOL, check_installed, machine, percentile, run, temp_area
+from common import DBTOOL, check_installed, drive_writer, machine, percentile, run, temp_area
 
 TESTS = 2000
 OPEN = 100
@@ -81,67 +80,15 @@ def set_state(root: Path, variant: str, open_ids: list[int]) -> str | None:
 
 
 def writer_alone(root: Path, ids: list[int], clients: int, seconds: float, variant: str, token: str | None) -> dict:
-    import asyncio
+    """``drive_writer`` (common.py) with each request's context as the variant has it."""
 
-    from dbtool.core.commands import lookup
-    from dbtool.core.db.engine import WRITE, read_keys, sqlite_engine
-    from dbtool.core.db.schema import schema_for
-    from dbtool.core.request import RequestContext
-    from dbtool.core.server.writer import Writer
+    def prepare(ctx) -> None:
+        if variant == "fields":
+            ctx.give({"ci_job": "4711", "stage": "unit"})
+        elif variant == "locked":
+            ctx.lock_token = token
 
-    async def main() -> dict:
-        loop = asyncio.get_running_loop()
-        engine = sqlite_engine(str(root / ".dbtool" / "dbtool.db"), WRITE, synchronous="FULL")
-        with engine.connect() as conn:
-            keys = read_keys(conn)
-            last_seq = conn.exec_driver_sql("select coalesce(max(seq), 0) from events").scalar()
-        writer = Writer(engine, schema_for(keys), {}, loop, lambda events: None, last_seq)
-        writer.start()
-        cmd = lookup("test-set-state-status-by-id")
-        client = {"user": "bench", "host": "localhost", "pid": os.getpid()}
-        tag = os.urandom(4).hex()
-        share = len(ids) // clients
-        start_at = time.monotonic() + 0.3
-        stop_at = start_at + seconds
-        latencies: list[float] = []
-        cpu_at_start = 0.0
-        finished = loop.create_future()
-        streams = clients
-
-        def send(c: int, n: int) -> None:
-            state, status = ("RUNNING", "n/a") if n % 2 else ("COMPLETED", "PASS")
-            params = {"test_id": ids[c * share + n % share], "state": state, "status": status}
-            ctx = RequestContext(f"w-{c}-{n}", cmd.api, params, client, "bench@localhost")
-            if variant == "fields":
-                ctx.give({"ci_job": "4711", "stage": "unit"})
-            elif variant == "locked":
-                ctx.lock_token = token
-            sent_at = time.perf_counter()
-            future = writer.submit(cmd, cmd.bind_wire(params), ctx, f"{tag}-{c}-{n}")
-            future.add_done_callback(lambda f: answered(f, c, n, sent_at))
-
-        def answered(future, c: int, n: int, sent_at: float) -> None:
-            nonlocal cpu_at_start, streams
-            future.result()
-            now = time.monotonic()
-            if now >= start_at:
-                if not latencies:
-                    cpu_at_start = time.process_time()
-                latencies.append((time.perf_counter() - sent_at) * 1000)
-            if now < stop_at:
-                return send(c, n + 1)
-            streams -= 1
-            if not streams:
-                finished.set_result(time.process_time() - cpu_at_start)
-
-        for c in range(clients):
-            send(c, 0)
-        spent = await finished
-        await writer.stop()
-        engine.dispose()
-        return {"writes_s": len(latencies) / seconds, "cpu_us": spent / max(1, len(latencies)) * 1e6}
-
-    return asyncio.run(main())
+    return drive_writer(root, ids, clients, seconds, warmup=0.3, prepare=prepare)
 
 
 def main() -> None:

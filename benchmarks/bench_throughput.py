@@ -35,7 +35,7 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DBTOOL, check_installed, machine, percentile, report, run, temp_area
+from common import DBTOOL, check_installed, drive_writer, machine, percentile, report, run, temp_area
 
 PROCESSES = 2  # client processes (one epoll loop each), so the clients are not one CPU's worth of Python
 TESTS = 2000
@@ -235,71 +235,11 @@ def echo_floor(ids: list[int], clients: int, seconds: float) -> dict:
 
 
 def writer_alone(root: Path, ids: list[int], clients: int, seconds: float, queue) -> None:
-    """``clients`` streams of writes submitted to dbtool's Writer on its own event loop, each
-    stream's next write sent when its last is answered, as Session does for a connection; puts the
-    result (writes/s, latency, this process's CPU per write) on ``queue``."""
-    import asyncio
-
-    from dbtool.core.commands import lookup
-    from dbtool.core.db.engine import WRITE, read_keys, sqlite_engine
-    from dbtool.core.db.schema import schema_for
-    from dbtool.core.request import RequestContext
-    from dbtool.core.server.writer import Writer
-
-    async def main() -> dict:
-        loop = asyncio.get_running_loop()
-        engine = sqlite_engine(str(root / ".dbtool" / "dbtool.db"), WRITE, synchronous="FULL")
-        with engine.connect() as conn:
-            keys = read_keys(conn)
-            last_seq = conn.exec_driver_sql("select coalesce(max(seq), 0) from events").scalar()
-        writer = Writer(engine, schema_for(keys), {}, loop, lambda events: None, last_seq)
-        writer.start()
-        cmd = lookup("test-set-state-status-by-id")
-        client = {"user": "bench", "host": "localhost", "pid": os.getpid()}
-        tag = os.urandom(4).hex()  # idempotency keys unique to this call
-        share = len(ids) // clients
-        start_at = time.monotonic() + 0.5  # a warm-up, as the protocol load has its handshakes
-        stop_at = start_at + seconds
-        latencies: list[float] = []
-        cpu_at_start = 0.0
-        finished = loop.create_future()
-        streams = clients  # still writing
-
-        def send(c: int, n: int) -> None:
-            state, status = ("RUNNING", "n/a") if n % 2 else ("COMPLETED", "PASS")
-            params = {"test_id": ids[c * share + n % share], "state": state, "status": status}
-            ctx = RequestContext(f"w-{c}-{n}", cmd.api, params, client, "bench@localhost")
-            sent_at = time.perf_counter()
-            future = writer.submit(cmd, cmd.bind_wire(params), ctx, f"{tag}-{c}-{n}")
-            future.add_done_callback(lambda f: answered(f, c, n, sent_at))
-
-        def answered(future: asyncio.Future, c: int, n: int, sent_at: float) -> None:
-            nonlocal cpu_at_start, streams
-            future.result()  # a failed write fails the benchmark
-            now = time.monotonic()
-            if now >= start_at:
-                if not latencies:
-                    cpu_at_start = time.process_time()
-                latencies.append((time.perf_counter() - sent_at) * 1000)
-            if now < stop_at:
-                return send(c, n + 1)
-            streams -= 1
-            if not streams:
-                finished.set_result(time.process_time() - cpu_at_start)
-
-        for c in range(clients):
-            send(c, 0)
-        spent = await finished
-        await writer.stop()
-        engine.dispose()
-        return {
-            "writes_s": len(latencies) / seconds,
-            "p50_ms": percentile(latencies, 50),
-            "p99_ms": percentile(latencies, 99),
-            "server_us": spent / len(latencies) * 1e6,
-        }
-
-    queue.put(asyncio.run(main()))
+    """``drive_writer`` (common.py) in this process: dbtool's Writer alone, as Session feeds it;
+    puts the result (writes/s, latency, this process's CPU per write) on ``queue``."""
+    result = drive_writer(root, ids, clients, seconds)
+    result["server_us"] = result.pop("cpu_us")
+    queue.put(result)
 
 
 def writer_floor(root: Path, ids: list[int], clients: int, seconds: float, meanwhile=None) -> tuple[dict, object]:
