@@ -171,7 +171,7 @@ def _common_parameters(taken: frozenset[str] = frozenset()) -> list[inspect.Para
 
 def _callback_for(cmd: Command) -> Callable[..., None]:
     def run(typer_ctx: typer.Context, **kwargs: object) -> None:
-        from .main import execute
+        from .dispatch import execute
 
         opts = typer_ctx.find_root().obj or GlobalOptions()
         for name, _decl, _kind, _help in COMMON:

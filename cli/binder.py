@@ -9,6 +9,8 @@ checks that both bind every command's arguments identically.
 
 from __future__ import annotations
 
+import os
+
 from dbtool.core.commands import Command
 from dbtool.core.errors import UsageError
 
@@ -25,6 +27,9 @@ GLOBAL_VALUES = {
 }
 GLOBAL_FLAGS = {"--trace": "trace", "--json": "json"}
 REPEATED = frozenset({"request_fields"})  # a global option given again adds to it
+
+
+COMPLETE_VAR = "_DBTOOL_COMPLETE"  # set by the shell completion scripts (completions/)
 
 
 class GlobalOptions:
@@ -202,3 +207,19 @@ def compact(cmd: Command, params: dict) -> dict:
             continue
         out[p.name] = value
     return out
+
+
+def default_timeout(opts: GlobalOptions) -> float:
+    if opts.timeout is not None:
+        return opts.timeout
+    text = os.environ.get("DBTOOL_TIMEOUT")
+    if not text:
+        return 60.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"DBTOOL_TIMEOUT={text!r} is not a number of seconds") from None
+    problem = timeout_problem(value)
+    if problem:
+        raise UsageError(f"DBTOOL_TIMEOUT={text!r} {problem}")
+    return value

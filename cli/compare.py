@@ -28,7 +28,7 @@ def compare(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
         rows = [(name, *(entry[f] for f in ROW_FIELDS)) for name in CLASSES for entry in result[name]]
         shown = Records(("class", *ROW_FIELDS), rows)
         if opts.output == "table":
-            from .main import emit
+            from .output import emit
 
             emit(summary(result) + "\n")
     if not gate:

@@ -24,8 +24,7 @@ from dbtool.core.errors import DbtoolError
 from dbtool.core.link import describe
 
 from .binder import GlobalOptions
-from .main import emit
-from .output import render
+from .output import emit, render
 
 # (testname, items, how many of them fail): each item is one job.
 SUITE = [

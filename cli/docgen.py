@@ -25,7 +25,7 @@ from dbtool.core.commands import COMMANDS, LOCAL, READ, SERVER, WRITE, Command, 
 from typer.core import TyperGroup
 
 from .app import APP_HELP, COMMON, WITHOUT_COMMON, build_app
-from .main import COMPLETE_VAR
+from .binder import COMPLETE_VAR
 
 PROG = "dbtool"
 REGENERATE = "python -m dbtool.cli.docgen"

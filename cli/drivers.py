@@ -50,7 +50,7 @@ def csv_to_test_data(cmd: Command, params: dict, opts: GlobalOptions, send) -> N
         return
     progress = Progress("csv-to-test-data", total) if _show_progress(total) else None
     try:
-        from .main import sender
+        from .dispatch import sender
 
         send_part = sender(COMMANDS["test-data-upload-part"], opts)
         _upload(send_part, base, lambda: _chunks(lines, ends, PART_ROWS, PART_CHARS), progress)

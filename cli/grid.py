@@ -11,9 +11,8 @@ from dbtool.core.area import find_area
 from dbtool.core.commands import COMMANDS, INT64
 from dbtool.core.errors import NotFound, Refused, UsageError
 
-from .binder import GlobalOptions
+from .binder import GlobalOptions, default_timeout
 from .drivers import _watched
-from .main import default_timeout
 
 ALL_DETAILS_UP_TO = 20_000  # a report of at most this many tests has the details of every one
 MOST_DETAILS = 100_000  # a larger one has those of the tests that did not pass, at most this many

@@ -43,8 +43,7 @@ from dbtool.core.errors import (
 )
 from dbtool.core.link import client_identity, hostname, start_server
 
-from .binder import GlobalOptions
-from .main import default_timeout
+from .binder import GlobalOptions, default_timeout
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 # the server could not take the report (not a refusal of the report itself): spool it

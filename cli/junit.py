@@ -48,7 +48,7 @@ def import_junit(cmd: Command, params: dict, opts: GlobalOptions, send) -> objec
         raise UsageError("give one or more JUnit XML files (or - for standard input) after --run-id N")
     if files.count("-") > 1:
         raise UsageError("standard input (-) can be read only once")
-    from .main import sender
+    from .dispatch import sender
 
     send_part = sender(COMMANDS["junit-import-part"], opts)
     run_id = params["run_id"]
@@ -57,7 +57,7 @@ def import_junit(cmd: Command, params: dict, opts: GlobalOptions, send) -> objec
         with _Source(name) as (path, label):
             reports.append(_import_file(send_part, run_id, path, label))
     summary = _summary(reports)
-    from .main import emit
+    from .output import emit
 
     emit(json.dumps(summary, indent=2) + "\n" if opts.output == "json" else summary["line"] + "\n")
     if summary["refused"]:
@@ -295,7 +295,7 @@ def _reasons_text(reasons) -> str:
 
 def export_junit(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
     """Write the run as JUnit XML to ``--output`` (atomically: a temporary file renamed) or stdout."""
-    from .main import sender
+    from .dispatch import sender
 
     send_page = sender(COMMANDS["junit-export-part"], opts)
     target = params.get("output")

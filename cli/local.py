@@ -21,9 +21,8 @@ from dbtool.core.area import (
 from dbtool.core.commands import COMMANDS, Command
 from dbtool.core.errors import Refused, Unavailable
 
-from .binder import GlobalOptions
-from .main import default_timeout, emit
-from .output import log_entry_text, one_line, render
+from .binder import GlobalOptions, default_timeout
+from .output import emit, log_entry_text, one_line, render
 
 
 def run_local(cmd: Command, params: dict, opts: GlobalOptions) -> int:

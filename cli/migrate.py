@@ -19,9 +19,8 @@ from dbtool.core import __version__
 from dbtool.core.area import Area, check_db_url, find_area, load_config, mark_shared, set_setting
 from dbtool.core.errors import Refused, Unavailable
 
-from .binder import GlobalOptions
-from .main import default_timeout, emit
-from .output import render
+from .binder import GlobalOptions, default_timeout
+from .output import emit, render
 
 CHUNK = 10_000  # rows read from SQLite at a time
 

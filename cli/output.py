@@ -9,6 +9,8 @@ quoting; CSV quotes as the csv module does.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 from dbtool.core import wirejson
@@ -191,3 +193,14 @@ def log_entry_text(e: dict) -> str:
     context = e.get("context")
     where = f" {context if isinstance(context, str) else wirejson.dumps(context)}" if context not in (None, "") else ""
     return f"{stamp} {e.get('level')} {e.get('condition')}{where}: {e.get('message')}"
+
+
+def emit(text: str) -> None:
+    if not text:
+        return
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `dbtool ... | head`: the reader left, that is fine
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

@@ -7,8 +7,7 @@ from dbtool.core.area import Area
 from dbtool.core.errors import Refused
 
 from .binder import GlobalOptions
-from .main import emit
-from .output import render
+from .output import emit, render
 
 
 def add(opts: GlobalOptions, *, alias: str, path: str, replace: bool = False) -> int:

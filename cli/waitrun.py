@@ -17,8 +17,8 @@ from dbtool.core.area import find_area
 from dbtool.core.commands import lookup
 from dbtool.core.errors import NotFound, Refused, Unavailable
 
-from .binder import GlobalOptions
-from .main import default_timeout, emit
+from .binder import GlobalOptions, default_timeout
+from .output import emit
 
 PASS = "PASS"
 NOT_PASS, TIMED_OUT = 1, 3

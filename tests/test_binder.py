@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dbtool.cli import main as cli_main
+from dbtool.cli import dispatch
 from dbtool.cli.app import build_app
 from dbtool.cli.binder import GlobalOptions, bind, compact
 from dbtool.core.commands import COMMANDS, LOCAL
@@ -83,8 +83,8 @@ def typer_binding(args: list[str]) -> tuple:
         captured["result"] = (cmd.name, params, vars_of(opts))
         return 0
 
-    original = cli_main.execute
-    cli_main.execute = fake_execute
+    original = dispatch.execute
+    dispatch.execute = fake_execute
     try:
         app = build_app(COMMANDS[next(a for a in args if a in COMMANDS)])
         try:
@@ -92,7 +92,7 @@ def typer_binding(args: list[str]) -> tuple:
         except SystemExit as done:
             assert done.code == 0, args
     finally:
-        cli_main.execute = original
+        dispatch.execute = original
     return captured["result"]
 
 
