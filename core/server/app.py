@@ -228,6 +228,7 @@ class Server:
             self.hub.last_seq,
             on_loop=wal,
             storage=None if self.pg else self.storage,
+            alone=lambda: len(self.sessions) <= 1,
         )
         self.writer.start()
         self.tail = None

@@ -174,6 +174,7 @@ class Writer:
         max_batch: int = 256,
         on_loop: bool = True,
         storage: Storage | None = None,
+        alone: Callable[[], bool] = lambda: False,
     ) -> None:
         self.engine = engine
         self.storage = storage  # the server's database files: their checks and recovery (None: no checks)
@@ -186,6 +187,10 @@ class Writer:
         self.sqlite = engine.dialect.name == "sqlite"
         # False: every group runs in the I/O thread (no WAL: writes may wait; PostgreSQL: over the network)
         self.on_loop = on_loop and self.sqlite
+        # True when no other client is connected: a group on the loop then commits there too (its
+        # fsync holds up nobody), sparing the two thread switches a hand-off to the I/O thread costs
+        self.alone = alone
+        self._busy_ms = BUSY_TIMEOUT_MS  # the connection's busy_timeout (the loop's groups use 0)
         # SQLite counts the rows each statement changed: a group can do without savepoints (see above)
         self.counted = self.sqlite
         self.begin_sql = "BEGIN IMMEDIATE" if self.sqlite else "BEGIN"
@@ -216,6 +221,7 @@ class Writer:
     def _connect(self) -> None:
         self.conn = self.engine.connect()
         self.raw = self.conn.connection.driver_connection
+        self._busy_ms = BUSY_TIMEOUT_MS  # (as the engine opens every connection)
         if not self.sqlite:  # transactions are begun and ended by the writer's own statements, as on SQLite
             self.raw.autocommit = True
         storage = self.storage
@@ -374,7 +380,10 @@ class Writer:
             await self._retry_alone(batch, err)
             return
         try:
-            await self.loop.run_in_executor(self.io, self._commit)
+            if self.alone():
+                self._commit()
+            else:
+                await self.loop.run_in_executor(self.io, self._commit)
         except FilesLost:
             await self.loop.run_in_executor(self.io, self._abort)
             raise
@@ -398,22 +407,27 @@ class Writer:
             await self.loop.run_in_executor(self.io, self._group_in_thread, [job])
 
     async def _begin(self) -> None:
-        """BEGIN IMMEDIATE without blocking the loop: a lock held by another process is waited out here."""
+        """BEGIN IMMEDIATE without blocking the loop: a lock held by another process is waited out here
+        (busy_timeout 0 on the loop; the I/O thread's work sets it back, see ``_busy_timeout``)."""
         deadline = time.monotonic() + LOCK_WAIT
         delay = 0.002
-        self.raw.execute("PRAGMA busy_timeout = 0")
-        try:
-            while True:
-                try:
-                    self.raw.execute("BEGIN IMMEDIATE")
-                    return
-                except self.dbapi.OperationalError as err:
-                    if not ("locked" in str(err) or "busy" in str(err)) or time.monotonic() > deadline:
-                        raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.1)
-        finally:
-            self.raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._busy_timeout(0)
+        while True:
+            try:
+                self.raw.execute("BEGIN IMMEDIATE")
+                return
+            except self.dbapi.OperationalError as err:
+                if not ("locked" in str(err) or "busy" in str(err)) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _busy_timeout(self, ms: int) -> None:
+        """SQLite: how long a statement waits for another process's lock (set only when it changes:
+        a group on the loop waits in ``_begin`` instead, work in the I/O thread waits in SQLite)."""
+        if self._busy_ms != ms:
+            self.raw.execute(f"PRAGMA busy_timeout = {ms}")
+            self._busy_ms = ms
 
     # -- runs on the loop or in the I/O thread -----------------------------------------------------------
     def _group_in_thread(self, batch: list[Job], attempt: int = 0) -> None:
@@ -423,6 +437,7 @@ class Writer:
         try:
             self._ensure_connected()
             if self.sqlite:
+                self._busy_timeout(BUSY_TIMEOUT_MS)
                 self.raw.execute(self.begin_sql)
             else:  # the area's state read under its lock, as the group's first statements
                 self.guard.begin_postgres(self.raw, exclusive=_alters_state(batch[0]))
@@ -528,6 +543,7 @@ class Writer:
         storage = self.storage
         log.warning("%s: moving every committed write into %s and reopening the database", what, storage.path)
         try:
+            self._busy_timeout(BUSY_TIMEOUT_MS)
             with storage.gate.exclusive(CLOSE_WAIT):  # no read runs while the connections close
                 busy, _log, _done = self.raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 if busy:
@@ -694,6 +710,8 @@ class Writer:
         self._last_prune = now
         t = self.schema.idempotency
         try:
+            if self.sqlite:
+                self._busy_timeout(BUSY_TIMEOUT_MS)
             with self.conn.begin():
                 self.conn.execute(delete(t).where(t.c.created < int(now) - IDEMPOTENCY_TTL))
         except DBAPIError as err:
