@@ -277,11 +277,15 @@ class _FamilyGroup(TyperGroup):
             else:
                 key, summary = family(cmd), first_sentence(cmd.help)
             sections.setdefault(key, []).append((name, summary))
-        for key, title in FAMILIES:
-            rows = sorted(sections.get(key, ()))
-            if rows:
-                with formatter.section(title):
-                    formatter.write_dl(rows, col_max=34)
+        with formatter.section("Commands"):
+            for n, (key, title) in enumerate(FAMILIES):
+                rows = sorted(sections.get(key, ()))
+                if rows:
+                    if n:
+                        formatter.write_paragraph()
+                    formatter.write_text(f"{title}:")
+                    with formatter.indentation():
+                        formatter.write_dl(rows, col_max=34)
         formatter.write_paragraph()
         formatter.write_text("`dbtool help COMMAND` (or `dbtool COMMAND --help`) explains a command, with examples.")
 
