@@ -17,9 +17,10 @@ from dbtool.core.commands import COMMANDS, LOCAL, Command, Param
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer._click.shell_completion import CompletionItem, add_completion_class
 from typer._completion_classes import FishComplete, ZshComplete, completion_init
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from .binder import GlobalOptions, compact, is_number, timeout_problem
+from .guide import FAMILIES, epilog, family, first_sentence
 from .output import FORMATS, error_line
 
 APP_HELP = (
@@ -97,7 +98,7 @@ def _check_timeout(value: float | None) -> float | None:
 
 
 # Local commands that do not work on an existing area take no --area/--timeout/--format.
-WITHOUT_COMMON = frozenset({"init", "demo"})
+WITHOUT_COMMON = frozenset({"init", "demo", "completion", "help"})
 
 _COMMON_CHECKS = {"g_format": _check_format, "g_timeout": _check_timeout, "g_request_fields": _check_fields}
 
@@ -255,6 +256,40 @@ class _NumbersAreValues(TyperCommand):
         return parser
 
 
+class _FamilyGroup(TyperGroup):
+    """The top-level group: its help lists the commands by family (runs, tests, ...), each with the
+    first sentence of its help in full; dead Megatest entries are left out (they are refused)."""
+
+    def format_commands(self, ctx: typer.Context, formatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {key: [] for key, _title in FAMILIES}
+        for name in self.list_commands(ctx):
+            sub = self.get_command(ctx, name)
+            if sub is None or sub.hidden:
+                continue
+            cmd = COMMANDS.get(name)
+            if cmd is not None and cmd.dead:
+                continue
+            if cmd is None:  # a group (server, projects): its first member's family
+                cmd = next((c for c in COMMANDS.values() if c.name.startswith(name + " ")), None)
+                summary = (sub.help or "").split("\n", 1)[0]
+                key = family(cmd) if cmd is not None else "setup"
+                summary = first_sentence(summary)
+            else:
+                key, summary = family(cmd), first_sentence(cmd.help)
+            sections.setdefault(key, []).append((name, summary))
+        with formatter.section("Commands"):
+            for n, (key, title) in enumerate(FAMILIES):
+                rows = sorted(sections.get(key, ()))
+                if rows:
+                    if n:
+                        formatter.write_paragraph()
+                    formatter.write_text(f"{title}:")
+                    with formatter.indentation():
+                        formatter.write_dl(rows, col_max=34)
+        formatter.write_paragraph()
+        formatter.write_text("`dbtool help COMMAND` (or `dbtool COMMAND --help`) explains a command, with examples.")
+
+
 def run_app(args: list[str], only: Command | None) -> int:
     """Run the Typer app on ``args`` and return the exit code. Click's usage errors print as one
     line, ``dbtool: error: <what> (see 'dbtool CMD --help')``; help stays Click's own."""
@@ -294,6 +329,7 @@ def build_app(only: Command | None = None) -> typer.Typer:
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
         context_settings=settings,
+        cls=_FamilyGroup,
     )
     app.callback()(_root)
     groups = {
@@ -315,7 +351,9 @@ def build_app(only: Command | None = None) -> typer.Typer:
             settings_for, cls = {"allow_interspersed_args": False}, None
         else:
             settings_for, cls = {}, _NumbersAreValues if any(p.positional for p in cmd.params) else None
-        group.command(name=name, help=cmd.help, context_settings=settings_for, cls=cls)(_callback_for(cmd))
+        group.command(name=name, help=cmd.help, epilog=epilog(cmd), context_settings=settings_for, cls=cls)(
+            _callback_for(cmd)
+        )
     for name, group in groups.items():
         if name in used or only is None:
             app.add_typer(group, name=name)

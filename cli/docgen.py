@@ -26,10 +26,11 @@ from typer.core import TyperGroup
 
 from .app import APP_HELP, COMMON, WITHOUT_COMMON, build_app
 from .binder import COMPLETE_VAR
+from .guide import examples, first_sentence
 
 PROG = "dbtool"
 REGENERATE = "python -m dbtool.cli.docgen"
-COMPLETIONS = {"bash": "completions/dbtool.bash", "zsh": "completions/_dbtool", "fish": "completions/dbtool.fish"}
+COMPLETIONS = {"bash": "completions/dbtool", "zsh": "completions/_dbtool", "fish": "completions/dbtool.fish"}
 MAN_DIR = "man"
 # Files the generator owns in man/: a page of a command that left the registry is removed.
 MAN_PAGE = re.compile(r"^dbtool(-[a-z0-9-]+)?\.1$")
@@ -210,15 +211,6 @@ def _paragraph_lines(paragraphs: Iterable[str]) -> list[str]:
     return lines
 
 
-_SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z(`])")
-
-
-def first_sentence(text: str) -> str:
-    """The first sentence of a help text, without its final period (a NAME line, a list entry)."""
-    first = _SENTENCE_END.split(text.split("\n", 1)[0].strip(), maxsplit=1)[0]
-    return first.removesuffix(".")
-
-
 # --------------------------------------------------------------------------------------------
 # the registry as the pages see it
 
@@ -333,6 +325,17 @@ def _definition_list(section: str, entries: Iterable[tuple[str, str]], tag: Call
     return lines
 
 
+def _examples_section(cmd: Command) -> list[str]:
+    """Real invocations (cli/guide.py's EXAMPLES), each with what it does."""
+    found = examples(cmd)
+    if not found:
+        return []
+    lines = [".SH EXAMPLES"]
+    for line, text in found:
+        lines += [".TP", _bold(f"dbtool {line}"), roff_text(_sentence(text[:1].upper() + text[1:]))]
+    return lines
+
+
 def _exit_status_section() -> list[str]:
     lines = _definition_list("EXIT STATUS", EXIT_STATUS, _bold)
     return [*lines, ".PP", roff_text(ERRORS_TEXT)]
@@ -396,6 +399,7 @@ def command_page(cmd: Command) -> str:
     lines += synopsis + description + _options_section(cmd)
     if common:
         lines += _global_options_section()
+    lines += _examples_section(cmd)
     lines += _exit_status_section()
     if common:
         lines += _definition_list("ENVIRONMENT", ENVIRONMENT, _bold)

@@ -44,15 +44,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: list[str]) -> int:
-    if COMPLETE_VAR in os.environ:
-        from .app import enable_completion
+    if COMPLETE_VAR in os.environ:  # a shell asks for candidates: answered from the registry, no Typer
+        from .complete import run
 
-        enable_completion()
-        return typer_main(args, None)
+        return run(os.environ[COMPLETE_VAR])
     opts = GlobalOptions()
     i = 0
     try:
         while i < len(args) and args[i].startswith("--"):
+            if args[i] == "--version":  # as fast as any call: no Typer
+                from dbtool.core import __version__
+
+                print(f"dbtool {__version__}")
+                return 0
             nxt = take_global(args, i, opts)
             if nxt is None:
                 break

@@ -611,6 +611,23 @@ command(
     Param("jobs", "int", "number of concurrent `dbtool exec` jobs (at most 22)", default=22, min=1, max=22),
     Param("keep", "bool", "keep the demo area and its server instead of removing them"),
 )
+command(
+    "completion",
+    LOCAL,
+    "guide:completion",
+    "Print the shell completion script for bash, zsh or fish (pip install also installs each where "
+    "the shell finds it); how to install it by hand is in this help.",
+    Param(
+        "shell", "str", "the shell: bash, zsh or fish", required=True, positional=True, choices=("bash", "zsh", "fish")
+    ),
+)
+command(
+    "help",
+    LOCAL,
+    "guide:help_command",
+    "Show a command's help (`dbtool help get-runs` is `dbtool get-runs --help`); alone, dbtool's own help.",
+    Param("words", "argv", "the command's name (two words for `server start`)", metavar="COMMAND"),
+)
 PROJECT_ALIAS = Param(
     "alias", "str", "the project's alias (letters, digits, '_', '-', '.')", required=True, positional=True
 )

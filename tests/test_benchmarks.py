@@ -32,6 +32,7 @@ RUNS = [
     ("bench_report.py", ["--runs", "3", "--tests", "200", "--repeat", "1", "--updates", "2"], "report of"),
     ("bench_server_oneshot.py", ["--calls", "20", "--concurrency", "1,2", "--repeat", "1"], "server CPU per one-shot"),
     ("bench_seeds.py", ["--seconds", "0.3", "--rounds", "1", "--clients", "2"], "seeds' checks:"),
+    ("bench_completion.py", ["--repeat", "2", "--runs", "50"], "slowest completion:"),
 ]
 
 

@@ -254,7 +254,7 @@ def run_shell(argv: list[str], env: dict) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_bash_script_registers_and_completes(shell_env):
-    script = ROOT / "completions" / "dbtool.bash"
+    script = ROOT / "completions" / "dbtool"
     proc = run_shell(
         [
             "bash",
