@@ -7,10 +7,8 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -266,27 +264,6 @@ def test_names_and_options_complete_without_typer(tmp_path):
     assert complete("dbtool sdb", tmp_path).stdout.split() == ["sdb-qry"]  # refused, but a command
     assert complete("dbtool help server st", tmp_path).stdout.split() == ["start", "stats", "status", "stop"]
     assert "--testpatt" in complete("dbtool get-tests-for-run --run-id 3 --te", tmp_path).stdout.split()
-
-
-def test_completion_costs_less_than_importing_the_typer_app(filled):
-    """Measured against the same machine's load: a Tab costs less than importing cli/app.py alone,
-    which the Typer path paid before building all of its commands (about 250 ms when quiet)."""
-    area, _ = filled
-    env = {
-        **os.environ,
-        "_DBTOOL_COMPLETE": "complete_bash",
-        "COMP_WORDS": "dbtool get-run-info --run-id ",
-        "COMP_CWORD": "3",
-    }
-    cases = {"complete": dbtool_argv(), "import the Typer app": [sys.executable, "-c", "import dbtool.cli.app"]}
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(7):
-        for name, argv in cases.items():
-            start = time.perf_counter()
-            subprocess.run(argv, capture_output=True, env=env, cwd=area.root, timeout=60, check=True)
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    assert medians["complete"] < medians["import the Typer app"], times
 
 
 # -- --version --------------------------------------------------------------------------------------
