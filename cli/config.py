@@ -117,8 +117,7 @@ def config_set(opts: GlobalOptions, *, key: str, value: str) -> int:
     _write_atomically(area.config_path, tomlkit.dumps(doc))
     if (section, name) not in LIVE and os.path.exists(area.server_json):
         print(
-            f"dbtool: note: a server runs for {area.root}; {key} applies when it starts again "
-            "(dbtool server restart)",
+            f"dbtool: note: a server runs for {area.root}; {key} applies when it starts again (dbtool server restart)",
             file=sys.stderr,
         )
     return 0

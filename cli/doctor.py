@@ -159,8 +159,10 @@ def _check_permissions(report: Report, area: Area, config: dict | None) -> None:
     mode = stat.S_IMODE(st.st_mode)
     allowed = 0o750 if share else 0o700
     if mode & stat.S_IWOTH or (mode & stat.S_IWGRP and not share):
-        problems.append(f"{area.dir} is writable by {'others' if mode & stat.S_IWOTH else 'its group'} "
-                        f"(mode {mode:o}) — chmod {allowed:o} {area.dir}")
+        problems.append(
+            f"{area.dir} is writable by {'others' if mode & stat.S_IWOTH else 'its group'} "
+            f"(mode {mode:o}) — chmod {allowed:o} {area.dir}"
+        )
     elif mode & ~allowed & 0o777:
         problems.append(f"{area.dir} is mode {mode:o}, more open than {allowed:o} — chmod {allowed:o} {area.dir}")
     for path in (area.server_json, os.path.join(area.logs_dir, "requests.jsonl")):
@@ -210,11 +212,19 @@ def _check_filesystem(report: Report, area: Area, config: dict | None) -> None:
             "cannot share, and its file locks are only as good as the server's lock manager"
         )
         if actual == "WAL":
-            report.add("FAIL", "filesystem", f"{advice}, and this database is in WAL mode — set db.journal_mode = "
-                       '"auto" (or "delete") and restart the server, or move the area to a local disk')
+            report.add(
+                "FAIL",
+                "filesystem",
+                f"{advice}, and this database is in WAL mode — set db.journal_mode = "
+                '"auto" (or "delete") and restart the server, or move the area to a local disk',
+            )
         else:
-            report.add("warn", "filesystem", f"{detail}; {advice} — keep one server per area (dbtool does), "
-                       "or move the area to a local disk or PostgreSQL (`dbtool migrate`)")
+            report.add(
+                "warn",
+                "filesystem",
+                f"{detail}; {advice} — keep one server per area (dbtool does), "
+                "or move the area to a local disk or PostgreSQL (`dbtool migrate`)",
+            )
         return
     if actual in ("WAL", "DELETE", "TRUNCATE", "PERSIST") and actual != expected and configured != "auto":
         report.add("warn", "filesystem", f"{detail}; config wants {expected} — a server start sets it")
@@ -237,8 +247,11 @@ def _check_integrity(report: Report, area: Area) -> None:
         except sqlite3.Error as err:
             problem = str(err)
     if problem:
-        report.add("FAIL", "integrity", f"{area.db_path}: {problem} — restore it from a backup "
-                   "(sqlite3 .recover can salvage rows)")
+        report.add(
+            "FAIL",
+            "integrity",
+            f"{area.db_path}: {problem} — restore it from a backup (sqlite3 .recover can salvage rows)",
+        )
     else:
         report.add("ok", "integrity", f"quick_check of {area.db_path} passed")
 
@@ -257,8 +270,11 @@ def _check_postgres(report: Report, url: str) -> None:
             version = con.execute("SHOW server_version").fetchone()[0]
     except psycopg.Error as err:
         reason = " ".join(str(err).split())[:300]
-        report.add("FAIL", "postgresql", f"cannot connect to {shown}: {reason} — check that the server runs "
-                   "and the URL (db.url) is right")
+        report.add(
+            "FAIL",
+            "postgresql",
+            f"cannot connect to {shown}: {reason} — check that the server runs and the URL (db.url) is right",
+        )
         return
     report.add("ok", "postgresql", f"{shown} answers (PostgreSQL {version})")
 

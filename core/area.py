@@ -419,8 +419,7 @@ def _checked(where: str, section: str, name: str, value: object, kind: str, rule
     if not good:
         default = DEFAULT_CONFIG[section].get(name)
         raise Refused(
-            f"{where}: {section}.{name} = {_toml(value)} is not {want}; "
-            f"correct it (the default is {_toml(default)})"
+            f"{where}: {section}.{name} = {_toml(value)} is not {want}; correct it (the default is {_toml(default)})"
         )
     return value
 

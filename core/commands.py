@@ -651,14 +651,14 @@ command(
     "configured, that PostgreSQL answers. One line per check: `ok`, `warn` or `FAIL <check>: what is wrong — "
     "what to do`. Exit 0 when every check passes, 1 when one fails. Never starts a server.",
 )
-CONFIG_KEY = Param("key", "str", "the setting, dotted: SECTION.NAME, e.g. server.idle_timeout", required=True,
-                   positional=True)
+CONFIG_KEY = Param(
+    "key", "str", "the setting, dotted: SECTION.NAME, e.g. server.idle_timeout", required=True, positional=True
+)
 command(
     "config list",
     LOCAL,
     "config:config_list",
-    "Every setting of the area's config.toml with its value; those the file does not set show their default "
-    "(marked).",
+    "Every setting of the area's config.toml with its value; those the file does not set show their default (marked).",
 )
 command(
     "config get",
@@ -675,8 +675,13 @@ command(
     "setting or a value of the wrong type is refused (exit 4) naming the settings or the type expected; a "
     "running server applies it when it starts again (said on stderr).",
     CONFIG_KEY,
-    Param("value", "str", "the new value (true/false, a number or text, as the setting wants)", required=True,
-          positional=True),
+    Param(
+        "value",
+        "str",
+        "the new value (true/false, a number or text, as the setting wants)",
+        required=True,
+        positional=True,
+    ),
 )
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ def checks(result) -> dict[str, str]:
     """check name -> its line, from doctor's output."""
     found = {}
     for line in result.out.splitlines():
-        status, _, rest = line.partition(" ")
+        _status, _, rest = line.partition(" ")
         name = rest.strip().split(":", 1)[0]
         found[name] = line
     return found
