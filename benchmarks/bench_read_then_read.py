@@ -3,7 +3,7 @@ SPEC 3.2), then the next read 1 s later, which that server answers.
 
 Each round: a fresh area's server stopped; `dbtool get-runs --json` (direct); 1 s pause; the same
 read again. Baseline: the same read sent to a server that was already running, measured in the same
-run (interleaved rounds). Target: the second read ≤ 2× the baseline.
+run (interleaved rounds). Target: the second read at most twice the baseline.
 
     python benchmarks/bench_read_then_read.py [--repeat 10]
 """
