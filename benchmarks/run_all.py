@@ -43,12 +43,13 @@ def benchmarks(args: argparse.Namespace) -> dict[int, list[str]]:
         11: ["bench_report.py"],
         12: ["bench_server_oneshot.py"],
         13: ["bench_completion.py"],
+        14: ["bench_read_then_read.py"],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13", help="comma-separated benchmark numbers")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13,14", help="comma-separated benchmark numbers")
     parser.add_argument("--scale-runs", type=int, default=10_000)
     parser.add_argument("--scale-tests", type=int, default=1_000_000)
     parser.add_argument("--pg-url", help="benchmark 8's PostgreSQL (default: $DBTOOL_BENCH_PG_URL, else the local one)")

@@ -363,6 +363,7 @@ def build_app(only: Command | None = None) -> typer.Typer:
 # Commands of two words (`server start`, `projects add`): the group's help.
 GROUP_HELP = {
     "server": "Start, stop and inspect the area's server.",
+    "config": "Read and change the area's config.toml (comments and layout kept; values checked).",
     "projects": "Areas by alias: `dbtool --project ALIAS COMMAND` works on the area registered as ALIAS, from "
     "any directory. The registry is the user's own, $XDG_CONFIG_HOME/dbtool/projects.toml (~/.config by default).",
 }

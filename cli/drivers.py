@@ -24,7 +24,6 @@ PART_ROWS = 50_000
 PART_CHARS = 4 << 20
 CHUNK_CHARS = 1 << 20  # and about 1 MiB of CSV at most, far below the 16 MiB request line limit
 PROGRESS_MIN_ROWS = 2 * CHUNK_ROWS  # smaller inputs finish before a bar would be worth showing
-BAR_WIDTH = 30
 
 
 def csv_to_test_data(cmd: Command, params: dict, opts: GlobalOptions, send) -> None:
@@ -131,8 +130,10 @@ def _chunks(
 
 
 def _watched() -> bool:
-    """A person watches: stdout and stderr (where the bar is drawn) are a terminal."""
-    return sys.stderr.isatty() and sys.stdout.isatty()
+    """A person watches: stderr, where progress is drawn, is a terminal."""
+    from .progress import on_terminal
+
+    return on_terminal()
 
 
 def _show_progress(total: int) -> bool:
@@ -150,7 +151,13 @@ def delete_run(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
     an interrupted client leaves a deleted run whose removal the next delete-run finishes."""
     if params.get("batch") is not None or not _watched():
         return send(params)
-    first = send({**params, "batch": DELETE_BATCH})
+    from .progress import phases
+
+    first_step = phases("delete-run", "deleting the run and its first tests")
+    try:
+        first = send({**params, "batch": DELETE_BATCH})
+    finally:
+        first_step.done()
     done, remaining = first["tests"], first["remaining"]
     if not remaining:
         return None
@@ -167,23 +174,11 @@ def delete_run(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
     return None
 
 
-class Progress:
-    """A one-line progress bar on stderr (only used on a terminal)."""
+def Progress(label: str, total: int, unit: str = "rows"):
+    """A progress bar on stderr with rate and time left (cli/progress.py; only used on a terminal)."""
+    from .progress import Bar
 
-    def __init__(self, label: str, total: int, unit: str = "rows") -> None:
-        self.label = label
-        self.total = total
-        self.unit = unit
-
-    def show(self, done: int) -> None:
-        filled = min(BAR_WIDTH, BAR_WIDTH * done // self.total) if self.total else BAR_WIDTH
-        bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{self.total} {self.unit}")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
+    return Bar(label, total, unit)
 
 
 def exit_by_answer(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:

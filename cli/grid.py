@@ -4,7 +4,6 @@ in a browser. The page, its data and the web server are in dbtool.core.web, impo
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 
 from dbtool.core.area import find_area
@@ -146,20 +145,21 @@ def _title(runs: list[dict], target: str | None) -> str:
 
 
 class _Counter:
-    """How many tests were read so far, on one line of stderr (for a person watching)."""
+    """How many tests were read so far, with the time elapsed, on stderr (for a person watching;
+    cli/progress.py: the total is not known before the runs are read)."""
 
     def __init__(self) -> None:
+        from .progress import Phases
+
         self.seen = 0
+        self.line = Phases("report", "reading the runs")
 
     def __call__(self, tests: int) -> None:
         self.seen = tests
-        sys.stderr.write(f"\rreport: {tests:,} tests read")
-        sys.stderr.flush()
+        self.line.phase(f"{tests:,} tests read")
 
     def done(self) -> None:
-        if self.seen:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self.line.done()
 
 
 # -- dashboard ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dbtool.core.commands import COMMANDS, LOCAL, Command
 from .binder import COMPLETE_VAR, GlobalOptions, bind, take_global
 from .dispatch import execute
 
-GROUPS = ("server", "projects")  # commands of two words: `server start`, `projects add`
+GROUPS = ("server", "projects", "config")  # commands of two words: `server start`, `projects add`
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,14 +36,21 @@ def migrate(opts: GlobalOptions, *, to: str) -> int:
     if not os.path.exists(area.db_path):
         raise Refused(f"{area.db_path} does not exist; there is nothing to migrate")
     started = time.monotonic()
-    locks = _stop_and_hold(area, default_timeout(opts))
+    from .progress import phases
+
+    steps = phases("migrate", "stopping the area's server")
     try:
-        counts = _copy(area, list(config["area"].get("keys") or []), to)
-        set_setting(area, "db", "url", to)
-        mark_shared(area.dir, bool(config["server"].get("share_group")))
+        locks = _stop_and_hold(area, default_timeout(opts))
+        try:
+            counts = _copy(area, list(config["area"].get("keys") or []), to, steps.phase)
+            steps.phase("switching config.toml to PostgreSQL")
+            set_setting(area, "db", "url", to)
+            mark_shared(area.dir, bool(config["server"].get("share_group")))
+        finally:
+            for lock in locks:
+                lock.release()
     finally:
-        for lock in locks:
-            lock.release()
+        steps.done()
     elapsed = time.monotonic() - started
     rows = sum(c["sqlite"] for c in counts)
     if opts.output == "table":
@@ -85,7 +92,7 @@ def _stop_and_hold(area: Area, timeout: float) -> list:
         time.sleep(0.05)
 
 
-def _copy(area: Area, keys: list[str], url: str) -> list[dict]:
+def _copy(area: Area, keys: list[str], url: str, phase=lambda text: None) -> list[dict]:
     """Every table of the SQLite file into the empty database at ``url``: its counts, per table."""
     import sqlite3
 
@@ -111,8 +118,11 @@ def _copy(area: Area, keys: list[str], url: str) -> list[dict]:
                 schema = create_schema(conn, keys, __version__)
                 names = [t.name for t in schema.all_tables()]
                 raw.execute(f"TRUNCATE {', '.join(names)} RESTART IDENTITY")  # (what create_schema put there)
-                for table in schema.all_tables():
+                tables = schema.all_tables()
+                for number, table in enumerate(tables, 1):
+                    phase(f"copying table {number}/{len(tables)}: {table.name}")
                     counts.append(_copy_table(source, raw, table))
+                phase("analysing and comparing the counts")
                 raw.execute(f"ANALYZE {', '.join(names)}")  # the planner's statistics, for the first reads
                 wrong = [c for c in counts if c["sqlite"] != c["postgresql"]]
                 if wrong:

@@ -172,6 +172,7 @@ DEFAULT_CONFIG: dict[str, dict] = {
         "tls": "auto",
         "port": 0,
         "idle_timeout": 300.0,
+        "start_on_read": True,
         "share_group": False,
         "max_connections": 512,
         "max_pending": 64,
@@ -203,6 +204,7 @@ SETTINGS: dict[tuple[str, str], tuple[str, object]] = {
     ("server", "tls"): ("word", ("auto", "always")),
     ("server", "port"): ("port", None),
     ("server", "idle_timeout"): ("seconds", 0),
+    ("server", "start_on_read"): ("bool", None),
     ("server", "share_group"): ("bool", None),
     ("server", "max_connections"): ("count", 1),
     ("server", "max_queue"): ("count", 1),
@@ -245,6 +247,9 @@ tls = "auto"
 port = 0
 # Seconds without requests after which the server stops by itself; 0 = never.
 idle_timeout = 300
+# true: a read with no server (answered directly) also starts one in the background, in an area you
+# may write to, so that the next call is served; false: reads never start a server.
+start_on_read = true
 # true: make .dbtool/ and server.json readable by the directory's group.
 share_group = false
 # Limits: over them a client is told to retry (busy) or refused, never left hanging.
@@ -339,7 +344,7 @@ def load_config(area: Area) -> dict:
             raise Refused(str(err)) from None
     for (section, name), rule in SETTINGS.items():
         if name in merged[section]:
-            merged[section][name] = _checked(area, section, name, merged[section][name], *rule)
+            merged[section][name] = _checked(area.config_path, section, name, merged[section][name], *rule)
     override = os.environ.get("DBTOOL_DB_URL")
     if override:  # for this command only: never written to config.toml
         merged["db"]["url"] = override
@@ -362,7 +367,38 @@ def check_db_url(url: str, where: str) -> None:
     )
 
 
-def _checked(area: Area, section: str, name: str, value: object, kind: str, rule: object) -> object:
+def unknown_settings(data: dict) -> list[str]:
+    """The dotted names in a parsed config.toml that are not settings of SETTINGS (``area.keys`` and
+    ``[[notify]]`` are known too)."""
+    found = []
+    for section, values in data.items():
+        if section == "notify":
+            continue
+        if not isinstance(values, dict):
+            if section not in DEFAULT_CONFIG:
+                found.append(section)
+            continue
+        for name in values:
+            if (section, name) not in SETTINGS and (section, name) != ("area", "keys"):
+                found.append(f"{section}.{name}")
+    return found
+
+
+def known_settings() -> list[str]:
+    """Every setting's dotted name, in the order of SETTINGS."""
+    return [f"{section}.{name}" for section, name in SETTINGS]
+
+
+def check_setting(where: str, section: str, name: str, value: object) -> object:
+    """``value`` of the setting ``section.name`` as its kind wants it (a whole number as int), else
+    Refused naming it and what it must be; an unknown setting is refused naming the known ones."""
+    rule = SETTINGS.get((section, name))
+    if rule is None:
+        raise Refused(f"{section}.{name} is not a setting; the settings are: {', '.join(known_settings())}")
+    return _checked(where, section, name, value, *rule)
+
+
+def _checked(where: str, section: str, name: str, value: object, kind: str, rule: object) -> object:
     """``value`` of the setting ``section.name`` if it is of its kind, else Refused naming it."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # (not nan)
     if kind == "bool":
@@ -383,8 +419,7 @@ def _checked(area: Area, section: str, name: str, value: object, kind: str, rule
     if not good:
         default = DEFAULT_CONFIG[section].get(name)
         raise Refused(
-            f"{area.config_path}: {section}.{name} = {_toml(value)} is not {want}; "
-            f"correct it (the default is {_toml(default)})"
+            f"{where}: {section}.{name} = {_toml(value)} is not {want}; correct it (the default is {_toml(default)})"
         )
     return value
 

@@ -75,7 +75,7 @@ def call(
                 raise Unavailable(f"no server is running for {area.root}")
             if cmd.kind == READ:
                 try:
-                    return _direct(area, cmd, params, extra)
+                    return _direct(area, cmd, params, extra, start=True)
                 except Outdated:  # made by an older dbtool: a server upgrades it, then serves the read
                     if not os.access(area.dir, os.W_OK):
                         raise
@@ -100,7 +100,7 @@ def call(
             if _replaced(area, info) and time.monotonic() < deadline:  # a new record (NFS shows it late): use it
                 continue
             if cmd.kind == READ:
-                return _direct(area, cmd, params, extra)
+                return _direct(area, cmd, params, extra, start=True)
             if server_lock_free(area):  # its server is gone: the record is stale
                 forget_stale(area, info)
                 if cmd.kind == SERVER:
@@ -136,10 +136,46 @@ def with_tokens(extra: dict | None) -> dict | None:
     return extra
 
 
-def _direct(area: Area, cmd: Command, params: dict, extra: dict | None = None) -> Reply:
+def _direct(area: Area, cmd: Command, params: dict, extra: dict | None = None, start: bool = False) -> Reply:
+    """The read answered in this process; with ``start``, a server is then started in the
+    background where SPEC 3.2 wants one (``start_on_read``) — also after an answer that is an
+    error of the read itself (not found), never after a storage or schema refusal."""
     from .direct import run_read
+    from .errors import NotFound
 
-    return run_read(area, cmd, params, (extra or {}).get("fields"))
+    try:
+        reply = run_read(area, cmd, params, (extra or {}).get("fields"))
+    except NotFound:
+        if start:
+            start_behind(area)
+        raise
+    if start:
+        start_behind(area)
+    return reply
+
+
+def start_behind(area: Area) -> bool:
+    """Start the area's server in the background, without waiting for it, when the area's config
+    allows it (``server.start_on_read``, default true) and this caller may write to the area (its
+    run folder and its database file): an area the caller cannot write to never gets a server from
+    a read. Returns whether a start was handed off."""
+    from .area import load_config
+    from .errors import DbtoolError
+
+    try:
+        config = load_config(area)
+    except DbtoolError:
+        return False
+    if not config["server"].get("start_on_read", True) or config["db"].get("read_only"):
+        return False
+    folder = area.run_dir if os.path.isdir(area.run_dir) else area.dir
+    if not os.access(folder, os.W_OK) or not os.access(area.dir, os.W_OK):
+        return False
+    if not config["db"].get("url") and not os.access(area.db_path, os.W_OK):
+        return False
+    from .link import start_in_background
+
+    return start_in_background(area)
 
 
 def watch(area: Area, run_id: int | None, testpatt: str | None, since: int | None, timeout: float, follow: bool = True):

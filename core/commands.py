@@ -658,6 +658,49 @@ command(
     "directory that is no longer one).",
 )
 
+command(
+    "doctor",
+    LOCAL,
+    "doctor:doctor",
+    "Check the area: its config (parses, known settings, right types), the server (alive, reachable, its "
+    "version and protocol), the permissions of .dbtool/, the filesystem and journal mode (network "
+    "filesystems flagged), free disk, the database's integrity (PRAGMA quick_check, read-only) and, when "
+    "configured, that PostgreSQL answers. One line per check: `ok`, `warn` or `FAIL <check>: what is wrong — "
+    "what to do`. Exit 0 when every check passes, 1 when one fails. Never starts a server.",
+)
+CONFIG_KEY = Param(
+    "key", "str", "the setting, dotted: SECTION.NAME, e.g. server.idle_timeout", required=True, positional=True
+)
+command(
+    "config list",
+    LOCAL,
+    "config:config_list",
+    "Every setting of the area's config.toml with its value; those the file does not set show their default (marked).",
+)
+command(
+    "config get",
+    LOCAL,
+    "config:config_get",
+    "Print one setting's value (its default when config.toml does not set it). An unknown setting exits 4.",
+    CONFIG_KEY,
+)
+command(
+    "config set",
+    LOCAL,
+    "config:config_set",
+    "Set one setting in config.toml, keeping its comments and layout (written atomically). An unknown "
+    "setting or a value of the wrong type is refused (exit 4) naming the settings or the type expected; a "
+    "running server applies it when it starts again (said on stderr).",
+    CONFIG_KEY,
+    Param(
+        "value",
+        "str",
+        "the new value (true/false, a number or text, as the setting wants)",
+        required=True,
+        positional=True,
+    ),
+)
+
 # --------------------------------------------------------------------------------------------
 # Server commands: answered by the server itself, without waiting behind the write queue.
 

@@ -423,29 +423,95 @@ def start_server(area: Area, deadline: float, options: dict | None = None) -> di
     if lock is None:
         raise Unavailable(f"timed out waiting for {area.start_lock} (another client is starting the server)")
     try:
+        return _start_locked(area, deadline, options or {})
+    finally:
+        lock.release()
+
+
+BACKGROUND_START_TIMEOUT = 60.0  # how long a background start waits for its server to come up
+
+
+def start_in_background(area: Area) -> bool:
+    """Start the area's server without waiting for it (SPEC 3.2: after a read answered directly).
+
+    ``start.lock`` is taken here, without waiting (someone holding it is starting a server already),
+    and handed to a detached process (double fork: the flock belongs to the open file, which the
+    child inherits; this process only closes its own descriptor), which starts the server as
+    ``start_server`` does and lets go of the lock once it answers. So racing readers start exactly
+    one server, and whoever takes start.lock next sees it. Returns whether a start was handed off.
+    """
+    import fcntl
+
+    if area.shared:
+        try:
+            os.makedirs(area.run_dir, mode=0o700, exist_ok=True)
+        except OSError:
+            return False
+    try:
+        fd = os.open(area.start_lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: another client is starting (or checking) the server
+        os.close(fd)
+        return False
+    try:
+        child = os.fork()
+    except OSError:
+        os.close(fd)  # (the only descriptor of the lock: closing it releases the lock)
+        return False
+    if child == 0:  # pragma: no cover - runs in the forked child
+        code = 1
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                null = os.open(os.devnull, os.O_RDWR)
+                for std in (0, 1, 2):
+                    os.dup2(null, std)
+                try:
+                    _start_locked(area, time.monotonic() + BACKGROUND_START_TIMEOUT, {}, background=True)
+                    code = 0
+                except BaseException:
+                    code = 1
+            else:
+                code = 0
+        finally:
+            os._exit(code)  # (the grandchild's exit closes the lock's last descriptor: released)
+    os.close(fd)  # the lock stays held through the child's descriptor
+    os.waitpid(child, 0)
+    return True
+
+
+def _start_locked(area: Area, deadline: float, options: dict, background: bool = False) -> dict | None:
+    """The part of ``start_server`` run under start.lock. ``background``: give up at once (None) when
+    a server holds server.lock (it is alive, starting or stopping: nothing for a reader to do)."""
+    info = ping_info(area)
+    if info is not None:
+        return info
+    if background:
+        if not server_lock_free(area):
+            return None
+        remove_file(area.server_json)
+        return _spawn(area, deadline, options)
+    while read_server_info(area) is not None and not server_lock_free(area):
+        # A server holds the lock but does not answer: it is starting, stopping, or unreachable.
+        if time.monotonic() > deadline:
+            record = read_server_info(area) or {}
+            raise Unavailable(
+                f"the server at {address(record)}:{record.get('port')} is alive (it holds {area.server_lock}) "
+                "but does not answer from this host; retry later"
+            )
+        time.sleep(0.05)
         info = ping_info(area)
         if info is not None:
             return info
-        while read_server_info(area) is not None and not server_lock_free(area):
-            # A server holds the lock but does not answer: it is starting, stopping, or unreachable.
-            if time.monotonic() > deadline:
-                record = read_server_info(area) or {}
-                raise Unavailable(
-                    f"the server at {address(record)}:{record.get('port')} is alive (it holds {area.server_lock}) "
-                    "but does not answer from this host; retry later"
-                )
-            time.sleep(0.05)
-            info = ping_info(area)
-            if info is not None:
-                return info
-        if not server_lock_free(area):  # no record, but a server holds the lock: starting, or stopping
-            info = _wait_for_server(area, deadline, None, None)
-            if info is not None:
-                return info
-        remove_file(area.server_json)  # stale: its server is dead
-        return _spawn(area, deadline, options or {})
-    finally:
-        lock.release()
+    if not server_lock_free(area):  # no record, but a server holds the lock: starting, or stopping
+        info = _wait_for_server(area, deadline, None, None)
+        if info is not None:
+            return info
+    remove_file(area.server_json)  # stale: its server is dead
+    return _spawn(area, deadline, options)
 
 
 def _spawn(area: Area, deadline: float, options: dict) -> dict:

@@ -94,8 +94,25 @@ def area_processes(root: str) -> list[int]:
     return pids
 
 
+def wait_starts(root: str, timeout: float = 30.0) -> None:
+    """Wait until no client is starting a server for this area (a read starts one in the
+    background, SPEC 3.2, holding start.lock until it answers), so that none comes up after."""
+    from filelock import FileLock, Timeout
+
+    dot = Path(root) / ".dbtool"
+    for lock in [dot / "start.lock", *dot.glob("hosts/*/start.lock")]:
+        if not lock.exists():
+            continue
+        try:
+            FileLock(str(lock)).acquire(timeout=timeout).lock.release()
+        except (Timeout, OSError):
+            pass
+
+
 def kill_area(root: str) -> None:
-    """Stop every server of this area: SIGTERM, then SIGKILL after a grace period."""
+    """Stop every server of this area: SIGTERM, then SIGKILL after a grace period (after any
+    start in progress has ended)."""
+    wait_starts(root)
     pids = area_processes(root)
     for pid in pids:
         try:

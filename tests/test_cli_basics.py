@@ -88,7 +88,8 @@ def test_write_autostarts_server_with_private_server_json(area):
     assert area.ok("get-run-info", "--run-id", "1", "--json").json["state"] == "new"
 
 
-def test_read_without_server_starts_none(area):
+def test_read_without_server_starts_none_when_start_on_read_is_off(area):
+    area.set_config("server", "start_on_read", "false")  # (the default starts one: test_start_on_read.py)
     assert area.ok("get-runs").out == ""
     assert area.ok("get-keys", "--json").json == ["RELEASE", "PLATFORM"]
     assert area.run("get-run-info", "--run-id", "9").code == 1
@@ -109,6 +110,7 @@ def test_reads_work_the_same_with_and_without_server(area):
         "n/a",
     )
     via_server = area.ok("get-tests-for-run", "--run-id", "1", "--json").json
+    area.set_config("server", "start_on_read", "false")  # the next read stays direct
     area.ok("server", "stop")
     assert area.wait_no_server()
     direct = area.ok("get-tests-for-run", "--run-id", "1", "--json").json

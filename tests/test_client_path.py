@@ -59,6 +59,7 @@ def test_errors_on_the_client_path_stay_light(area):
 
 def test_direct_read_without_server_uses_the_database_layer(area):
     # the fallback is the one place a client imports SQLAlchemy (documented, measured in benchmarks)
+    area.set_config("server", "start_on_read", "false")  # (about the direct read alone)
     got = probe(area, ["get-runs"])
     assert got["codes"] == [0]
     assert "sqlalchemy" in got["heavy"]

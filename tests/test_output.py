@@ -116,6 +116,7 @@ def test_empty_results_keep_their_header_with_and_without_server(area):
     area.ok("register-test", "--run-id", "1", "--testname", "lonely")  # test 1: no steps
     area.ok("register-run", "--target", "v1/linux", "--runname", "empty")  # run 2: no tests
     served = empty_results(area)
+    area.set_config("server", "start_on_read", "false")  # every read below is direct
     area.ok("server", "stop")
     assert area.wait_no_server()
     direct = empty_results(area)
@@ -137,6 +138,7 @@ def test_empty_table_and_json(area):
 
 
 def test_trace_on_a_direct_read(area):
+    area.set_config("server", "start_on_read", "false")  # (about the direct read alone)
     r = area.ok("--trace", "get-keys")
     assert r.out == "RELEASE\nPLATFORM\n"
     assert area.server_pids() == []
