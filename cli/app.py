@@ -19,7 +19,7 @@ from typer._click.shell_completion import CompletionItem, add_completion_class
 from typer._completion_classes import FishComplete, ZshComplete, completion_init
 from typer.core import TyperCommand, TyperGroup
 
-from .binder import GlobalOptions, compact, is_number, timeout_problem
+from .binder import WITHOUT_COMMON, GlobalOptions, compact, is_number, timeout_problem
 from .guide import FAMILIES, epilog, family, first_sentence
 from .output import FORMATS, error_line
 
@@ -96,9 +96,6 @@ def _check_timeout(value: float | None) -> float | None:
         raise typer.BadParameter(problem)
     return value
 
-
-# Local commands that do not work on an existing area take no --area/--timeout/--format.
-WITHOUT_COMMON = frozenset({"init", "demo", "completion", "help"})
 
 _COMMON_CHECKS = {"g_format": _check_format, "g_timeout": _check_timeout, "g_request_fields": _check_fields}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from dbtool.core.commands import Command
+from dbtool.core.commands import COMMANDS, Command
 from dbtool.core.errors import UsageError
 
 from .output import FORMATS
@@ -28,6 +28,11 @@ GLOBAL_VALUES = {
 GLOBAL_FLAGS = {"--trace": "trace", "--json": "json"}
 REPEATED = frozenset({"request_fields"})  # a global option given again adds to it
 
+
+# Commands of two words (`server start`, `projects add`, `config set`): their first words.
+GROUPS = frozenset(name.partition(" ")[0] for name in COMMANDS if " " in name)
+# Local commands that do not work on an existing area take no --area/--timeout/--format.
+WITHOUT_COMMON = frozenset({"init", "demo", "completion", "help"})
 
 COMPLETE_VAR = "_DBTOOL_COMPLETE"  # set by the shell completion scripts (completions/)
 
@@ -223,3 +228,16 @@ def default_timeout(opts: GlobalOptions) -> float:
     if problem:
         raise UsageError(f"DBTOOL_TIMEOUT={text!r} {problem}")
     return value
+
+
+def find_command(words: list[str]) -> tuple[Command | None, list[str]]:
+    """The command named by the first word(s) of ``words`` (``server start`` takes two)."""
+    if not words:
+        return None, []
+    name, rest = words[0], words[1:]
+    if name in GROUPS and rest:
+        name, rest = f"{name} {rest[0]}", rest[1:]
+    cmd = COMMANDS.get(name)
+    if cmd is None or cmd.hidden:
+        return None, []
+    return cmd, rest

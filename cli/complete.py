@@ -15,11 +15,9 @@ import sys
 
 from dbtool.core.commands import COMMANDS, Command, Param
 
-from .binder import GLOBAL_FLAGS, GLOBAL_VALUES
+from .binder import GLOBAL_FLAGS, GLOBAL_VALUES, GROUPS, WITHOUT_COMMON
 from .output import FORMATS
 
-GROUPS = ("server", "projects")
-WITHOUT_COMMON = frozenset({"init", "demo", "completion", "help"})  # as cli/app.py's
 GLOBAL_HELP = {
     "--area": "the area directory",
     "--project": "the area registered under this alias",

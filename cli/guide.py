@@ -307,7 +307,7 @@ def help_command(opts: object, *, words: list[str] | None = None) -> int:
     from dbtool.core.commands import COMMANDS
 
     from .app import GROUP_HELP, run_app
-    from .main import find_command
+    from .binder import find_command
     from .output import error_line
 
     words = list(words or [])

@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 import sys
 
-from dbtool.core.commands import COMMANDS, LOCAL, Command
+from dbtool.core.commands import LOCAL, Command
 
-from .binder import COMPLETE_VAR, GlobalOptions, bind, take_global
+from .binder import COMPLETE_VAR, GlobalOptions, bind, find_command, take_global
 from .dispatch import execute
-
-GROUPS = ("server", "projects", "config")  # commands of two words: `server start`, `projects add`
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,19 +69,6 @@ def _main(args: list[str]) -> int:
         if params is not None:
             return execute(cmd, params, opts)
     return typer_main(args, cmd)
-
-
-def find_command(words: list[str]) -> tuple[Command | None, list[str]]:
-    """The command named by the first word(s) of ``words`` (``server start`` takes two)."""
-    if not words:
-        return None, []
-    name, rest = words[0], words[1:]
-    if name in GROUPS and rest:
-        name, rest = f"{name} {rest[0]}", rest[1:]
-    cmd = COMMANDS.get(name)
-    if cmd is None or cmd.hidden:
-        return None, []
-    return cmd, rest
 
 
 def typer_main(args: list[str], cmd: Command | None) -> int:

@@ -15,8 +15,8 @@ import pytest
 from conftest import dbtool_argv, run_in_pty
 from dbtool.cli import dispatch
 from dbtool.cli.app import build_app
+from dbtool.cli.binder import find_command
 from dbtool.cli.guide import EXAMPLES, FAMILIES, family, first_sentence
-from dbtool.cli.main import find_command
 from dbtool.core.commands import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,6 +263,7 @@ def test_names_and_options_complete_without_typer(tmp_path):
     assert "get-tests-for-run" in complete("dbtool get-te", tmp_path).stdout.split()
     assert complete("dbtool sdb", tmp_path).stdout.split() == ["sdb-qry"]  # refused, but a command
     assert complete("dbtool help server st", tmp_path).stdout.split() == ["start", "stats", "status", "stop"]
+    assert complete("dbtool config s", tmp_path).stdout.split() == ["set"]  # every two-word group
     assert "--testpatt" in complete("dbtool get-tests-for-run --run-id 3 --te", tmp_path).stdout.split()
 
 
