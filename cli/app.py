@@ -48,8 +48,18 @@ COMMON = (
         "g_format",
         "--format",
         str,
-        "output format: table, json, csv or tsv (tsv: tab-separated, no quoting; a tab, newline, carriage return "
-        "or backslash in a value is written \\t, \\n, \\r, \\\\)",
+        "output format: table, json, ndjson (one JSON record per line), csv or tsv (tsv: tab-separated, no quoting; "
+        "a tab, newline, carriage return or backslash in a value is written \\t, \\n, \\r, \\\\). On a terminal a "
+        "table is cut to its width (…) and JSON is indented; piped, nothing is cut and JSON is one line",
+    ),
+    ("g_fields", "--fields", str, "A,B: print only these fields of each record, in this order"),
+    ("g_no_header", "--no-header", bool, "tables, csv and tsv without their line of field names"),
+    (
+        "g_jq",
+        "--jq",
+        str,
+        "EXPR: print what the jq program EXPR makes of the JSON result, one output per line (a string without "
+        "quotes, as jq -r)",
     ),
     (
         "g_request_fields",
@@ -90,6 +100,22 @@ def _check_fields(value: list[str] | None) -> list[str] | None:
     return value
 
 
+def _field_list(value: str | None) -> list[str] | None:
+    """--fields A,B: the field names (at least one)."""
+    if value is None:
+        return None
+    fields = [part.strip() for part in value.split(",") if part.strip()]
+    if not fields:
+        raise typer.BadParameter("give the names of the fields to print, e.g. --fields id,testname")
+    return fields
+
+
+def _check_jq(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise typer.BadParameter("give a jq program, e.g. --jq '.[].id'")
+    return value
+
+
 def _check_timeout(value: float | None) -> float | None:
     problem = timeout_problem(value) if value is not None else ""
     if problem:
@@ -97,7 +123,13 @@ def _check_timeout(value: float | None) -> float | None:
     return value
 
 
-_COMMON_CHECKS = {"g_format": _check_format, "g_timeout": _check_timeout, "g_request_fields": _check_fields}
+_COMMON_CHECKS = {
+    "g_format": _check_format,
+    "g_timeout": _check_timeout,
+    "g_request_fields": _check_fields,
+    "g_fields": _field_list,
+    "g_jq": _check_jq,
+}
 
 
 def _converter(p: Param) -> Callable[[object], object] | None:
@@ -222,6 +254,11 @@ def _root(
     field: list[str] = typer.Option(  # noqa: B008 (Typer's way to declare an option)
         None, "--field", help=_HELP["--field"], callback=_check_fields, metavar="NAME=VALUE", show_default=False
     ),
+    fields: str = typer.Option(
+        None, "--fields", help=_HELP["--fields"], callback=_field_list, metavar="A,B", show_default=False
+    ),
+    no_header: bool = typer.Option(False, "--no-header", help=_HELP["--no-header"]),
+    jq: str = typer.Option(None, "--jq", help=_HELP["--jq"], callback=_check_jq, metavar="EXPR", show_default=False),
     version: bool = typer.Option(
         False, "--version", help="print dbtool's version and exit", callback=_version, is_eager=True
     ),
@@ -229,6 +266,7 @@ def _root(
     opts = GlobalOptions()
     opts.area, opts.timeout, opts.trace, opts.json, opts.format = area, timeout, trace, json, format
     opts.project = project
+    opts.fields, opts.no_header, opts.jq = fields, no_header, jq
     opts.set("request_fields", list(field or []))
     ctx.obj = opts
 

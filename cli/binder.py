@@ -24,8 +24,10 @@ GLOBAL_VALUES = {
     "--timeout": "timeout",
     "--format": "format",
     "--field": "request_fields",
+    "--fields": "fields",
+    "--jq": "jq",
 }
-GLOBAL_FLAGS = {"--trace": "trace", "--json": "json"}
+GLOBAL_FLAGS = {"--trace": "trace", "--json": "json", "--no-header": "no_header"}
 REPEATED = frozenset({"request_fields"})  # a global option given again adds to it
 
 
@@ -38,7 +40,7 @@ COMPLETE_VAR = "_DBTOOL_COMPLETE"  # set by the shell completion scripts (comple
 
 
 class GlobalOptions:
-    __slots__ = ("area", "format", "json", "project", "request_fields", "timeout", "trace")
+    __slots__ = ("area", "fields", "format", "jq", "json", "no_header", "project", "request_fields", "timeout", "trace")
 
     def __init__(self) -> None:
         self.area: str | None = None
@@ -48,6 +50,9 @@ class GlobalOptions:
         self.trace = False
         self.json = False
         self.request_fields: list[str] = []  # --field NAME=VALUE, as given
+        self.fields: list[str] | None = None  # --fields A,B: the fields of the records printed
+        self.jq: str | None = None  # --jq EXPR: the result filtered by a jq program
+        self.no_header = False  # --no-header: tables, CSV and TSV without their line of field names
 
     def set(self, name: str, value: object) -> None:
         if name in REPEATED:
@@ -57,7 +62,7 @@ class GlobalOptions:
 
     @property
     def output(self) -> str:
-        return "json" if self.json else (self.format or "table")
+        return "json" if self.json or (self.jq is not None and self.format is None) else (self.format or "table")
 
     def check(self) -> None:
         """Refuse options that contradict each other (a usage error)."""
@@ -65,6 +70,10 @@ class GlobalOptions:
             raise UsageError(f"--json and --format {self.format} disagree; give one of them")
         if self.area is not None and self.project is not None:
             raise UsageError(f"--area and --project both name the area; give one of them (--project {self.project})")
+        if self.jq is not None and self.format not in (None, "json"):
+            raise UsageError(f"--jq filters JSON and --format {self.format} is not; leave one of them out")
+        if self.no_header and self.output in ("json", "ndjson"):
+            raise UsageError("--no-header is for table, csv and tsv output; JSON has no header line")
 
     def extra(self) -> dict | None:
         """The request members these options add: the request's fields (--field)."""
@@ -103,6 +112,13 @@ def _global_value(name: str, text: str) -> object:
             raise ValueError(text)
         return value
     if name == "format" and text not in FORMATS:
+        raise ValueError(text)
+    if name == "fields":
+        fields = [part.strip() for part in text.split(",") if part.strip()]
+        if not fields:
+            raise ValueError(text)
+        return fields
+    if name == "jq" and not text.strip():
         raise ValueError(text)
     if name == "request_fields":
         from dbtool.core.rules.fields import parse_option

@@ -24,8 +24,11 @@ GLOBAL_HELP = {
     "--timeout": "seconds to wait for a busy or starting server",
     "--trace": "print the request's server-side log entries to stderr",
     "--json": "print the result as JSON",
-    "--format": "output format: table, json, csv or tsv",
+    "--format": "output format: table, json, ndjson, csv or tsv",
     "--field": "NAME=VALUE: a field of the request",
+    "--fields": "A,B: print only these fields of each record",
+    "--no-header": "tables, csv and tsv without their header line",
+    "--jq": "EXPR: filter the JSON result through jq",
 }
 MAX_CANDIDATES = 200
 DB_TIMEOUT = 0.05  # seconds a completion waits for a locked database

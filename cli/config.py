@@ -12,7 +12,7 @@ from dbtool.core.area import DEFAULT_CONFIG, SETTINGS, check_setting, find_area,
 from dbtool.core.errors import NotFound, Refused
 
 from .binder import GlobalOptions
-from .output import emit, render
+from .output import emit, render, show
 
 # Settings the server reads while it runs (each request): the others apply at its next start.
 LIVE = frozenset()
@@ -58,7 +58,7 @@ def config_list(opts: GlobalOptions) -> int:
     if opts.output == "table":
         emit("".join(f"{r['key']} = {_text(r['value'])}{'  (default)' if r['default'] else ''}\n" for r in rows))
     else:
-        emit(render(rows, opts.output))
+        show(rows, opts, name="config list")
     return 0
 
 

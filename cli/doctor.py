@@ -14,7 +14,7 @@ from dbtool.core.area import Area, find_area
 from dbtool.core.errors import DbtoolError
 
 from .binder import GlobalOptions
-from .output import emit, render
+from .output import emit, show
 
 LOW_DISK_BYTES = 1 << 30  # warn below 1 GiB free ...
 LOW_DISK_SHARE = 0.05  # ... or 5 % of the filesystem
@@ -58,7 +58,7 @@ def _finish(report: Report, opts: GlobalOptions) -> int:
     if opts.output == "table":
         emit("".join(f"{c['status']:<4} {c['check']}: {c['detail']}\n" for c in report.checks))
     else:
-        emit(render(report.checks, opts.output))
+        show(report.checks, opts, name="doctor")
     return 1 if report.failed else 0
 
 

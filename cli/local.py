@@ -22,7 +22,7 @@ from dbtool.core.commands import COMMANDS, Command
 from dbtool.core.errors import Refused, Unavailable
 
 from .binder import GlobalOptions, default_timeout
-from .output import emit, log_entry_text, one_line, render
+from .output import emit, log_entry_text, one_line, render, show
 
 
 def run_local(cmd: Command, params: dict, opts: GlobalOptions) -> int:
@@ -332,7 +332,7 @@ def server_status(opts: GlobalOptions) -> int:
         lock = None
     if isinstance(status, dict):
         status["area_lock"] = lock if opts.output == "json" else _lock_line(lock) if lock else "not locked"
-    emit(render(status, opts.output))
+    show(status, opts, name="server status")
     return 0
 
 

@@ -7,7 +7,7 @@ from dbtool.core.area import Area
 from dbtool.core.errors import Refused
 
 from .binder import GlobalOptions
-from .output import emit, render
+from .output import show
 
 
 def add(opts: GlobalOptions, *, alias: str, path: str, replace: bool = False) -> int:
@@ -25,7 +25,7 @@ def list_projects(opts: GlobalOptions) -> int:
         {"alias": alias, "path": root, "status": "ok" if _is_area(root) else "not an area"}
         for alias, root in sorted(projects.load().items())
     ]
-    emit(render(rows, opts.output, header=("alias", "path", "status")))
+    show(rows, opts, header=("alias", "path", "status"), name="projects list")
     return 0
 
 

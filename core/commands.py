@@ -903,6 +903,7 @@ command(
     "(nothing printed; --json prints true or false).",
     TEST_ID,
     ITEM_NAME,
+    Param("check", "bool", "print nothing even with --json; the exit status is the answer", client_only=True),
     driver="drivers:exit_by_answer",
 )
 command(
@@ -1218,6 +1219,12 @@ command(
     "ARCHIVED, INCOMPLETE; deleted tests aside); `tests` counts them, `final` those final, `seq` is the "
     "last event stored when this was read. Exit 1 when the run does not exist.",
     RUN_ID,
+    Param(
+        "check",
+        "bool",
+        "print nothing; exit 0 when the run is complete, 1 when not (scripts: `if ...; then`)",
+        client_only=True,
+    ),
 )
 command(
     "set-run-status",
@@ -1491,9 +1498,15 @@ command(
     "have-incompletes",
     READ,
     "deadjobs.have_incompletes",
-    "Print true when a run has tests mark-incomplete would mark, else false.",
+    "Print true when a run has tests mark-incomplete would mark, else false (--check: the exit status says it).",
     RUN_ID.with_(required=False, help="only this run (default: every run)"),
     DEADTIME,
+    Param(
+        "check",
+        "bool",
+        "print nothing; exit 0 when there are such tests, 1 when not (scripts: `if ...; then`)",
+        client_only=True,
+    ),
     api="have-incompletes?",
 )
 

@@ -33,11 +33,11 @@ def dbtool_argv(*args: str) -> list[str]:
     return [PYTHON, "-m", "dbtool.cli", *args]
 
 
-def run_in_pty(argv: list[str], timeout: float = 120) -> tuple[int, str]:
+def run_in_pty(argv: list[str], timeout: float = 120, env: dict | None = None) -> tuple[int, str]:
     """Run a command with stdout and stderr on a pseudo-terminal; (exit code, everything it wrote)."""
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
     finally:
         os.close(slave)
     chunks = []

@@ -64,6 +64,9 @@ def invocation(draw, name: str):
                     ["--field", "ci_job=4711"],
                     ["--field=note=a b"],
                     ["--project", "nightly"],
+                    ["--fields", "id,testname"],
+                    ["--no-header"],
+                    ["--jq=.[0]"],
                 ]
             ),
             max_size=3,

@@ -235,7 +235,7 @@ def test_values_complete_from_the_area_and_the_vocabularies(filled):
         "PASS,FAIL",
         "PASS,FAILED TO KILL",
     ]
-    assert complete("dbtool --format ", cwd).stdout.split() == ["table", "json", "csv", "tsv"]
+    assert complete("dbtool --format ", cwd).stdout.split() == ["table", "json", "ndjson", "csv", "tsv"]
     assert complete("dbtool completion ", cwd).stdout.split() == ["bash", "zsh", "fish"]
     # --area given on the line wins, from anywhere
     elsewhere = complete(f"dbtool --area {area.root} get-run-info --run-id ", ROOT).stdout.split()
