@@ -33,7 +33,6 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
             return run_local(cmd, params, opts)
         if cmd.dead:
             raise Refused(cmd.dead)
-        check = bool(params.pop("check", False))  # (client-only: the exit status is the answer)
         send = sender(cmd, opts)
         result = run_driver(cmd, params, opts, send) if cmd.driver else send(params)
         from .output import ExitWith, shaped
@@ -41,8 +40,6 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
         code = 0
         if type(result) is ExitWith:
             result, code = result.result, result.code
-        if check:
-            return code if code else 0 if yes(result) else 1
         # --fields of the command: the table shows every field asked for, and an empty CSV/TSV has them as its header
         fields = tuple(params.get("fields") or ())
         text = shaped(result, opts, () if fields else cmd.columns, fields or cmd.columns, cmd.name)
@@ -50,13 +47,6 @@ def execute(cmd: Command, params: dict, opts: GlobalOptions) -> int:
         return report(err, opts, cmd)
     emit(text)
     return code
-
-
-def yes(result: object) -> bool:
-    """--check: the answer of a yes/no query (true/false, or a record's ``complete``)."""
-    if isinstance(result, dict):
-        return result.get("complete") is True
-    return result is True
 
 
 def sender(cmd: Command, opts: GlobalOptions):

@@ -183,8 +183,23 @@ def Progress(label: str, total: int, unit: str = "rows"):
 
 def exit_by_answer(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
     """A yes/no question answered by the exit code (``test-has-item``): 0 yes, 1 no; nothing printed
-    for people, true or false with --json (or another format)."""
+    for people, true or false with --json (or another format); nothing at all with --check."""
     from .output import ExitWith
 
+    check = params.pop("check", False)
     answer = bool(send(params))
-    return ExitWith(answer if opts.output != "table" else None, 0 if answer else 1)
+    return ExitWith(answer if opts.output != "table" and not check else None, 0 if answer else 1)
+
+
+def answer_check(cmd: Command, params: dict, opts: GlobalOptions, send) -> object:
+    """A query whose answer is yes or no (``have-incompletes``: true/false; ``get-run-completion``:
+    its ``complete``): printed as usual, or with --check nothing printed and the exit code the answer
+    (0 yes, 1 no), for ``if dbtool ... --check; then``."""
+    from .output import ExitWith
+
+    check = params.pop("check", False)
+    result = send(params)
+    if not check:
+        return result
+    answer = result.get("complete") is True if isinstance(result, dict) else result is True
+    return ExitWith(None, 0 if answer else 1)

@@ -1225,6 +1225,7 @@ command(
         "print nothing; exit 0 when the run is complete, 1 when not (scripts: `if ...; then`)",
         client_only=True,
     ),
+    driver="drivers:answer_check",
 )
 command(
     "set-run-status",
@@ -1508,6 +1509,7 @@ command(
         client_only=True,
     ),
     api="have-incompletes?",
+    driver="drivers:answer_check",
 )
 
 # --------------------------------------------------------------------------------------------

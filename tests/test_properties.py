@@ -241,6 +241,9 @@ def bounded(argv: list[str]) -> list[str]:
 VERDICTS = {
     "wait-run": 1,  # the run is complete, but not PASS (its state and status are on stdout)
     "test-has-item": 1,  # the test has no item of that name
+    "have-incompletes": 1,  # --check: there are none
+    "get-run-completion": 1,  # --check: the run is not complete
+    "doctor": 1,  # a check failed (each check's line is on stdout)
 }
 
 
