@@ -15,9 +15,9 @@ import pytest
 from conftest import dbtool_argv, run_in_pty
 from dbtool.cli import dispatch
 from dbtool.cli.app import build_app
-from dbtool.cli.binder import find_command
+from dbtool.cli.binder import GLOBAL_VALUES, find_command
 from dbtool.cli.guide import EXAMPLES, FAMILIES, family, first_sentence
-from dbtool.core.commands import COMMANDS
+from dbtool.core.commands import COMMANDS, LOCAL
 
 ROOT = Path(__file__).resolve().parent.parent
 VISIBLE = [c for c in COMMANDS.values() if not c.hidden]
@@ -68,13 +68,14 @@ def parsed(argv: list[str]) -> tuple[str, dict]:
     """What the Typer app binds for ``argv`` (the command's name, its parameters), execution faked."""
     captured = {}
 
-    def fake_execute(cmd, params, opts):
-        captured["result"] = (cmd.name, params)
+    def fake_execute(cmd, params, opts):  # (the checks execute makes before it sends anything)
+        opts.check()
+        captured["result"] = (cmd.name, cmd.check_cli(params, travel=cmd.kind != LOCAL))
         return 0
 
     i = 0
     while argv[i].startswith("--"):
-        i += 2 if argv[i] in ("--area", "--project", "--timeout", "--format", "--field") else 1
+        i += 2 if argv[i] in GLOBAL_VALUES else 1
     cmd, _rest = find_command(argv[i:])
     assert cmd is not None, f"no command in {argv}"
     original = dispatch.execute
@@ -340,3 +341,14 @@ def test_completion_splits_words_as_the_shell_does(line):
 
     assert split_words(line) == shlex.split(line)
     assert split_words('dbtool --testname "unfinish') == ["dbtool", "--testname", "unfinish"]
+
+
+def test_every_global_option_is_bound_typed_and_completed_alike():
+    """The global options are spelled in three places (the fast binder, the Typer app, the Tab's
+    short help, which must not import Typer): one set of spellings in all three."""
+    from dbtool.cli.app import COMMON
+    from dbtool.cli.binder import GLOBAL_FLAGS
+    from dbtool.cli.complete import GLOBAL_HELP
+
+    bound = set(GLOBAL_VALUES) | set(GLOBAL_FLAGS)
+    assert bound == {decl for _name, decl, _kind, _help in COMMON} == set(GLOBAL_HELP)

@@ -220,3 +220,46 @@ def test_a_deadlock_with_another_front_end_is_retried_inside_the_writer(writer_a
     assert outcomes == [None]  # one request, alone in its group: only running it again can save it
     assert "deadlock detected" in caplog.text and "running it again" in caplog.text
     assert {k: v for k, v in variables(writer_area).items() if k in "ab"} == {"a": "mine", "b": "mine"}
+
+
+def test_a_group_in_the_io_thread_waits_out_a_lock_after_a_group_on_the_loop(tmp_path):
+    """A group on the loop sets busy_timeout 0 (it waits for a lock itself, without blocking the loop)
+    and leaves it so; a group in the I/O thread (here a bulk request) must wait for another process's
+    lock in SQLite again, not fail at once with "database is locked"."""
+    import sqlite3
+
+    path = str(tmp_path / "writer.db")
+    admin = sqlite_engine(path, ADMIN)
+    with admin.connect() as conn, conn.begin():
+        create_schema(conn, KEYS, "test")
+    admin.dispose()
+    engine = sqlite_engine(path, WRITE_ROLE)
+    handlers._cache["fake.set_a_then_b"] = set_a_then_b
+    on_loop = Command("fake-plain", WRITE, "fake.set_a_then_b", "a test double", (Param("var"),), hidden=True)
+    bulk = Command("fake-bulk", WRITE, "fake.set_a_then_b", "a test double", (Param("var"),), hidden=True, bulk=True)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        writer = Writer(engine, schema_for(KEYS), {}, loop, lambda _events: None, 0, alone=lambda: True)
+        writer._last_prune = time.time()  # (the hourly prune in the I/O thread would set it back meanwhile)
+        writer.start()
+
+        def submit(cmd: Command, value: str) -> asyncio.Future:
+            ctx = RequestContext(f"r-{value}", cmd.name, {"var": value}, {"user": "u"}, "u@h:1")
+            return writer.submit(cmd, cmd.bind_wire({"var": value}), ctx, f"idem-{value}")
+
+        await submit(on_loop, "first")  # committed on the loop (alone): busy_timeout is 0 now
+        other = sqlite3.connect(path, isolation_level=None)  # another process's write lock, for 0.3 s
+        other.execute("BEGIN IMMEDIATE")
+        loop.call_later(0.3, other.execute, "COMMIT")
+        try:
+            await submit(bulk, "second")  # in the I/O thread: waits for the lock, then writes
+        finally:
+            other.close()
+        await writer.stop()
+
+    try:
+        asyncio.run(main())
+        assert variables(engine) == {"a": "second", "b": "second"}
+    finally:
+        engine.dispose()
