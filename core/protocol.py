@@ -2,7 +2,7 @@
 
 Shared by the client and the server; standard library only.
 
-    server → {"hello": "dbtool", "protocol": P, "version": V, "instance": I, "nonce": N}   (at accept)
+    server → {"hello": "dbtool", "protocol": P, "version": V, "instance": I, "nonce": N}   (at accept*)
     client → {"challenge": C, "protocol": P}                                            (at connect)
     server → {"proof": HMAC-SHA256(key, "dbtool server N C")}
     client → {"auth": HMAC-SHA256(key, "dbtool client N C"), "protocol": P, "client": {...}}
@@ -14,6 +14,8 @@ Shared by the client and the server; standard library only.
 Each side proves the key over both nonces, with its role in the message, so neither proof can be
 replayed or reflected; the client sends nothing of value before the server's proof checks out.
 A server at its connection limit answers the connection with a busy error instead of the hello.
+(*) The server holds the hello back for up to 2 ms for the client's challenge, so that hello and
+proof leave in one write; a client may wait for the hello before it sends its challenge.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def test_the_completion_probe_uses_the_partial_index(hdb):
         t, dialect = hdb.schema, "sqlite"
 
     sql = str(_completion_query(Tables).compile(hdb.engine)).replace(":id", "?")
-    plan = hdb.sql(f"EXPLAIN QUERY PLAN {sql}", "DELETED", 1)
+    plan = hdb.sql(f"EXPLAIN QUERY PLAN {sql}", 1)
     assert any("tests_unfinished" in str(row) for row in plan), plan
 
 

@@ -129,3 +129,80 @@ def test_the_server_encodes_with_orjson_and_falls_back_beyond_it():
     assert fast is not encode
     huge = {"id": 1, "ok": True, "result": 2**70}  # beyond orjson's 64-bit ints
     assert fast(huge) == encode(huge)
+
+
+class _Transport:
+    """What a Session writes, write by write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def get_extra_info(self, name: str):
+        return None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+class _Server:
+    """The little of a server a connection's handshake asks of it."""
+
+    def __init__(self, loop) -> None:
+        self.loop, self.key, self.instance = loop, "ab" * 32, "test"
+        self.listener_tuned, self.tls_context = True, None
+        self.limits = {"handshake_timeout": 5.0, "dead_peer_timeout": 0}
+
+    def admit(self, session) -> bool:
+        return True
+
+    def forget(self, session) -> None:
+        pass
+
+
+def test_the_hello_waits_for_the_challenge_and_leaves_with_the_proof_in_one_write():
+    """A client sends its challenge as it connects: the hello and the proof answering it go out in
+    one write (one send and one wake-up of the client less per connection)."""
+    import asyncio
+    import json
+
+    from dbtool.core.protocol import challenge_line, new_nonce
+    from dbtool.core.server.session import Session
+
+    async def scenario():
+        transport = _Transport()
+        session = Session(_Server(asyncio.get_running_loop()))
+        session.connection_made(transport)
+        assert transport.writes == []  # held for the challenge
+        challenge = new_nonce()
+        session.data_received(challenge_line(challenge))
+        assert len(transport.writes) == 1
+        hello, proof = (json.loads(line) for line in transport.writes[0].splitlines())
+        assert hello["hello"] == "dbtool" and proof_ok("ab" * 32, "server", hello["nonce"], challenge, proof["proof"])
+        session.handshake_timer.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_waits_for_the_hello_gets_it_when_the_hold_ends():
+    import asyncio
+    import json
+
+    from dbtool.core.protocol import challenge_line, new_nonce
+    from dbtool.core.server.session import HELLO_HOLD, Session
+
+    async def scenario():
+        transport = _Transport()
+        session = Session(_Server(asyncio.get_running_loop()))
+        session.connection_made(transport)
+        await asyncio.sleep(HELLO_HOLD + 0.05)
+        assert len(transport.writes) == 1 and json.loads(transport.writes[0])["hello"] == "dbtool"
+        challenge = new_nonce()
+        session.data_received(challenge_line(challenge))  # then the proof, in a write of its own
+        assert len(transport.writes) == 2 and "proof" in json.loads(transport.writes[1])
+        assert not session.closed  # the rest of the handshake deadline still runs
+        session.handshake_timer.cancel()
+
+    asyncio.run(scenario())

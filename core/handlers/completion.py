@@ -15,7 +15,7 @@ from sqlalchemy import Boolean, and_, bindparam, exists, func, literal_column, s
 
 from ..db.context import Db
 from ..db.dialect import lock_row
-from ..db.schema import UNFINISHED_SQL
+from ..db.schema import DELETED, UNFINISHED_SQL
 from ..errors import NotFound
 from ..rules.vocab import FINAL_STATES
 from .common import find_run, not_deleted_run
@@ -46,7 +46,7 @@ def _completion_query(db: Db):
     unfinished = literal_column(
         f"EXISTS (SELECT 1 FROM tests{hint} WHERE tests.run_id = runs.id AND {UNFINISHED_SQL})", Boolean
     )
-    live = exists().where(t.run_id == r.id, t.state != "DELETED")
+    live = exists().where(t.run_id == r.id, t.state != DELETED)
     return select(r.completed_at, r.deleted_at, unfinished.label("unfinished"), live.label("live")).where(
         r.id == bindparam("id")
     )
@@ -85,7 +85,7 @@ def _store(db: Db, run_id: int, when: int | None) -> None:
 
 def _count(db: Db, run_id: int) -> int:
     t = db.t.tests.c
-    return db.conn.execute(select(func.count()).where(t.run_id == run_id, t.state != "DELETED")).scalar_one()
+    return db.conn.execute(select(func.count()).where(t.run_id == run_id, t.state != DELETED)).scalar_one()
 
 
 def get_run_completion(db: Db, *, run_id: int) -> dict:
@@ -100,7 +100,7 @@ def get_run_completion(db: Db, *, run_id: int) -> dict:
     stored = db.conn.execute(select(r.state, r.status, r.completed_at).where(r.id == run_id)).one()
     counts = db.conn.execute(
         select(func.count(), func.count().filter(t.state.in_(FINAL_STATES))).where(
-            t.run_id == run_id, t.state != "DELETED"
+            t.run_id == run_id, t.state != DELETED
         )
     ).one()
     return {
@@ -141,7 +141,7 @@ def baseline_status(db: Db, run_id: int, testname: str, item_path: str) -> tuple
     t = db.t.tests.c
     status = db.conn.execute(
         select(t.status).where(
-            t.run_id == baseline, t.testname == testname, t.item_path == item_path, t.state != "DELETED"
+            t.run_id == baseline, t.testname == testname, t.item_path == item_path, t.state != DELETED
         )
     ).scalar()
     return None if status is None else (baseline, status)

@@ -13,11 +13,11 @@ from sqlalchemy import and_, func, not_, select
 
 from ..commands import INT64
 from ..db.context import Db
+from ..db.schema import DELETED
 from ..errors import Refused
 from ..protocol import Records
 from .common import field_filter, not_deleted_run, run_state, status_not_deleted, target_expr
 
-DELETED = "DELETED"
 CELL_COLUMNS = ("run_id", "id", "testname", "item_path", "state", "status")
 LOOKUP_IDS = 500  # ids in one IN (...) list
 

@@ -27,6 +27,7 @@ from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, tuple
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..db.context import Db
+from ..db.schema import DELETED
 from ..errors import BadRequest, Refused
 from ..rules import junit as rules
 from ..rules.names import bad_test_name
@@ -629,11 +630,11 @@ def junit_export_part(db: Db, *, run_id: int, after: list[str] | None = None, li
             items.c.run_id == c.run_id,
             items.c.testname == c.testname,
             items.c.item_path != "",
-            items.c.state != "DELETED",
+            items.c.state != DELETED,
         )
         .exists()
     )
-    leaf = and_(c.run_id == run_id, c.state != "DELETED", or_(c.item_path != "", ~has_items))
+    leaf = and_(c.run_id == run_id, c.state != DELETED, or_(c.item_path != "", ~has_items))
     query = select(*(c[name] for name in EXPORT_COLUMNS)).where(leaf)
     if after:
         if len(after) != 2:

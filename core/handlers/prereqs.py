@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 
 from ..db.context import Db
+from ..db.schema import DELETED
 from ..errors import Refused
 from ..rules.prereqs import (
     RECORD_KEYS,
@@ -99,7 +100,7 @@ def _waiton_rows(db: Db, run_id: int, waitons: Sequence[str]) -> dict[str, list[
     t = db.t.tests.c
     query = (
         select(*_record_columns(db))
-        .where(t.run_id == run_id, t.testname.in_(set(waitons)), t.state != "DELETED")
+        .where(t.run_id == run_id, t.testname.in_(set(waitons)), t.state != DELETED)
         .order_by(t.testname, t.item_path, t.id)
     )
     rows: dict[str, list[dict]] = {}

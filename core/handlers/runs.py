@@ -8,6 +8,7 @@ from sqlalchemy.sql import ColumnElement
 from ..db.context import Db
 from ..db.dialect import insert_ignore, lock_row
 from ..db.dialect import inserted as inserted_row
+from ..db.schema import DELETED
 from ..errors import NotFound, Refused
 from ..protocol import Records
 from ..rules.names import bad_key_values
@@ -365,7 +366,7 @@ def set_state_status_and_roll_up_run(
     tests, r = db.t.tests.c, db.t.runs.c
     groups = db.conn.execute(
         select(tests.state, tests.status, func.count())
-        .where(tests.run_id == run_id, tests.item_path == "", tests.state != "DELETED")
+        .where(tests.run_id == run_id, tests.item_path == "", tests.state != DELETED)
         .group_by(tests.state, tests.status)
     ).all()
     if not groups:
@@ -490,7 +491,7 @@ def get_raw_run_stats(db: Db, *, run_id: int, include_deleted: bool = False) -> 
         .order_by(t.state, t.status)
     )
     if not include_deleted:
-        query = query.where(t.state != "DELETED")
+        query = query.where(t.state != DELETED)
     return db.records(query)
 
 
@@ -548,7 +549,7 @@ def get_run_stats(db: Db, *, include_deleted: bool = False) -> list[dict]:
         .group_by(runs.id, runs.runname, target_expr(db), netstate)
     )
     if not include_deleted:
-        query = query.where(t.state != "DELETED")
+        query = query.where(t.state != DELETED)
     rows = db.records(query)
     order = {run_id: i for i, run_id in enumerate(get_all_run_ids(db))}
     rows.sort(key=lambda r: (order.get(r["run_id"], len(order)), r["netstate"] or ""))
@@ -579,7 +580,7 @@ def get_run_times(db: Db, *, runname: str = "%", target: str = "%", include_dele
         .order_by(runs.id)
     )
     if not include_deleted:
-        query = query.where(not_deleted_run(db), t.state != "DELETED")
+        query = query.where(not_deleted_run(db), t.state != DELETED)
     return [
         {"runname": r.runname, "runtime_minutes": int(r.seconds or 0) // 60, "target": r.target}
         for r in db.conn.execute(query)
@@ -595,5 +596,5 @@ def get_test_times(db: Db, *, runname: str, target: str, include_deleted: bool =
         .order_by(t.testname, t.item_path)
     )
     if not include_deleted:
-        query = query.where(not_deleted_run(db), t.state != "DELETED")
+        query = query.where(not_deleted_run(db), t.state != DELETED)
     return db.table(query)

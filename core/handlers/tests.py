@@ -6,6 +6,7 @@ from sqlalchemy import Text, and_, bindparam, cast, delete, func, insert, or_, s
 
 from ..db.context import Db
 from ..db.dialect import insert_ignore, like, lock_row, regexp
+from ..db.schema import DELETED, word
 from ..errors import NotFound, Refused
 from ..protocol import Records
 from ..rules.regex import RegexError, compile_user
@@ -26,6 +27,7 @@ from .common import (
     testpatt_filter,
 )
 
+RUNNING_WORDS = [word(s) for s in COUNTED_RUNNING_STATES]  # (in the SQL text: see schema.word)
 EVENT_TIME_RESET_STATES = ("LAUNCHED", "REMOTEHOSTSTART")
 
 
@@ -211,7 +213,7 @@ def state_status_filter(db: Db, states: list[str] | None, statuses: list[str] | 
                 )
             return or_(
                 and_(t.state == "COMPLETED", t.status.in_(statuses)),
-                and_(t.state.not_in(["COMPLETED", "DELETED"]), t.state.in_(states)),
+                and_(t.state.not_in([word("COMPLETED"), DELETED]), t.state.in_(states)),
             )
         if not_in:
             return and_(t.state.not_in(states), t.status.not_in(statuses))
@@ -271,7 +273,7 @@ def get_tests_for_run(
     if last_update is not None:
         query = query.where(t.last_update >= last_update)
     elif not include_deleted:
-        query = query.where(t.state != "DELETED")
+        query = query.where(t.state != DELETED)
     if testpatt:
         query = query.where(testpatt_filter(db, testpatt))
     selection = state_status_filter(db, states, statuses, not_in, mode)
@@ -535,14 +537,14 @@ def test_get_records_for_index_file(db: Db, *, run_id: int, testname: str, inclu
         t.run_id == run_id, t.testname == testname, t.item_path != ""
     )
     if not include_deleted:
-        query = query.where(t.state != "DELETED")
+        query = query.where(t.state != DELETED)
     return db.table(query.order_by(t.item_path))
 
 
 def test_toplevel_num_items(db: Db, *, run_id: int, testname: str) -> int:
     t = db.t.tests.c
     query = select(func.count()).where(
-        t.run_id == run_id, t.testname == testname, t.item_path != "", t.state != "DELETED"
+        t.run_id == run_id, t.testname == testname, t.item_path != "", t.state != DELETED
     )
     return db.conn.execute(query).scalar_one()
 
@@ -550,7 +552,7 @@ def test_toplevel_num_items(db: Db, *, run_id: int, testname: str) -> int:
 def _count_running(db: Db, *conditions) -> int:
     t = db.t.tests.c
     not_placeholder = or_(func.coalesce(t.uname, "") != "n/a", t.item_path != "")
-    query = select(func.count()).where(t.state.in_(COUNTED_RUNNING_STATES), not_placeholder, *conditions)
+    query = select(func.count()).where(t.state.in_(RUNNING_WORDS), not_placeholder, *conditions)
     return db.conn.execute(query).scalar_one()
 
 
@@ -576,7 +578,7 @@ def get_count_tests_running_in_jobgroup(db: Db, *, jobgroup: str, run_id: int | 
 
 def get_not_completed_cnt(db: Db, *, run_id: int) -> int:
     t = db.t.tests.c
-    query = select(func.count()).where(t.run_id == run_id, t.state.not_in(["COMPLETED", "DELETED"]))
+    query = select(func.count()).where(t.run_id == run_id, t.state.not_in([word("COMPLETED"), DELETED]))
     return db.conn.execute(query).scalar_one()
 
 
@@ -641,7 +643,7 @@ def get_tests_for_run_state_status(
     if last_update is not None:
         query = query.where(t.last_update >= last_update)
     if not include_deleted:
-        query = query.where(t.state != "DELETED")
+        query = query.where(t.state != DELETED)
     return db.table(query.order_by(t.id))
 
 
@@ -655,7 +657,7 @@ def get_previous_test_run_record(db: Db, *, run_id: int, testname: str, item_pat
             continue
         row = db.conn.execute(
             select(db.t.tests).where(
-                t.run_id == prev, t.testname == testname, t.item_path == item_path, t.state != "DELETED"
+                t.run_id == prev, t.testname == testname, t.item_path == item_path, t.state != DELETED
             )
         ).first()
         if row is not None:
@@ -674,7 +676,7 @@ def get_matching_previous_test_run_records(db: Db, *, run_id: int, testname: str
             t.run_id.in_(same_target.scalar_subquery()),
             like(db.dialect, t.testname, testname),
             like(db.dialect, t.item_path, item_path),
-            t.state != "DELETED",
+            t.state != DELETED,
         )
         .order_by(t.testname, t.item_path, t.event_time.desc(), t.id.desc())
     )
@@ -705,7 +707,7 @@ def test_get_paths_matching_keynames_target_new(
         like(db.dialect, t.status, statuspatt),
     )
     if not include_deleted:
-        query = query.where(t.state != "DELETED")
+        query = query.where(t.state != DELETED)
     paths = list(db.conn.execute(query.order_by(t.event_time.desc(), t.id.desc())).scalars())
     return paths + list(res or [])
 

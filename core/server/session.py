@@ -78,6 +78,7 @@ _encode = server_encoder()
 log = logging.getLogger("dbtool.server")
 
 REPLAY_BATCH = 1000  # events read from the database per replay query
+HELLO_HOLD = 0.002  # seconds the hello waits for the client's challenge, to leave with the proof in one write
 HIGH_WATER = 256 * 1024  # bytes buffered for a client before we wait for it to read
 
 
@@ -98,6 +99,7 @@ class Session(asyncio.Protocol):
         self.writable = asyncio.Event()  # cleared while the client does not read (flow control)
         self.writable.set()
         self.handshake_timer: asyncio.TimerHandle | None = None
+        self.hello: bytes | None = None  # the hello, while it waits to go out with the next line
         self.stream_task: asyncio.Task | None = None
         self.reading = True
         self.eof = False
@@ -120,7 +122,8 @@ class Session(asyncio.Protocol):
             self.send(error(None, "-", "busy", f"the server has {limit} connections already; retry", retry_after=0.5))
             self.close()
             return
-        self.handshake_timer = server.loop.call_later(server.limits["handshake_timeout"], self._handshake_timeout)
+        timeout = server.limits["handshake_timeout"]
+        self.handshake_timer = server.loop.call_later(min(HELLO_HOLD, timeout), self._hello_held, timeout)
         if secure:
             transport.pause_reading()  # (start_tls takes the connection over from here)
             self.tls_pending = True
@@ -129,9 +132,24 @@ class Session(asyncio.Protocol):
         self._greet()
 
     def _greet(self) -> None:
+        """The hello, held back for a moment: a real client sends its challenge as it connects, so
+        the hello usually leaves in one write with the proof that answers it (one send, one packet
+        and one wake-up of the client less per connection). A client that waits for the hello
+        before it speaks gets it when the hold ends (``_hello_held``). Nothing goes out before it:
+        whatever is sent first (the proof, a refusal) carries it."""
         self.nonce = secrets.token_hex(16)
         hello = {"hello": "dbtool", "protocol": PROTOCOL, "version": __version__, "instance": self.server.instance}
-        self.send({**hello, "nonce": self.nonce})
+        self.hello = _encode({**hello, "nonce": self.nonce})
+
+    def _hello_held(self, timeout: float) -> None:
+        """The hold is over (the first part of the handshake deadline): send the hello if it is
+        still waiting, and wait out the rest of the deadline."""
+        if self.hello is not None and not (self.closed or self.tls_pending):
+            data, self.hello = self.hello, None
+            self.transport.write(data)
+        if not self.authenticated and not self.closed:
+            rest = timeout - min(HELLO_HOLD, timeout)
+            self.handshake_timer = self.server.loop.call_later(rest, self._handshake_timeout)
 
     async def _start_tls(self, raw: asyncio.BaseTransport) -> None:
         """TLS from the first byte on a connection off the loopback; then the handshake as usual."""
@@ -156,10 +174,13 @@ class Session(asyncio.Protocol):
             return
         self.transport = secured
         self._greet()
-        if self.buffer:  # what the client sent as soon as TLS was up
+        if self.buffer:  # what the client sent as soon as TLS was up (its challenge takes the hello along)
             self._handshake_lines()
             if self.authenticated:
                 self.data_received(b"")
+        elif self.hello is not None:  # (the hold is long over: the TLS handshake took longer)
+            data, self.hello = self.hello, None
+            self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:  # closing: input is dropped (see close)
@@ -232,6 +253,8 @@ class Session(asyncio.Protocol):
             log.error("response of request %s is not JSON: %s", message.get("request_id"), err)
             text = f"unserialisable result: {err}"
             data = encode(error(message.get("id"), message.get("request_id", "-"), "internal", text))
+        if self.hello is not None:  # the held hello goes first, in the same write
+            data, self.hello = self.hello + data, None
         self.transport.write(data)
 
     def close(self) -> None:
